@@ -1,0 +1,359 @@
+//! M: an OS thread running the scheduler loop (its "g0" context) and
+//! switching into Gs.
+
+use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+
+use crossbeam_deque::Steal;
+
+use super::g::{GRef, G, DEAD, RUNNABLE, RUNNING};
+use super::p::{PPtr, P};
+use super::shared::{MHandle, Shared, Stopped};
+use crate::context;
+use crate::stack::overflow::AltStack;
+
+/// Every 61st tick, the global queue is served before the local one.
+const GLOBAL_CHECK_INTERVAL: u32 = 61;
+/// Rounds over all victims a spinning M makes before giving up.
+const STEAL_ROUNDS: usize = 4;
+
+/// Why a G switched back to its M's scheduler context.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Request {
+    /// Go to the tail of the local queue.
+    Yield,
+    /// Park until `G::unpark`.
+    Park,
+    /// The G finished; release its stack.
+    Exit,
+}
+
+pub(crate) struct M {
+    pub(crate) rt: Arc<Shared>,
+    handle: Arc<MHandle>,
+    p: Cell<Option<PPtr>>,
+    spinning: Cell<bool>,
+    /// The running G (raw, for the signal handler) and its owning handle.
+    pub(crate) curg: Cell<*const G>,
+    cur: UnsafeCell<Option<GRef>>,
+    pub(crate) request: Cell<Request>,
+}
+
+thread_local! {
+    static CURRENT: Cell<*const M> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The M running on this OS thread, or null.
+///
+/// Never inlined: a green thread can resume on another OS thread after any
+/// switch, and an inlined thread-local access could let the compiler reuse
+/// a TLS address computed before the switch.
+#[inline(never)]
+pub(crate) fn current() -> *const M {
+    CURRENT.with(|c| c.get())
+}
+
+/// The running G of this thread, or null (async-signal-safe: the TLS slot
+/// is const-initialised and has no destructor).
+pub(crate) fn current_g_raw() -> *const G {
+    let m = current();
+    if m.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: a non-null CURRENT points at the M living on this thread.
+    unsafe { (*m).curg.get() }
+}
+
+/// Body of every M thread.
+pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: PPtr, spinning: bool) {
+    let _alt = AltStack::install();
+    let m = M {
+        rt,
+        handle,
+        p: Cell::new(Some(p)),
+        spinning: Cell::new(spinning),
+        curg: Cell::new(std::ptr::null()),
+        cur: UnsafeCell::new(None),
+        request: Cell::new(Request::Yield),
+    };
+    CURRENT.with(|c| c.set(&m));
+    while let Some(g) = m.find_runnable() {
+        m.execute(g);
+    }
+    CURRENT.with(|c| c.set(std::ptr::null()));
+}
+
+impl M {
+    /// The P this M holds. Panics if it holds none (a runtime bug).
+    pub(crate) fn p(&self) -> &P {
+        let p = self.p.get().expect("greenrt: M without a P");
+        // SAFETY: the M owns its current P exclusively.
+        unsafe { p.get() }
+    }
+
+    pub(crate) fn has_p(&self) -> bool {
+        self.p.get().is_some()
+    }
+
+    /// Runs `g` until it switches back, then acts on its request.
+    fn execute(&self, g: GRef) {
+        let p = self.p();
+        p.schedtick.set(p.schedtick.get().wrapping_add(1));
+        g.set_state(RUNNING);
+        self.curg.set(Arc::as_ptr(&g));
+        let (slot, sp) = (context::parent_slot(g.top), g.sp.get());
+        // SAFETY: `cur` is only touched on this thread, here and by the G
+        // while it runs (through `current()`), never both at once.
+        unsafe { *self.cur.get() = Some(g) };
+        // SAFETY: the G is RUNNING, so only this M resumes it; its stack is
+        // alive while `cur` holds it. Its context was saved by `switch` or
+        // made by `prepare`.
+        unsafe { context::switch(slot, *sp) };
+        self.curg.set(std::ptr::null());
+        // SAFETY: as above; the G is suspended now.
+        let g = unsafe { (*self.cur.get()).take() }.expect("greenrt: lost the running G");
+        match self.request.get() {
+            Request::Yield => {
+                g.set_state(RUNNABLE);
+                self.p().put(g, false);
+            }
+            Request::Park => {
+                if g.finish_park() {
+                    self.p().put(g, true);
+                }
+            }
+            Request::Exit => {
+                g.set_state(DEAD);
+                // SAFETY: the G is dead and we are off its stack.
+                if let Some(stack) = unsafe { g.take_stack() } {
+                    self.recycle_stack(stack);
+                }
+            }
+        }
+    }
+
+    fn recycle_stack(&self, stack: crate::stack::Stack) {
+        let p = self.p();
+        let mut local = p.stacks.borrow_mut();
+        if let Err(stack) = local.put(stack) {
+            let mut global = self.rt.stacks.lock();
+            local.spill_half(&mut global);
+            let _ = local.put(stack);
+        }
+    }
+
+    /// Finds a G to run, stealing and sleeping as needed. Returns None only
+    /// when the runtime shuts down.
+    fn find_runnable(&self) -> Option<GRef> {
+        loop {
+            if self.rt.is_shutdown() {
+                self.drop_p();
+                return None;
+            }
+            if self.p.get().is_none() && !self.acquire_after_stop()? {
+                continue;
+            }
+            if let Some(g) = self.find_once() {
+                if self.spinning.get() {
+                    self.reset_spinning();
+                }
+                return Some(g);
+            }
+            // Nothing anywhere: give up the P, re-check, then sleep.
+            let was_spinning = self.spinning.replace(false);
+            if was_spinning {
+                self.rt.nmspinning.fetch_sub(1, Ordering::SeqCst);
+            }
+            self.drop_p();
+            // Pairs with the fence in `wakep`: work made runnable before the
+            // P went idle must be seen here.
+            fence(Ordering::SeqCst);
+            // A spinner that gives up re-checks everything (and resumes
+            // spinning if it finds work); anyone re-checks the lock-free
+            // global queue, which has no other way to wake it.
+            if (was_spinning && self.work_anywhere()) || !self.rt.injector.is_empty() {
+                if let Some(p) = self.rt.get_idle_p() {
+                    self.p.set(Some(p));
+                    if was_spinning {
+                        self.spinning.set(true);
+                        self.rt.nmspinning.fetch_add(1, Ordering::SeqCst);
+                    }
+                    continue;
+                }
+            }
+            match self.rt.stop_m(&self.handle, self.rt.next_timer()) {
+                Stopped::Acquired(p, spinning) => {
+                    self.p.set(Some(p));
+                    self.spinning.set(spinning);
+                }
+                Stopped::Woke => {}
+                Stopped::Shutdown => return None,
+            }
+        }
+    }
+
+    /// After waking without a P: take an idle one if there is work for it.
+    /// Returns Some(true) with a P, Some(false) to go round again (after
+    /// sleeping), None at shutdown.
+    fn acquire_after_stop(&self) -> Option<bool> {
+        if let Some(p) = self.rt.get_idle_p() {
+            self.p.set(Some(p));
+            return Some(true);
+        }
+        // Every P is busy; they run their own timers. Sleep until handed one.
+        match self.rt.stop_m(&self.handle, u64::MAX) {
+            Stopped::Acquired(p, spinning) => {
+                self.p.set(Some(p));
+                self.spinning.set(spinning);
+                Some(true)
+            }
+            Stopped::Woke => Some(false),
+            Stopped::Shutdown => None,
+        }
+    }
+
+    /// One pass over every source of work, in priority order.
+    fn find_once(&self) -> Option<GRef> {
+        let p = self.p();
+        for id in 0..self.rt.timers.len() {
+            self.run_timers(id);
+        }
+        if p.schedtick.get() % GLOBAL_CHECK_INTERVAL == 0 {
+            if let Some(g) = self.take_global(p) {
+                return Some(g);
+            }
+        }
+        if let Some(g) = p.pop() {
+            return Some(g);
+        }
+        if let Some(g) = self.take_global(p) {
+            return Some(g);
+        }
+        // Spin (steal) only while fewer than half of the busy Ps' Ms do.
+        let busy = self.rt.cfg.workers - self.rt.npidle.load(Ordering::SeqCst);
+        if !self.spinning.get() && 2 * self.rt.nmspinning.load(Ordering::SeqCst) >= busy {
+            return None;
+        }
+        if !self.spinning.get() {
+            self.spinning.set(true);
+            self.rt.nmspinning.fetch_add(1, Ordering::SeqCst);
+        }
+        self.steal(p)
+    }
+
+    fn take_global(&self, p: &P) -> Option<GRef> {
+        loop {
+            match self.rt.injector.steal_batch_and_pop(&p.runq) {
+                Steal::Success(g) => return Some(g),
+                Steal::Empty => return None,
+                Steal::Retry => continue,
+            }
+        }
+    }
+
+    /// Steals about half of a random victim's queue.
+    fn steal(&self, p: &P) -> Option<GRef> {
+        let n = self.rt.stealers.len();
+        for _ in 0..STEAL_ROUNDS {
+            let start = p.random() as usize % n;
+            for i in 0..n {
+                let victim = (start + i) % n;
+                if victim == p.id {
+                    continue;
+                }
+                loop {
+                    match self.rt.stealers[victim].steal_batch_and_pop(&p.runq) {
+                        Steal::Success(g) => return Some(g),
+                        Steal::Empty => break,
+                        Steal::Retry => continue,
+                    }
+                }
+            }
+            if let Some(g) = self.take_global(p) {
+                return Some(g);
+            }
+        }
+        None
+    }
+
+    /// Readies the Gs of expired timers of P `id` into our P.
+    fn run_timers(&self, id: usize) {
+        let timers = &self.rt.timers[id];
+        if timers.next() > crate::time::now() {
+            return;
+        }
+        let p = self.p();
+        timers.run_expired(crate::time::now(), |g| g.unpark_into(p));
+    }
+
+    /// A spinning M found work: stop spinning, and if it was the last
+    /// spinner, start another so remaining work is picked up in parallel.
+    fn reset_spinning(&self) {
+        self.spinning.set(false);
+        if self.rt.nmspinning.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.rt.wakep();
+        }
+    }
+
+    fn drop_p(&self) {
+        if let Some(p) = self.p.take() {
+            self.rt.put_idle_p(p);
+        }
+    }
+
+    /// Is any work visible: a queued G or an expired timer?
+    fn work_anywhere(&self) -> bool {
+        if !self.rt.injector.is_empty() || self.rt.stealers.iter().any(|s| !s.is_empty()) {
+            return true;
+        }
+        self.rt.next_timer() <= crate::time::now()
+    }
+
+    /// Switches from the running G back to this M's scheduler context.
+    ///
+    /// # Safety
+    /// Must be called on a G's stack (the M's `curg`).
+    pub(crate) unsafe fn switch_to_scheduler(&self, req: Request) {
+        self.request.set(req);
+        let g = self.curg.get();
+        // SAFETY: the caller runs on `g`'s stack; the parent slot holds the
+        // scheduler's stack pointer, stored when this M switched in.
+        context::switch((*g).sp.get(), *context::parent_slot((*g).top));
+    }
+}
+
+impl G {
+    /// Makes a PARKED G runnable directly into `p` (used for timers).
+    fn unpark_into(self: &Arc<Self>, p: &P) {
+        if self.wake_token() {
+            p.put(self.clone(), true);
+        }
+    }
+}
+
+/// First Rust code on a new G's stack (called from `greenrt_start`).
+pub(crate) extern "C" fn g_entry(arg: *mut u8) -> ! {
+    {
+        // SAFETY: `arg` is the G, kept alive by the M's `cur` while it runs.
+        let g = unsafe { &*(arg as *const G) };
+        // SAFETY: we are that G, running on its stack.
+        if let Some(f) = unsafe { g.take_entry() } {
+            // The closure catches its own panic for the JoinHandle; a panic
+            // escaping anyway (from a task-local destructor, say) must not
+            // unwind into the assembly frame below us.
+            let run = std::panic::AssertUnwindSafe(move || {
+                f();
+                crate::task::local::clear_current();
+            });
+            if std::panic::catch_unwind(run).is_err() {
+                eprintln!("greenrt: panic while finishing green thread '{}'", g.display_name());
+                std::process::abort();
+            }
+        }
+    }
+    // Every value of this G has been dropped; leave for good.
+    // SAFETY: we run on the G's stack, and CURRENT is this thread's M.
+    unsafe { (*current()).switch_to_scheduler(Request::Exit) };
+    unreachable!("greenrt: a finished green thread was resumed")
+}

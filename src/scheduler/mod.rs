@@ -1,0 +1,154 @@
+//! The M:N scheduler: Gs (green threads) run on Ms (OS threads) that hold
+//! Ps (scheduling contexts with run queues). See docs/DESIGN.md.
+
+mod g;
+mod m;
+mod p;
+pub(crate) mod park;
+mod runtime;
+mod shared;
+
+use std::sync::Arc;
+
+pub(crate) use g::{GRef, G};
+pub(crate) use m::Request;
+pub use runtime::{run, Builder, Runtime};
+pub(crate) use shared::Shared;
+
+/// Makes a runnable G (just unparked) eligible to run: into the current P's
+/// LIFO slot when called on one of its runtime's Ms, else into the global
+/// queue. Wakes an idle M if there is one to spare.
+pub(crate) fn ready(g: GRef) {
+    let m = m::current();
+    if !m.is_null() {
+        // SAFETY: a non-null CURRENT is the M living on this thread.
+        let m = unsafe { &*m };
+        if m.has_p() && Arc::ptr_eq(&m.rt, &g.rt) {
+            m.p().put(g, true);
+            m.rt.wakep();
+            return;
+        }
+    }
+    let rt = g.rt.clone();
+    rt.injector.push(g);
+    rt.wakep();
+}
+
+/// Queues a newly spawned G on the current P (LIFO slot, as Go does) or,
+/// from outside the runtime, on the global queue.
+pub(crate) fn schedule_new(g: GRef) {
+    ready(g)
+}
+
+/// The running green thread, if the caller is one.
+pub(crate) fn current_g() -> Option<GRef> {
+    let g = m::current_g_raw();
+    if g.is_null() {
+        return None;
+    }
+    // SAFETY: the running G is kept alive by its M's `cur` handle, so its
+    // Arc count is at least one; we take a new reference.
+    unsafe {
+        Arc::increment_strong_count(g);
+        Some(Arc::from_raw(g))
+    }
+}
+
+/// Runs `f` with the running G, without touching its reference count.
+pub(crate) fn with_current_g<R>(f: impl FnOnce(Option<&G>) -> R) -> R {
+    let g = m::current_g_raw();
+    // SAFETY: as in `current_g`; the borrow does not outlive this call,
+    // during which the G keeps running on this thread.
+    f(unsafe { g.as_ref() })
+}
+
+/// The runtime of the running green thread.
+pub(crate) fn current_runtime() -> Option<Arc<Shared>> {
+    let m = m::current();
+    // SAFETY: a non-null CURRENT is the M living on this thread.
+    (!m.is_null()).then(|| unsafe { (*m).rt.clone() })
+}
+
+/// True on a green thread.
+pub(crate) fn in_green_thread() -> bool {
+    !m::current_g_raw().is_null()
+}
+
+fn switch_out(req: Request, what: &str) {
+    let m = m::current();
+    // SAFETY: a non-null CURRENT is this thread's M.
+    if m.is_null() || unsafe { (*m).curg.get() }.is_null() {
+        panic!("greenrt::{what} called outside a green thread (use greenrt::run or Runtime::block_on)");
+    }
+    // SAFETY: we are running on the M's current G.
+    unsafe { (*m).switch_to_scheduler(req) };
+}
+
+/// Parks the running G until `G::unpark` (returns at once if a wake-up
+/// token is pending). May return spuriously: callers re-check their
+/// condition.
+pub(crate) fn park() {
+    let pending = with_current_g(|g| g.map(|g| g.take_token()));
+    if pending == Some(true) {
+        return;
+    }
+    switch_out(Request::Park, "park");
+    // Resumed, perhaps on another M. The token that woke us is spent.
+    with_current_g(|g| g.map(|g| g.take_token()));
+}
+
+/// Puts the running G at the back of its P's queue and runs others.
+pub(crate) fn yield_now() {
+    switch_out(Request::Yield, "yield_now");
+}
+
+/// If `addr` lies in the guard page of the G running on this thread,
+/// returns its name (for the overflow report). Async-signal-safe.
+pub(crate) fn guard_hit(addr: usize) -> Option<&'static [u8]> {
+    let g = m::current_g_raw();
+    if g.is_null() {
+        return None;
+    }
+    // SAFETY: the running G is alive while it runs (which it does: it
+    // faulted). The name is returned with 'static only for the report that
+    // ends in abort().
+    let g: &'static G = unsafe { &*g };
+    let (lo, hi) = g.guard;
+    (addr >= lo && addr < hi).then(|| g.name.as_deref().unwrap_or("<unnamed>").as_bytes())
+}
+
+/// A stack of `size` usable bytes: from the current P's pool, the
+/// runtime's pool, or a fresh mapping.
+pub(crate) fn alloc_stack(rt: &Arc<Shared>, size: usize) -> std::io::Result<crate::stack::Stack> {
+    let m = m::current();
+    if !m.is_null() {
+        // SAFETY: a non-null CURRENT is the M living on this thread.
+        let m = unsafe { &*m };
+        if m.has_p() && Arc::ptr_eq(&m.rt, rt) {
+            if let Some(s) = m.p().stacks.borrow_mut().take(size) {
+                return Ok(s);
+            }
+        }
+    }
+    if let Some(s) = rt.stacks.lock().take(size) {
+        return Ok(s);
+    }
+    crate::stack::Stack::new(size)
+}
+
+/// Arms a timer that unparks `g` at `when` (monotonic ns), on the current
+/// P's timer queue (or P 0's when called off the runtime's Ms).
+pub(crate) fn add_timer(when: u64, g: GRef) {
+    let m = m::current();
+    let rt = g.rt.clone();
+    let mut id = 0;
+    if !m.is_null() {
+        // SAFETY: a non-null CURRENT is the M living on this thread.
+        let m = unsafe { &*m };
+        if m.has_p() && Arc::ptr_eq(&m.rt, &rt) {
+            id = m.p().id;
+        }
+    }
+    rt.timers[id].add(when, g);
+    rt.timer_added(when);
+}

@@ -1,0 +1,107 @@
+//! P: a scheduling context — local run queue, "next" slot, stack pool.
+//!
+//! Exactly `workers` Ps exist. An M must hold a P to run Gs; a P is owned
+//! by at most one M at a time, so its Cells need no synchronisation. Other
+//! Ms reach a P only through its `Stealer` and its timer queue, both kept
+//! in `Shared` and thread-safe.
+
+use std::cell::{Cell, RefCell};
+use std::ptr::NonNull;
+
+use crossbeam_deque::Worker;
+
+use super::g::GRef;
+use crate::stack::StackPool;
+
+/// After this many consecutive Gs taken from the LIFO "next" slot, the
+/// queue head runs first, so two Gs waking each other cannot starve it.
+const MAX_LIFO_STREAK: u32 = 8;
+/// Stacks kept per P.
+const STACK_POOL_PER_P: usize = 64;
+
+pub(crate) struct P {
+    pub(crate) id: usize,
+    pub(crate) runq: Worker<GRef>,
+    runnext: Cell<Option<GRef>>,
+    lifo_streak: Cell<u32>,
+    /// Incremented on every G scheduled; drives the 1-in-61 global check.
+    pub(crate) schedtick: Cell<u32>,
+    pub(crate) stacks: RefCell<StackPool>,
+    rng: Cell<u64>,
+}
+
+impl P {
+    pub(crate) fn new(id: usize, runq: Worker<GRef>) -> P {
+        P {
+            id,
+            runq,
+            runnext: Cell::new(None),
+            lifo_streak: Cell::new(0),
+            schedtick: Cell::new(0),
+            stacks: RefCell::new(StackPool::new(STACK_POOL_PER_P)),
+            rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)),
+        }
+    }
+
+    /// Queues `g`; with `next`, into the LIFO slot (the previous occupant
+    /// moves to the queue's tail).
+    pub(crate) fn put(&self, g: GRef, next: bool) {
+        if next {
+            if let Some(old) = self.runnext.replace(Some(g)) {
+                self.runq.push(old);
+            }
+        } else {
+            self.runq.push(g);
+        }
+    }
+
+    /// Next G from this P: the LIFO slot first (bounded streak), then the
+    /// queue head.
+    pub(crate) fn pop(&self) -> Option<GRef> {
+        if let Some(g) = self.runnext.take() {
+            let streak = self.lifo_streak.get();
+            if streak < MAX_LIFO_STREAK {
+                self.lifo_streak.set(streak + 1);
+                return Some(g);
+            }
+            self.runq.push(g);
+        }
+        self.lifo_streak.set(0);
+        self.runq.pop()
+    }
+
+    /// Drains every queued G (used at shutdown).
+    pub(crate) fn drain(&self) -> Vec<GRef> {
+        let mut out: Vec<GRef> = self.runnext.take().into_iter().collect();
+        while let Some(g) = self.runq.pop() {
+            out.push(g);
+        }
+        out
+    }
+
+    /// xorshift64*: cheap randomness for victim selection.
+    pub(crate) fn random(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// A P handed between Ms. Ownership is exclusive: whoever holds the PPtr
+/// may use the P.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PPtr(pub(crate) NonNull<P>);
+
+// SAFETY: a P is used by one M at a time; hand-over goes through a mutex.
+unsafe impl Send for PPtr {}
+
+impl PPtr {
+    /// # Safety
+    /// The caller must own this P (hold it as its current P).
+    pub(crate) unsafe fn get<'a>(self) -> &'a P {
+        self.0.as_ref()
+    }
+}

@@ -1,0 +1,58 @@
+//! Blocking the caller, whether it is a green thread or an OS thread.
+//!
+//! Every blocking primitive in greenrt (sync, join, timers) parks through
+//! here, so the same channel or mutex works between green threads, between
+//! OS threads, and across the two.
+
+use std::thread::{self, Thread};
+
+use super::{add_timer, current_g, in_green_thread, park, GRef};
+use crate::time;
+
+/// Wakes one blocked caller: a green thread or an OS thread.
+#[derive(Clone)]
+pub(crate) enum Waker {
+    Green(GRef),
+    Os(Thread),
+}
+
+impl Waker {
+    /// A waker for the caller.
+    pub(crate) fn current() -> Waker {
+        match current_g() {
+            Some(g) => Waker::Green(g),
+            None => Waker::Os(thread::current()),
+        }
+    }
+
+    pub(crate) fn wake(&self) {
+        match self {
+            Waker::Green(g) => g.unpark(),
+            Waker::Os(t) => t.unpark(),
+        }
+    }
+}
+
+/// Blocks the caller until it is woken or `deadline` (monotonic ns) passes.
+/// May return spuriously: callers loop on their own condition.
+pub(crate) fn block(deadline: Option<u64>) {
+    if in_green_thread() {
+        if let Some(when) = deadline {
+            if when <= time::now() {
+                return;
+            }
+            add_timer(when, current_g().expect("on a green thread"));
+        }
+        park();
+    } else {
+        match deadline {
+            None => thread::park(),
+            Some(when) => {
+                let now = time::now();
+                if when > now {
+                    thread::park_timeout(std::time::Duration::from_nanos(when - now));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! State shared by all Ms of one runtime: queues, idle lists, counters.
+
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use crossbeam_deque::{Injector, Stealer, Worker};
+use parking_lot::{Condvar, Mutex};
+
+use super::g::GRef;
+use super::m;
+use super::p::{PPtr, P};
+use crate::stack::StackPool;
+use crate::time::TimerQueue;
+
+/// Stacks kept in the runtime-wide pool (beyond the per-P pools).
+const GLOBAL_STACK_POOL: usize = 1024;
+
+/// Runtime settings fixed at build time.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) stack_size: usize,
+    pub(crate) thread_name: String,
+}
+
+pub(crate) struct Shared {
+    pub(crate) cfg: Config,
+    /// Global run queue: spawns from outside, overflow, fairness.
+    pub(crate) injector: Injector<GRef>,
+    /// One per P, indexed by P id.
+    pub(crate) stealers: Box<[Stealer<GRef>]>,
+    /// Timers, one queue per P, indexed by P id.
+    pub(crate) timers: Box<[TimerQueue]>,
+    sched: Mutex<SchedState>,
+    pub(crate) npidle: AtomicUsize,
+    pub(crate) nmspinning: AtomicUsize,
+    pub(crate) shutdown: AtomicBool,
+    /// Deadline the timer-watching idle M sleeps until (u64::MAX: none).
+    pub(crate) watch_until: AtomicU64,
+    pub(crate) stacks: Mutex<StackPool>,
+    next_gid: AtomicU64,
+    all_ps: Box<[PPtr]>,
+}
+
+// SAFETY: the PPtrs in `all_ps` are only dereferenced by their current
+// owner (or at drop, when no M runs); everything else is Sync.
+unsafe impl Sync for Shared {}
+// SAFETY: as above.
+unsafe impl Send for Shared {}
+
+struct SchedState {
+    pidle: Vec<PPtr>,
+    midle: Vec<Arc<MHandle>>,
+    watcher: Option<Arc<MHandle>>,
+    threads: Vec<thread::JoinHandle<()>>,
+    nm: usize,
+}
+
+/// The part of an M that other threads use to hand it a P or wake it.
+pub(crate) struct MHandle {
+    slot: Mutex<Handoff>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct Handoff {
+    p: Option<PPtr>,
+    spinning: bool,
+    /// Re-evaluate (timer changed, shutdown) without being handed a P.
+    kick: bool,
+}
+
+/// What `stop_m` came back with.
+pub(crate) enum Stopped {
+    /// Handed a P; `bool` says whether the M starts out spinning.
+    Acquired(PPtr, bool),
+    /// Woke without a P (timer deadline or kick); look for one.
+    Woke,
+    Shutdown,
+}
+
+impl Shared {
+    pub(crate) fn new(cfg: Config) -> Arc<Shared> {
+        let mut stealers = Vec::with_capacity(cfg.workers);
+        let mut ps = Vec::with_capacity(cfg.workers);
+        for id in 0..cfg.workers {
+            let w = Worker::new_fifo();
+            stealers.push(w.stealer());
+            let p = Box::new(P::new(id, w));
+            ps.push(PPtr(std::ptr::NonNull::from(Box::leak(p))));
+        }
+        let timers = (0..cfg.workers).map(|_| TimerQueue::default()).collect();
+        let workers = cfg.workers;
+        Arc::new(Shared {
+            cfg,
+            injector: Injector::new(),
+            stealers: stealers.into_boxed_slice(),
+            timers,
+            sched: Mutex::new(SchedState {
+                pidle: ps.iter().rev().copied().collect(),
+                midle: Vec::new(),
+                watcher: None,
+                threads: Vec::new(),
+                nm: 0,
+            }),
+            npidle: AtomicUsize::new(workers),
+            nmspinning: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            watch_until: AtomicU64::new(u64::MAX),
+            stacks: Mutex::new(StackPool::new(GLOBAL_STACK_POOL)),
+            next_gid: AtomicU64::new(1),
+            all_ps: ps.into_boxed_slice(),
+        })
+    }
+
+    pub(crate) fn next_gid(&self) -> u64 {
+        self.next_gid.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Starts a spinning M if there is an idle P and nobody is spinning:
+    /// called after making work runnable. Spinning Ms find the work; the
+    /// "at most one new spinner" rule keeps wake-ups cheap.
+    pub(crate) fn wakep(self: &Arc<Self>) {
+        // Pairs with the fence in `M::drop_p`: either we see the idle P or
+        // its M sees our work when it re-checks.
+        fence(Ordering::SeqCst);
+        if self.npidle.load(Ordering::SeqCst) == 0 || self.nmspinning.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        if self
+            .nmspinning
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        self.start_m(true);
+    }
+
+    /// Hands an idle P to an idle (or new) M. With `spinning`, the caller
+    /// has already counted the new M in `nmspinning`.
+    pub(crate) fn start_m(self: &Arc<Self>, spinning: bool) {
+        let mut s = self.sched.lock();
+        let p = match s.pidle.pop() {
+            Some(p) if !self.is_shutdown() => p,
+            other => {
+                if let Some(p) = other {
+                    s.pidle.push(p);
+                }
+                drop(s);
+                if spinning {
+                    self.nmspinning.fetch_sub(1, Ordering::SeqCst);
+                }
+                return;
+            }
+        };
+        self.npidle.fetch_sub(1, Ordering::SeqCst);
+        if let Some(m) = s.midle.pop() {
+            if s.watcher.as_ref().is_some_and(|w| Arc::ptr_eq(w, &m)) {
+                s.watcher = None;
+                self.watch_until.store(u64::MAX, Ordering::SeqCst);
+            }
+            drop(s);
+            let mut slot = m.slot.lock();
+            slot.p = Some(p);
+            slot.spinning = spinning;
+            m.cv.notify_one();
+            return;
+        }
+        s.nm += 1;
+        let name = format!("{}-{}", self.cfg.thread_name, s.nm);
+        let rt = self.clone();
+        let handle = new_handle();
+        let spawned = thread::Builder::new()
+            .name(name)
+            .spawn(move || m::m_main(rt, handle, p, spinning));
+        match spawned {
+            Ok(jh) => s.threads.push(jh),
+            Err(e) => {
+                // Give the P back; the running Ms keep the runtime going.
+                s.pidle.push(p);
+                self.npidle.fetch_add(1, Ordering::SeqCst);
+                if spinning {
+                    self.nmspinning.fetch_sub(1, Ordering::SeqCst);
+                }
+                eprintln!("greenrt: failed to start a worker thread: {e}");
+            }
+        }
+    }
+
+    /// Puts `p` on the idle list.
+    pub(crate) fn put_idle_p(&self, p: PPtr) {
+        let mut s = self.sched.lock();
+        s.pidle.push(p);
+        self.npidle.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Takes an idle P, if any.
+    pub(crate) fn get_idle_p(&self) -> Option<PPtr> {
+        let mut s = self.sched.lock();
+        let p = s.pidle.pop()?;
+        self.npidle.fetch_sub(1, Ordering::SeqCst);
+        Some(p)
+    }
+
+    /// Parks the calling M (which holds no P) until it is handed a P, the
+    /// timer `deadline` (monotonic ns) passes, it is kicked, or shutdown.
+    /// Only one idle M sleeps with a deadline: the timer watcher.
+    pub(crate) fn stop_m(&self, me: &Arc<MHandle>, deadline: u64) -> Stopped {
+        let watching;
+        {
+            let mut s = self.sched.lock();
+            if self.is_shutdown() {
+                return Stopped::Shutdown;
+            }
+            watching = deadline != u64::MAX && deadline < self.watch_until.load(Ordering::SeqCst);
+            if watching {
+                if let Some(old) = s.watcher.replace(me.clone()) {
+                    old.kick();
+                }
+                self.watch_until.store(deadline, Ordering::SeqCst);
+            }
+            s.midle.push(me.clone());
+        }
+        let mut slot = me.slot.lock();
+        loop {
+            if let Some(p) = slot.p.take() {
+                return Stopped::Acquired(p, std::mem::take(&mut slot.spinning));
+            }
+            if self.is_shutdown() {
+                return Stopped::Shutdown;
+            }
+            if std::mem::take(&mut slot.kick) {
+                break;
+            }
+            if watching {
+                let now = crate::time::now();
+                if now >= deadline {
+                    break;
+                }
+                let wait = std::time::Duration::from_nanos(deadline - now);
+                me.cv.wait_for(&mut slot, wait);
+            } else {
+                me.cv.wait(&mut slot);
+            }
+        }
+        drop(slot);
+        // Leave the idle list. If someone already took us off it, a P is
+        // on its way: wait for it.
+        let listed = {
+            let mut s = self.sched.lock();
+            if s.watcher.as_ref().is_some_and(|w| Arc::ptr_eq(w, me)) {
+                s.watcher = None;
+                self.watch_until.store(u64::MAX, Ordering::SeqCst);
+            }
+            match s.midle.iter().position(|m| Arc::ptr_eq(m, me)) {
+                Some(i) => {
+                    s.midle.swap_remove(i);
+                    true
+                }
+                None => false,
+            }
+        };
+        if listed {
+            return Stopped::Woke;
+        }
+        let mut slot = me.slot.lock();
+        loop {
+            if let Some(p) = slot.p.take() {
+                return Stopped::Acquired(p, std::mem::take(&mut slot.spinning));
+            }
+            if self.is_shutdown() {
+                return Stopped::Shutdown;
+            }
+            me.cv.wait(&mut slot);
+        }
+    }
+
+    /// A timer due at `when` was added: make sure some idle M will wake for
+    /// it in time.
+    pub(crate) fn timer_added(self: &Arc<Self>, when: u64) {
+        if when >= self.watch_until.load(Ordering::SeqCst) {
+            return;
+        }
+        let watcher = self.sched.lock().watcher.clone();
+        match watcher {
+            Some(w) => w.kick(),
+            // No watcher: get an idle P running so its M re-evaluates.
+            None if self.npidle.load(Ordering::SeqCst) > 0 => self.start_m(false),
+            None => {}
+        }
+    }
+
+    /// Earliest timer over all Ps (u64::MAX if none).
+    pub(crate) fn next_timer(&self) -> u64 {
+        self.timers.iter().map(|t| t.next()).min().unwrap_or(u64::MAX)
+    }
+
+    /// Stops the runtime: wakes every idle M and waits for all Ms to exit,
+    /// then drops every G still queued.
+    pub(crate) fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        let threads = {
+            let mut s = self.sched.lock();
+            for m in &s.midle {
+                m.kick();
+            }
+            std::mem::take(&mut s.threads)
+        };
+        for t in threads {
+            let _ = t.join();
+        }
+        // No M runs now. Dropping a queued G may drop values whose Drop
+        // readies other Gs (into the injector), so drain until quiet.
+        loop {
+            let mut gs = Vec::new();
+            while let crossbeam_deque::Steal::Success(g) = self.injector.steal() {
+                gs.push(g);
+            }
+            for p in self.all_ps.iter() {
+                // SAFETY: no M runs any more, so nobody else owns a P.
+                gs.extend(unsafe { p.get() }.drain());
+            }
+            for t in self.timers.iter() {
+                gs.extend(t.drain());
+            }
+            if gs.is_empty() {
+                break;
+            }
+            drop(gs);
+        }
+    }
+}
+
+impl MHandle {
+    pub(crate) fn kick(&self) {
+        self.slot.lock().kick = true;
+        self.cv.notify_one();
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for p in self.all_ps.iter() {
+            // SAFETY: each P was leaked from a Box in `new` and nothing can
+            // use it once the last reference to Shared is gone.
+            drop(unsafe { Box::from_raw(p.0.as_ptr()) });
+        }
+    }
+}
+
+pub(crate) fn new_handle() -> Arc<MHandle> {
+    Arc::new(MHandle { slot: Mutex::new(Handoff::default()), cv: Condvar::new() })
+}

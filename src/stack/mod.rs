@@ -1,0 +1,214 @@
+//! Green-thread stacks: mmap'd, guarded, committed lazily, pooled.
+//!
+//! Each stack is one anonymous private mapping with a guard page at its low
+//! end. Pages are committed by the kernel on first touch, so a 256 KiB stack
+//! that only ever uses 8 KiB costs 8 KiB of memory. Finished stacks go back
+//! to a pool (per P, then a global one), so steady-state spawning does not
+//! call mmap.
+//!
+//! The guard page is installed with `MADV_GUARD_INSTALL` (Linux 6.13+),
+//! which marks page-table entries without splitting the mapping: adjacent
+//! stacks merge into one kernel VMA, so the number of live stacks is not
+//! bounded by `vm.max_map_count`. On older kernels the guard is made with
+//! `mprotect(PROT_NONE)`, which costs a second mapping per stack.
+
+pub(crate) mod overflow;
+
+use std::io;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Default usable stack size of a green thread.
+pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+/// Smallest usable stack size accepted; smaller requests are rounded up.
+pub const MIN_STACK_SIZE: usize = 16 * 1024;
+
+const GUARD_LEN: usize = 4096;
+const PAGE: usize = 4096;
+/// `MADV_GUARD_INSTALL` from linux/mman.h (not yet in every libc crate).
+const MADV_GUARD_INSTALL: libc::c_int = 102;
+
+/// One green-thread stack: `[base, base + GUARD_LEN)` is the guard,
+/// `[base + GUARD_LEN, base + len)` is usable.
+pub(crate) struct Stack {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a Stack is plain memory owned by exactly one holder at a time.
+unsafe impl Send for Stack {}
+
+impl Stack {
+    /// Maps a stack with at least `size` usable bytes.
+    pub(crate) fn new(size: usize) -> io::Result<Stack> {
+        let usable = round_up(size.max(MIN_STACK_SIZE), PAGE);
+        let len = usable + GUARD_LEN;
+        // SAFETY: an anonymous mapping with no address hint touches no
+        // existing memory; the result is checked below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(map_error(io::Error::last_os_error(), len));
+        }
+        let stack = Stack { base: base.cast(), len };
+        stack.install_guard().map_err(|e| map_error(e, len))?;
+        Ok(stack)
+    }
+
+    fn install_guard(&self) -> io::Result<()> {
+        if guard_mode() == GuardMode::Madvise {
+            // SAFETY: the range is the first page of our own mapping.
+            let rc = unsafe { libc::madvise(self.base.cast(), GUARD_LEN, MADV_GUARD_INSTALL) };
+            if rc == 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINVAL) {
+                return Err(err);
+            }
+            // Kernel without guard regions: remember and fall through.
+            GUARD_MODE.store(GuardMode::Mprotect as u8, Ordering::Relaxed);
+        }
+        // SAFETY: as above.
+        let rc = unsafe { libc::mprotect(self.base.cast(), GUARD_LEN, libc::PROT_NONE) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// One past the highest usable byte (16-byte aligned).
+    pub(crate) fn top(&self) -> *mut u8 {
+        self.base.wrapping_add(self.len)
+    }
+
+    /// The guard page's address range.
+    pub(crate) fn guard(&self) -> (usize, usize) {
+        (self.base as usize, self.base as usize + GUARD_LEN)
+    }
+
+    /// Usable size in bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.len - GUARD_LEN
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: we own the whole mapping and nothing runs on it any more.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+enum GuardMode {
+    Unknown = 0,
+    Madvise = 1,
+    Mprotect = 2,
+}
+
+static GUARD_MODE: AtomicU8 = AtomicU8::new(GuardMode::Unknown as u8);
+
+/// How guard pages are made. `GREENRT_GUARD=mprotect` forces the portable
+/// mode (one extra mapping per stack), e.g. to test the map-count limit.
+fn guard_mode() -> GuardMode {
+    match GUARD_MODE.load(Ordering::Relaxed) {
+        1 => GuardMode::Madvise,
+        2 => GuardMode::Mprotect,
+        _ => {
+            let mode = match std::env::var("GREENRT_GUARD").as_deref() {
+                Ok("mprotect") => GuardMode::Mprotect,
+                _ => GuardMode::Madvise,
+            };
+            GUARD_MODE.store(mode as u8, Ordering::Relaxed);
+            mode
+        }
+    }
+}
+
+/// Explains an mmap/mprotect failure; ENOMEM near `vm.max_map_count` gets
+/// the limit and the fix spelled out.
+fn map_error(err: io::Error, len: usize) -> io::Error {
+    if err.raw_os_error() != Some(libc::ENOMEM) {
+        return io::Error::new(
+            err.kind(),
+            format!("greenrt: cannot map a green-thread stack of {len} bytes: {err}"),
+        );
+    }
+    let limit = read_number("/proc/sys/vm/max_map_count");
+    let used = std::fs::read_to_string("/proc/self/maps").map(|s| s.lines().count()).ok();
+    let msg = match (limit, used) {
+        (Some(limit), Some(used)) if used + 16 >= limit as usize => format!(
+            "greenrt: cannot map a green-thread stack: the process has {used} memory \
+             mappings and the kernel limit vm.max_map_count is {limit}; raise it \
+             (`sysctl -w vm.max_map_count=1048576`) or keep fewer green threads alive \
+             at once ({err})"
+        ),
+        _ => format!(
+            "greenrt: cannot map a green-thread stack of {len} bytes: out of memory or \
+             address space ({err}); if the process has many mappings, the kernel limit \
+             vm.max_map_count (see `sysctl vm.max_map_count`) may be the cause"
+        ),
+    };
+    io::Error::new(io::ErrorKind::OutOfMemory, msg)
+}
+
+fn read_number(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// A bounded free list of stacks of one size.
+pub(crate) struct StackPool {
+    free: Vec<Stack>,
+    cap: usize,
+}
+
+impl StackPool {
+    pub(crate) fn new(cap: usize) -> StackPool {
+        StackPool { free: Vec::new(), cap }
+    }
+
+    /// A pooled stack of exactly `size` usable bytes, if one is free.
+    pub(crate) fn take(&mut self, size: usize) -> Option<Stack> {
+        let i = self.free.iter().rposition(|s| s.size() == size)?;
+        Some(self.free.swap_remove(i))
+    }
+
+    /// Keeps `stack` for reuse; hands it back if the pool is full.
+    pub(crate) fn put(&mut self, stack: Stack) -> Result<(), Stack> {
+        if self.free.len() < self.cap {
+            self.free.push(stack);
+            Ok(())
+        } else {
+            Err(stack)
+        }
+    }
+
+    /// Moves up to half of the pool into `other` (which must have room).
+    pub(crate) fn spill_half(&mut self, other: &mut StackPool) {
+        let n = self.free.len() / 2;
+        for s in self.free.drain(..n) {
+            if let Err(s) = other.put(s) {
+                drop(s);
+            }
+        }
+    }
+}
+
+/// Rounds a requested stack size the way `Stack::new` will.
+pub(crate) fn normalize_size(size: usize) -> usize {
+    round_up(size.max(MIN_STACK_SIZE), PAGE)
+}

@@ -1,0 +1,88 @@
+//! `JoinHandle`: waiting for a green thread's result.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use parking_lot::Mutex;
+
+use crate::scheduler::park::{block, Waker};
+
+/// Where a green thread leaves its result for the joiner.
+pub(crate) struct Packet<T> {
+    done: AtomicBool,
+    result: UnsafeCell<Option<thread::Result<T>>>,
+    waiter: Mutex<Option<Waker>>,
+}
+
+// SAFETY: `result` is written once by the green thread before `done` is
+// set (Release) and read only by the joiner after seeing `done` (Acquire).
+unsafe impl<T: Send> Sync for Packet<T> {}
+
+impl<T> Packet<T> {
+    pub(crate) fn new() -> Packet<T> {
+        Packet { done: AtomicBool::new(false), result: UnsafeCell::new(None), waiter: Mutex::new(None) }
+    }
+
+    pub(crate) fn complete(&self, r: thread::Result<T>) {
+        // SAFETY: only the green thread writes, once, before `done`.
+        unsafe { *self.result.get() = Some(r) };
+        self.done.store(true, Ordering::Release);
+        if let Some(w) = self.waiter.lock().take() {
+            w.wake();
+        }
+    }
+}
+
+/// An owned permission to join a green thread (wait for it to finish).
+///
+/// Dropping the handle detaches the green thread. Like
+/// `std::thread::JoinHandle`, `join` returns `Err` with the panic payload
+/// if the green thread panicked; the runtime itself is unaffected.
+pub struct JoinHandle<T> {
+    packet: Arc<Packet<T>>,
+    id: u64,
+}
+
+impl<T> std::fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinHandle").field("id", &self.id).field("finished", &self.is_finished()).finish()
+    }
+}
+
+impl<T> JoinHandle<T> {
+    pub(crate) fn new(packet: Arc<Packet<T>>, id: u64) -> JoinHandle<T> {
+        JoinHandle { packet, id }
+    }
+
+    /// Waits for the green thread to finish and returns its result. Works
+    /// from green threads (parks only the caller) and from OS threads.
+    pub fn join(self) -> thread::Result<T> {
+        let p = &self.packet;
+        if !p.done.load(Ordering::Acquire) {
+            {
+                let mut w = p.waiter.lock();
+                if !p.done.load(Ordering::Acquire) {
+                    *w = Some(Waker::current());
+                }
+            }
+            while !p.done.load(Ordering::Acquire) {
+                block(None);
+            }
+        }
+        // SAFETY: `done` is set, so the result was written and nobody else
+        // touches it; we are the only joiner (join takes self).
+        unsafe { (*p.result.get()).take() }.expect("greenrt: green thread result taken twice")
+    }
+
+    /// True once the green thread has finished (returned or panicked).
+    pub fn is_finished(&self) -> bool {
+        self.packet.done.load(Ordering::Acquire)
+    }
+
+    /// The green thread's id (as `task::current_id` reports it inside).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}

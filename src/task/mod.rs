@@ -1,0 +1,120 @@
+//! Spawning and joining green threads.
+
+mod join;
+pub mod local;
+
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+pub use join::JoinHandle;
+use join::Packet;
+
+use crate::scheduler::{self, Shared, G};
+use crate::stack;
+
+/// Configures a green thread before spawning it, like `std::thread::Builder`.
+///
+/// ```
+/// greenrt::run(|| {
+///     let h = greenrt::task::Builder::new()
+///         .name("worker")
+///         .stack_size(64 * 1024)
+///         .spawn(|| greenrt::task::current_name().unwrap().to_string())
+///         .unwrap();
+///     assert_eq!(h.join().unwrap(), "worker");
+/// });
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct Builder {
+    name: Option<String>,
+    stack_size: Option<usize>,
+}
+
+impl Builder {
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Names the green thread (shown in panic and stack-overflow messages).
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Stack size in bytes, rounded up to whole pages (at least 16 KiB).
+    /// Defaults to the runtime's (256 KiB unless configured).
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Spawns the green thread on the current runtime.
+    ///
+    /// Errors if its stack cannot be mapped; the message names the cause,
+    /// e.g. the kernel's `vm.max_map_count` limit and how to raise it.
+    ///
+    /// # Panics
+    /// When called outside a green thread (use `Runtime::spawn` there).
+    pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let Some(rt) = scheduler::current_runtime() else {
+            panic!("greenrt::spawn called outside a green thread (use greenrt::run, Runtime::block_on or Runtime::spawn)");
+        };
+        self.spawn_on(&rt, f)
+    }
+
+    pub(crate) fn spawn_on<F, T>(self, rt: &Arc<Shared>, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let size = stack::normalize_size(self.stack_size.unwrap_or(rt.cfg.stack_size));
+        let stack = scheduler::alloc_stack(rt, size)?;
+        let packet = Arc::new(Packet::new());
+        let result = packet.clone();
+        let body = move || result.complete(catch_unwind(AssertUnwindSafe(f)));
+        let id = rt.next_gid();
+        let g = G::new(rt.clone(), id, self.name.map(String::into_boxed_str), stack, Box::new(body));
+        scheduler::schedule_new(g);
+        Ok(JoinHandle::new(packet, id))
+    }
+}
+
+/// Spawns a green thread running `f` on the current runtime.
+///
+/// # Panics
+/// Outside a green thread, or if the stack cannot be mapped (the message
+/// says why; use [`Builder::spawn`] to get the error instead).
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Builder::new()
+        .spawn(f)
+        .unwrap_or_else(|e| panic!("greenrt: failed to spawn green thread: {e}"))
+}
+
+/// Lets other green threads run; the caller goes to the back of its
+/// worker's queue.
+///
+/// # Panics
+/// Outside a green thread (use `std::thread::yield_now` there).
+pub fn yield_now() {
+    scheduler::yield_now()
+}
+
+/// Id of the running green thread (unique within its runtime), or None
+/// outside green threads.
+pub fn current_id() -> Option<u64> {
+    scheduler::with_current_g(|g| g.map(|g| g.id))
+}
+
+/// Name of the running green thread, if it is one and has a name.
+pub fn current_name() -> Option<String> {
+    scheduler::with_current_g(|g| g.and_then(|g| g.name.as_deref().map(str::to_owned)))
+}
