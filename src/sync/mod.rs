@@ -1,1 +1,16 @@
-//! sync
+//! Green-aware synchronisation: contention parks the green thread, never
+//! its worker. Every type also works from plain OS threads, and between
+//! green and OS threads.
+//!
+//! The names and signatures follow `std::sync`, so code moves over by
+//! changing an import.
+
+mod condvar;
+pub mod mpsc;
+mod mutex;
+mod waitgroup;
+pub(crate) mod waitq;
+
+pub use condvar::{Condvar, WaitTimeoutResult};
+pub use mutex::{Mutex, MutexGuard};
+pub use waitgroup::WaitGroup;
