@@ -36,3 +36,8 @@ pub use scheduler::{run, Builder, Runtime};
 pub use stack::DEFAULT_STACK_SIZE;
 pub use task::{spawn, yield_now, JoinHandle};
 pub use time::sleep;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -18,6 +18,10 @@ pub(crate) const PARKED: u8 = 2;
 /// Finished; its stack has been released.
 pub(crate) const DEAD: u8 = 3;
 
+/// A G's body. Called with `None` on the G's own stack to run it, or with
+/// the error on the scheduler's stack if no stack could be bound for it.
+pub(crate) type Entry = Box<dyn FnOnce(Option<std::io::Error>) + Send>;
+
 /// A shared handle to a G. Run queues, timers and wait queues hold these.
 pub(crate) type GRef = Arc<G>;
 
@@ -31,13 +35,16 @@ pub(crate) struct G {
     notified: AtomicBool,
     /// Saved stack pointer while the G is not running.
     pub(crate) sp: UnsafeCell<*mut u8>,
-    /// Top of the stack; the parent slot lives just below it.
-    pub(crate) top: *mut u8,
+    /// Top of the stack (null until one is bound); the parent slot lives
+    /// just below it.
+    top: UnsafeCell<*mut u8>,
     /// Guard page range, kept outside `stack` so the SIGSEGV handler can
     /// read it without touching the Option.
-    pub(crate) guard: (usize, usize),
+    guard: UnsafeCell<(usize, usize)>,
+    /// Usable stack size to bind when the G first runs.
+    pub(crate) stack_size: usize,
     stack: UnsafeCell<Option<Stack>>,
-    entry: UnsafeCell<Option<Box<dyn FnOnce() + Send>>>,
+    entry: UnsafeCell<Option<Entry>>,
     pub(crate) locals: UnsafeCell<LocalMap>,
 }
 
@@ -49,15 +56,16 @@ unsafe impl Send for G {}
 unsafe impl Sync for G {}
 
 impl G {
+    /// A new G. Without `stack`, one is bound when the G first runs, so
+    /// queued Gs that have not started cost no stack.
     pub(crate) fn new(
         rt: Arc<Shared>,
         id: u64,
         name: Option<Box<str>>,
-        stack: Stack,
-        entry: Box<dyn FnOnce() + Send>,
+        stack_size: usize,
+        stack: Option<Stack>,
+        entry: Entry,
     ) -> GRef {
-        let top = stack.top();
-        let guard = stack.guard();
         let g = Arc::new(G {
             id,
             name,
@@ -65,18 +73,52 @@ impl G {
             state: AtomicU8::new(RUNNABLE),
             notified: AtomicBool::new(false),
             sp: UnsafeCell::new(std::ptr::null_mut()),
-            top,
-            guard,
-            stack: UnsafeCell::new(Some(stack)),
+            top: UnsafeCell::new(std::ptr::null_mut()),
+            guard: UnsafeCell::new((0, 0)),
+            stack_size,
+            stack: UnsafeCell::new(None),
             entry: UnsafeCell::new(Some(entry)),
             locals: UnsafeCell::new(LocalMap::default()),
         });
-        let arg = Arc::as_ptr(&g) as *mut u8;
-        // SAFETY: the stack is ours, fresh or pooled, and large enough.
-        let sp = unsafe { context::prepare(top, super::m::g_entry, arg) };
-        // SAFETY: nobody else can see the G yet.
-        unsafe { *g.sp.get() = sp };
+        if let Some(stack) = stack {
+            // SAFETY: nobody else can see the G yet.
+            unsafe { g.bind_stack(stack) };
+        }
         g
+    }
+
+    /// Gives the G its stack and prepares the first switch into it.
+    ///
+    /// # Safety
+    /// The G must not have started, and the caller must own it (creating
+    /// or about to run it).
+    pub(crate) unsafe fn bind_stack(&self, stack: Stack) {
+        let top = stack.top();
+        *self.top.get() = top;
+        *self.guard.get() = stack.guard();
+        *self.stack.get() = Some(stack);
+        let arg = self as *const G as *mut u8;
+        *self.sp.get() = context::prepare(top, super::m::g_entry, arg);
+    }
+
+    /// Whether a stack is bound (always, once the G has started).
+    ///
+    /// # Safety
+    /// The caller must own the G (be about to run it).
+    pub(crate) unsafe fn has_stack(&self) -> bool {
+        !(*self.top.get()).is_null()
+    }
+
+    /// Top of the bound stack.
+    pub(crate) fn top(&self) -> *mut u8 {
+        // SAFETY: written only before the G first runs, by its owner.
+        unsafe { *self.top.get() }
+    }
+
+    /// Guard page range of the bound stack ((0, 0) before one is bound).
+    pub(crate) fn guard(&self) -> (usize, usize) {
+        // SAFETY: as for `top`.
+        unsafe { *self.guard.get() }
     }
 
     pub(crate) fn set_state(&self, s: u8) {
@@ -87,7 +129,7 @@ impl G {
     ///
     /// # Safety
     /// Must be called on the G's own stack, while it runs.
-    pub(crate) unsafe fn take_entry(&self) -> Option<Box<dyn FnOnce() + Send>> {
+    pub(crate) unsafe fn take_entry(&self) -> Option<Entry> {
         (*self.entry.get()).take()
     }
 

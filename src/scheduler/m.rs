@@ -98,11 +98,19 @@ impl M {
 
     /// Runs `g` until it switches back, then acts on its request.
     fn execute(&self, g: GRef) {
+        // SAFETY: we own the G now: it came off a run queue.
+        if !unsafe { g.has_stack() } {
+            match super::alloc_stack(&self.rt, g.stack_size) {
+                // SAFETY: as above; it has not started.
+                Ok(stack) => unsafe { g.bind_stack(stack) },
+                Err(e) => return self.fail_start(g, e),
+            }
+        }
         let p = self.p();
         p.schedtick.set(p.schedtick.get().wrapping_add(1));
         g.set_state(RUNNING);
         self.curg.set(Arc::as_ptr(&g));
-        let (slot, sp) = (context::parent_slot(g.top), g.sp.get());
+        let (slot, sp) = (context::parent_slot(g.top()), g.sp.get());
         // SAFETY: `cur` is only touched on this thread, here and by the G
         // while it runs (through `current()`), never both at once.
         unsafe { *self.cur.get() = Some(g) };
@@ -129,6 +137,19 @@ impl M {
                 if let Some(stack) = unsafe { g.take_stack() } {
                     self.recycle_stack(stack);
                 }
+            }
+        }
+    }
+
+    /// No stack could be mapped for a G about to start: its body reports
+    /// the error to the joiner, run here on the scheduler's stack.
+    fn fail_start(&self, g: GRef, err: std::io::Error) {
+        eprintln!("greenrt: green thread '{}' could not start: {err}", g.display_name());
+        g.set_state(DEAD);
+        // SAFETY: the G never ran, so nobody else touches its entry.
+        if let Some(entry) = unsafe { g.take_entry() } {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry(Some(err)))).is_err() {
+                eprintln!("greenrt: panic while dropping an unstarted green thread");
             }
         }
     }
@@ -319,7 +340,7 @@ impl M {
         let g = self.curg.get();
         // SAFETY: the caller runs on `g`'s stack; the parent slot holds the
         // scheduler's stack pointer, stored when this M switched in.
-        context::switch((*g).sp.get(), *context::parent_slot((*g).top));
+        context::switch((*g).sp.get(), *context::parent_slot((*g).top()));
     }
 }
 
@@ -342,11 +363,7 @@ pub(crate) extern "C" fn g_entry(arg: *mut u8) -> ! {
             // The closure catches its own panic for the JoinHandle; a panic
             // escaping anyway (from a task-local destructor, say) must not
             // unwind into the assembly frame below us.
-            let run = std::panic::AssertUnwindSafe(move || {
-                f();
-                crate::task::local::clear_current();
-            });
-            if std::panic::catch_unwind(run).is_err() {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(None))).is_err() {
                 eprintln!("greenrt: panic while finishing green thread '{}'", g.display_name());
                 std::process::abort();
             }

@@ -113,7 +113,7 @@ pub(crate) fn guard_hit(addr: usize) -> Option<&'static [u8]> {
     // faulted). The name is returned with 'static only for the report that
     // ends in abort().
     let g: &'static G = unsafe { &*g };
-    let (lo, hi) = g.guard;
+    let (lo, hi) = g.guard();
     (addr >= lo && addr < hi).then(|| g.name.as_deref().unwrap_or("<unnamed>").as_bytes())
 }
 

@@ -131,11 +131,33 @@ fn guard_mode() -> GuardMode {
         _ => {
             let mode = match std::env::var("GREENRT_GUARD").as_deref() {
                 Ok("mprotect") => GuardMode::Mprotect,
-                _ => GuardMode::Madvise,
+                _ if kernel_has_guard_regions() => GuardMode::Madvise,
+                _ => GuardMode::Mprotect,
             };
             GUARD_MODE.store(mode as u8, Ordering::Relaxed);
             mode
         }
+    }
+}
+
+/// Probes for `MADV_GUARD_INSTALL` on a scratch page.
+fn kernel_has_guard_regions() -> bool {
+    // SAFETY: a private scratch mapping, checked, and unmapped below.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        let ok = libc::madvise(p, PAGE, MADV_GUARD_INSTALL) == 0;
+        libc::munmap(p, PAGE);
+        ok
     }
 }
 
@@ -205,6 +227,15 @@ impl StackPool {
                 drop(s);
             }
         }
+    }
+}
+
+/// Kernel mappings each stack costs: 1 with guard regions, 2 with
+/// mprotect'ed guards (then `vm.max_map_count` bounds live stacks).
+pub(crate) fn mappings_per_stack() -> usize {
+    match guard_mode() {
+        GuardMode::Mprotect => 2,
+        _ => 1,
     }
 }
 

@@ -73,12 +73,30 @@ impl Builder {
         T: Send + 'static,
     {
         let size = stack::normalize_size(self.stack_size.unwrap_or(rt.cfg.stack_size));
-        let stack = scheduler::alloc_stack(rt, size)?;
+        // Where stacks cost kernel mappings, map now so the caller gets the
+        // error; otherwise bind one when the green thread first runs.
+        let stack = if stack::mappings_per_stack() > 1 { Some(scheduler::alloc_stack(rt, size)?) } else { None };
         let packet = Arc::new(Packet::new());
         let result = packet.clone();
-        let body = move || result.complete(catch_unwind(AssertUnwindSafe(f)));
+        let body = move |start_error: Option<io::Error>| {
+            let r = match start_error {
+                None => {
+                    let r = catch_unwind(AssertUnwindSafe(f));
+                    // Task-locals die before the joiner wakes, as
+                    // thread-locals do before std's `join` returns.
+                    local::clear_current();
+                    r
+                }
+                Some(e) => {
+                    drop(f);
+                    let msg = format!("greenrt: the green thread could not start: {e}");
+                    Err(Box::new(msg) as Box<dyn std::any::Any + Send>)
+                }
+            };
+            result.complete(r);
+        };
         let id = rt.next_gid();
-        let g = G::new(rt.clone(), id, self.name.map(String::into_boxed_str), stack, Box::new(body));
+        let g = G::new(rt.clone(), id, self.name.map(String::into_boxed_str), size, stack, Box::new(body));
         scheduler::schedule_new(g);
         Ok(JoinHandle::new(packet, id))
     }
