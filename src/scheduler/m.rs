@@ -237,9 +237,7 @@ impl M {
     /// One pass over every source of work, in priority order.
     fn find_once(&self) -> Option<GRef> {
         let p = self.p();
-        for id in 0..self.rt.timers.len() {
-            self.run_timers(id);
-        }
+        self.run_timers();
         if p.schedtick.get() % GLOBAL_CHECK_INTERVAL == 0 {
             if let Some(g) = self.take_global(p) {
                 return Some(g);
@@ -298,14 +296,21 @@ impl M {
         None
     }
 
-    /// Readies the Gs of expired timers of P `id` into our P.
-    fn run_timers(&self, id: usize) {
-        let timers = &self.rt.timers[id];
-        if timers.next() > crate::time::now() {
+    /// Readies the Gs of every P's expired timers into our P. Reads the
+    /// clock only when some timer is armed.
+    fn run_timers(&self) {
+        let earliest = self.rt.next_timer();
+        if earliest == u64::MAX {
+            return;
+        }
+        let now = crate::time::now();
+        if earliest > now {
             return;
         }
         let p = self.p();
-        timers.run_expired(crate::time::now(), |g| g.unpark_into(p));
+        for timers in self.rt.timers.iter().filter(|t| t.next() <= now) {
+            timers.run_expired(now, |g| g.unpark_into(p));
+        }
     }
 
     /// A spinning M found work: stop spinning, and if it was the last
@@ -328,7 +333,8 @@ impl M {
         if !self.rt.injector.is_empty() || self.rt.stealers.iter().any(|s| !s.is_empty()) {
             return true;
         }
-        self.rt.next_timer() <= crate::time::now()
+        let next = self.rt.next_timer();
+        next != u64::MAX && next <= crate::time::now()
     }
 
     /// Switches from the running G back to this M's scheduler context.
