@@ -6,7 +6,10 @@
 
 use std::arch::global_asm;
 
-global_asm!(include_str!("../../asm/x86_64/switch.S"), options(att_syntax));
+global_asm!(
+    include_str!("../../asm/x86_64/switch.S"),
+    options(att_syntax)
+);
 
 extern "C" {
     fn greenrt_switch(save_sp: *mut *mut u8, next_sp: *mut u8);
@@ -45,12 +48,12 @@ pub(crate) unsafe fn prepare(top: *mut u8, entry: EntryFn, arg: *mut u8) -> *mut
     let sp = top.sub(TOP_RESERVED + SWITCH_FRAME).cast::<u64>();
     let words: [u64; 8] = [
         DEFAULT_FP_CONTROL,
-        0,                           // r15
-        0,                           // r14
-        0,                           // r13
-        entry as *const () as u64,   // r12: entry function
-        arg as usize as u64,         // rbx: its argument
-        0,                           // rbp: end of the frame-pointer chain
+        0,                                 // r15
+        0,                                 // r14
+        0,                                 // r13
+        entry as *const () as u64,         // r12: entry function
+        arg as usize as u64,               // rbx: its argument
+        0,                                 // rbp: end of the frame-pointer chain
         greenrt_start as *const () as u64, // return address
     ];
     // SAFETY: the caller guarantees the 80 bytes below `top` are writable.

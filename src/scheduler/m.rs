@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crossbeam_deque::Steal;
 
-use super::g::{GRef, G, DEAD, RUNNABLE, RUNNING};
+use super::g::{GRef, DEAD, G, RUNNABLE, RUNNING};
 use super::p::{PPtr, P};
 use super::shared::{MHandle, Shared, Stopped};
 use crate::context;
@@ -144,11 +144,15 @@ impl M {
     /// No stack could be mapped for a G about to start: its body reports
     /// the error to the joiner, run here on the scheduler's stack.
     fn fail_start(&self, g: GRef, err: std::io::Error) {
-        eprintln!("greenrt: green thread '{}' could not start: {err}", g.display_name());
+        eprintln!(
+            "greenrt: green thread '{}' could not start: {err}",
+            g.display_name()
+        );
         g.set_state(DEAD);
         // SAFETY: the G never ran, so nobody else touches its entry.
         if let Some(entry) = unsafe { g.take_entry() } {
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry(Some(err)))).is_err() {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry(Some(err)))).is_err()
+            {
                 eprintln!("greenrt: panic while dropping an unstarted green thread");
             }
         }
@@ -370,7 +374,10 @@ pub(crate) extern "C" fn g_entry(arg: *mut u8) -> ! {
             // escaping anyway (from a task-local destructor, say) must not
             // unwind into the assembly frame below us.
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(None))).is_err() {
-                eprintln!("greenrt: panic while finishing green thread '{}'", g.display_name());
+                eprintln!(
+                    "greenrt: panic while finishing green thread '{}'",
+                    g.display_name()
+                );
                 std::process::abort();
             }
         }

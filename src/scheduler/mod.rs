@@ -78,7 +78,9 @@ fn switch_out(req: Request, what: &str) {
     let m = m::current();
     // SAFETY: a non-null CURRENT is this thread's M.
     if m.is_null() || unsafe { (*m).curg.get() }.is_null() {
-        panic!("greenrt::{what} called outside a green thread (use greenrt::run or Runtime::block_on)");
+        panic!(
+            "greenrt::{what} called outside a green thread (use greenrt::run or Runtime::block_on)"
+        );
     }
     // SAFETY: we are running on the M's current G.
     unsafe { (*m).switch_to_scheduler(req) };

@@ -39,7 +39,9 @@ impl P {
             lifo_streak: Cell::new(0),
             schedtick: Cell::new(0),
             stacks: RefCell::new(StackPool::new(STACK_POOL_PER_P)),
-            rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)),
+            rng: Cell::new(
+                0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+            ),
         }
     }
 

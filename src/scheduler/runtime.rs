@@ -30,7 +30,11 @@ impl Builder {
     /// Defaults: as many workers as `std::thread::available_parallelism`
     /// (or `GREENRT_WORKERS` when set), 256 KiB stacks.
     pub fn new() -> Builder {
-        Builder { workers: None, stack_size: DEFAULT_STACK_SIZE, thread_name: "greenrt-worker".into() }
+        Builder {
+            workers: None,
+            stack_size: DEFAULT_STACK_SIZE,
+            thread_name: "greenrt-worker".into(),
+        }
     }
 
     /// Number of Ps: how many green threads run in parallel. Overrides
@@ -63,7 +67,10 @@ impl Builder {
             None => default_workers()?,
         };
         if workers == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "greenrt: workers must be at least 1"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "greenrt: workers must be at least 1",
+            ));
         }
         crate::stack::overflow::install_handler();
         let cfg = Config {
@@ -71,7 +78,9 @@ impl Builder {
             stack_size: stack::normalize_size(self.stack_size),
             thread_name: self.thread_name,
         };
-        Ok(Runtime { shared: Shared::new(cfg) })
+        Ok(Runtime {
+            shared: Shared::new(cfg),
+        })
     }
 }
 
@@ -98,7 +107,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("workers", &self.shared.cfg.workers).finish()
+        f.debug_struct("Runtime")
+            .field("workers", &self.shared.cfg.workers)
+            .finish()
     }
 }
 
@@ -120,9 +131,12 @@ impl Runtime {
         T: Send + 'static,
     {
         assert_not_green("Runtime::block_on");
-        let handle = task::Builder::new().name("main").spawn_on(&self.shared, f).unwrap_or_else(|e| {
-            panic!("greenrt: failed to spawn the main green thread: {e}");
-        });
+        let handle = task::Builder::new()
+            .name("main")
+            .spawn_on(&self.shared, f)
+            .unwrap_or_else(|e| {
+                panic!("greenrt: failed to spawn the main green thread: {e}");
+            });
         match handle.join() {
             Ok(v) => v,
             Err(payload) => std::panic::resume_unwind(payload),
@@ -184,6 +198,7 @@ where
     T: Send + 'static,
 {
     assert_not_green("run");
-    let rt = Runtime::new().unwrap_or_else(|e| panic!("greenrt::run: cannot build the runtime: {e}"));
+    let rt =
+        Runtime::new().unwrap_or_else(|e| panic!("greenrt::run: cannot build the runtime: {e}"));
     rt.block_on(f)
 }

@@ -298,7 +298,11 @@ impl Shared {
 
     /// Earliest timer over all Ps (u64::MAX if none).
     pub(crate) fn next_timer(&self) -> u64 {
-        self.timers.iter().map(|t| t.next()).min().unwrap_or(u64::MAX)
+        self.timers
+            .iter()
+            .map(|t| t.next())
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     /// Stops the runtime: wakes every idle M and waits for all Ms to exit,
@@ -355,5 +359,8 @@ impl Drop for Shared {
 }
 
 pub(crate) fn new_handle() -> Arc<MHandle> {
-    Arc::new(MHandle { slot: Mutex::new(Handoff::default()), cv: Condvar::new() })
+    Arc::new(MHandle {
+        slot: Mutex::new(Handoff::default()),
+        cv: Condvar::new(),
+    })
 }

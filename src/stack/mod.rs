@@ -57,7 +57,10 @@ impl Stack {
         if base == libc::MAP_FAILED {
             return Err(map_error(io::Error::last_os_error(), len));
         }
-        let stack = Stack { base: base.cast(), len };
+        let stack = Stack {
+            base: base.cast(),
+            len,
+        };
         stack.install_guard().map_err(|e| map_error(e, len))?;
         Ok(stack)
     }
@@ -171,7 +174,9 @@ fn map_error(err: io::Error, len: usize) -> io::Error {
         );
     }
     let limit = read_number("/proc/sys/vm/max_map_count");
-    let used = std::fs::read_to_string("/proc/self/maps").map(|s| s.lines().count()).ok();
+    let used = std::fs::read_to_string("/proc/self/maps")
+        .map(|s| s.lines().count())
+        .ok();
     let msg = match (limit, used) {
         (Some(limit), Some(used)) if used + 16 >= limit as usize => format!(
             "greenrt: cannot map a green-thread stack: the process has {used} memory \
@@ -200,7 +205,10 @@ pub(crate) struct StackPool {
 
 impl StackPool {
     pub(crate) fn new(cap: usize) -> StackPool {
-        StackPool { free: Vec::new(), cap }
+        StackPool {
+            free: Vec::new(),
+            cap,
+        }
     }
 
     /// A pooled stack of exactly `size` usable bytes, if one is free.

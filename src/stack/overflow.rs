@@ -114,7 +114,11 @@ impl AltStack {
         if mem == libc::MAP_FAILED {
             return None;
         }
-        let new = libc::stack_t { ss_sp: mem, ss_flags: 0, ss_size: ALT_STACK_SIZE };
+        let new = libc::stack_t {
+            ss_sp: mem,
+            ss_flags: 0,
+            ss_size: ALT_STACK_SIZE,
+        };
         // SAFETY: zeroed stack_t is a valid out-parameter.
         let mut old: libc::stack_t = unsafe { std::mem::zeroed() };
         // SAFETY: `new` describes memory we own for the thread's lifetime.
@@ -133,7 +137,11 @@ impl Drop for AltStack {
         // handler; the previous stack (if any) is still owned by its owner.
         unsafe {
             let old = if self.old.ss_flags & libc::SS_DISABLE != 0 || self.old.ss_sp.is_null() {
-                libc::stack_t { ss_sp: ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 }
+                libc::stack_t {
+                    ss_sp: ptr::null_mut(),
+                    ss_flags: libc::SS_DISABLE,
+                    ss_size: 0,
+                }
             } else {
                 self.old
             };

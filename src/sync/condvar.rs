@@ -39,7 +39,10 @@ type Relocked<'a, T> = LockResult<MutexGuard<'a, T>>;
 
 impl Condvar {
     pub const fn new() -> Condvar {
-        Condvar { seq: AtomicU32::new(0), queue: WaitQueue::new() }
+        Condvar {
+            seq: AtomicU32::new(0),
+            queue: WaitQueue::new(),
+        }
     }
 
     /// Releases the guard's lock, waits for a notification (or a spurious
@@ -49,7 +52,11 @@ impl Condvar {
     }
 
     /// Waits while `condition` holds.
-    pub fn wait_while<'a, T, F>(&self, mut guard: MutexGuard<'a, T>, mut condition: F) -> Relocked<'a, T>
+    pub fn wait_while<'a, T, F>(
+        &self,
+        mut guard: MutexGuard<'a, T>,
+        mut condition: F,
+    ) -> Relocked<'a, T>
     where
         F: FnMut(&mut T) -> bool,
     {
@@ -94,11 +101,17 @@ impl Condvar {
         Ok((guard, WaitTimeoutResult(false)))
     }
 
-    fn wait_until<'a, T>(&self, guard: MutexGuard<'a, T>, deadline: Option<u64>) -> (Relocked<'a, T>, bool) {
+    fn wait_until<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Option<u64>,
+    ) -> (Relocked<'a, T>, bool) {
         let mutex = guard.lock;
         let seq = self.seq.load(Ordering::Acquire);
         drop(guard);
-        let woken = self.queue.wait_if(|| self.seq.load(Ordering::Acquire) == seq, deadline);
+        let woken = self
+            .queue
+            .wait_if(|| self.seq.load(Ordering::Acquire) == seq, deadline);
         (mutex.lock(), woken)
     }
 

@@ -81,7 +81,11 @@ impl<T> Chan<T> {
                 if let Some(w) = w {
                     w.wake();
                 }
-                return if rendezvous && wait { self.await_taken(ticket) } else { Ok(()) };
+                return if rendezvous && wait {
+                    self.await_taken(ticket)
+                } else {
+                    Ok(())
+                };
             }
             drop(s);
             if !wait {
@@ -155,7 +159,13 @@ impl<T> Chan<T> {
 /// Creates an unbounded channel: `send` never blocks.
 pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let chan = Chan::new(None);
-    (Sender { chan: chan.clone() }, Receiver { chan, _not_sync: PhantomData })
+    (
+        Sender { chan: chan.clone() },
+        Receiver {
+            chan,
+            _not_sync: PhantomData,
+        },
+    )
 }
 
 /// Creates a channel holding at most `bound` messages; `send` blocks when
@@ -163,7 +173,13 @@ pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
 /// until the receiver takes the message.
 pub fn sync_channel<T>(bound: usize) -> (SyncSender<T>, Receiver<T>) {
     let chan = Chan::new(Some(bound));
-    (SyncSender { chan: chan.clone() }, Receiver { chan, _not_sync: PhantomData })
+    (
+        SyncSender { chan: chan.clone() },
+        Receiver {
+            chan,
+            _not_sync: PhantomData,
+        },
+    )
 }
 
 /// The sending half of [`channel`]; clone it for more producers.
@@ -212,7 +228,9 @@ macro_rules! sender_common {
         impl<T> Clone for $ty<T> {
             fn clone(&self) -> Self {
                 self.chan.state.lock().senders += 1;
-                $ty { chan: self.chan.clone() }
+                $ty {
+                    chan: self.chan.clone(),
+                }
             }
         }
 
@@ -220,7 +238,11 @@ macro_rules! sender_common {
             fn drop(&mut self) {
                 let mut s = self.chan.state.lock();
                 s.senders -= 1;
-                let w = if s.senders == 0 { s.recv_waiter.take() } else { None };
+                let w = if s.senders == 0 {
+                    s.recv_waiter.take()
+                } else {
+                    None
+                };
                 drop(s);
                 if let Some(w) = w {
                     w.wake();
@@ -274,7 +296,11 @@ impl<T> Drop for Receiver<T> {
         let mut s = self.chan.state.lock();
         s.receiver_alive = false;
         // A rendezvous sender takes its untaken message back itself.
-        let buffered = if s.cap == Some(0) { VecDeque::new() } else { std::mem::take(&mut s.buf) };
+        let buffered = if s.cap == Some(0) {
+            VecDeque::new()
+        } else {
+            std::mem::take(&mut s.buf)
+        };
         drop(s);
         drop(buffered);
         self.chan.send_q.wake_all();

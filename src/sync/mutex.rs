@@ -92,7 +92,8 @@ impl<T: ?Sized> Mutex<T> {
         // Mark contended; whoever unlocks will wake one waiter, who marks
         // it contended again (others may still wait).
         while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
-            self.queue.wait_if(|| self.state.load(Ordering::Relaxed) == CONTENDED, None);
+            self.queue
+                .wait_if(|| self.state.load(Ordering::Relaxed) == CONTENDED, None);
         }
     }
 
@@ -170,7 +171,8 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
             Err(TryLockError::Poisoned(e)) => d.field("data", &&*e.into_inner()),
             Err(TryLockError::WouldBlock) => d.field("data", &format_args!("<locked>")),
         };
-        d.field("poisoned", &self.is_poisoned()).finish_non_exhaustive()
+        d.field("poisoned", &self.is_poisoned())
+            .finish_non_exhaustive()
     }
 }
 

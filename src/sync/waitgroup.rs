@@ -50,7 +50,9 @@ impl WaitGroup {
             .inner
             .count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1))
-            .unwrap_or_else(|_| panic!("greenrt::sync::WaitGroup::done called more times than add"));
+            .unwrap_or_else(|_| {
+                panic!("greenrt::sync::WaitGroup::done called more times than add")
+            });
         if prev == 1 {
             self.inner.queue.wake_all();
         }
@@ -60,7 +62,9 @@ impl WaitGroup {
     pub fn wait(&self) {
         let count = &self.inner.count;
         while count.load(Ordering::Acquire) != 0 {
-            self.inner.queue.wait_if(|| count.load(Ordering::Acquire) != 0, None);
+            self.inner
+                .queue
+                .wait_if(|| count.load(Ordering::Acquire) != 0, None);
         }
     }
 
@@ -72,6 +76,8 @@ impl WaitGroup {
 
 impl fmt::Debug for WaitGroup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WaitGroup").field("count", &self.count()).finish()
+        f.debug_struct("WaitGroup")
+            .field("count", &self.count())
+            .finish()
     }
 }

@@ -22,20 +22,29 @@ pub(crate) struct WaitQueue {
 
 impl WaitQueue {
     pub(crate) const fn new() -> WaitQueue {
-        WaitQueue { waiters: Mutex::new(VecDeque::new()) }
+        WaitQueue {
+            waiters: Mutex::new(VecDeque::new()),
+        }
     }
 
     /// Blocks while `should_wait` — evaluated with the queue locked, so a
     /// concurrent wake cannot slip between the check and the enqueue —
     /// returns true, until woken or `deadline` (monotonic ns) passes.
     /// Returns false on timeout, true otherwise.
-    pub(crate) fn wait_if(&self, should_wait: impl FnOnce() -> bool, deadline: Option<u64>) -> bool {
+    pub(crate) fn wait_if(
+        &self,
+        should_wait: impl FnOnce() -> bool,
+        deadline: Option<u64>,
+    ) -> bool {
         let me = {
             let mut q = self.waiters.lock();
             if !should_wait() {
                 return true;
             }
-            let me = Arc::new(Waiter { waker: Waker::current(), woken: AtomicBool::new(false) });
+            let me = Arc::new(Waiter {
+                waker: Waker::current(),
+                woken: AtomicBool::new(false),
+            });
             q.push_back(me.clone());
             me
         };

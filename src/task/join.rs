@@ -22,7 +22,11 @@ unsafe impl<T: Send> Sync for Packet<T> {}
 
 impl<T> Packet<T> {
     pub(crate) fn new() -> Packet<T> {
-        Packet { done: AtomicBool::new(false), result: UnsafeCell::new(None), waiter: Mutex::new(None) }
+        Packet {
+            done: AtomicBool::new(false),
+            result: UnsafeCell::new(None),
+            waiter: Mutex::new(None),
+        }
     }
 
     pub(crate) fn complete(&self, r: thread::Result<T>) {
@@ -47,7 +51,10 @@ pub struct JoinHandle<T> {
 
 impl<T> std::fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JoinHandle").field("id", &self.id).field("finished", &self.is_finished()).finish()
+        f.debug_struct("JoinHandle")
+            .field("id", &self.id)
+            .field("finished", &self.is_finished())
+            .finish()
     }
 }
 

@@ -38,12 +38,16 @@ impl<T: 'static> LocalKey<T> {
     pub fn with<R>(&'static self, f: impl FnOnce(&T) -> R) -> R {
         let key = self as *const LocalKey<T> as usize;
         let value: *const T = scheduler::with_current_g(|g| {
-            let g = g.unwrap_or_else(|| panic!("greenrt::task_local accessed outside a green thread"));
+            let g =
+                g.unwrap_or_else(|| panic!("greenrt::task_local accessed outside a green thread"));
             // SAFETY: only the running G touches its own locals, and no
             // reference into the map outlives this closure except the
             // boxed value's address, which is stable until the G exits.
             let map = unsafe { &mut *g.locals.get() };
-            map.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| v.downcast_ref::<T>().expect("key type") as *const T)
+            map.entries
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.downcast_ref::<T>().expect("key type") as *const T)
         })
         .unwrap_or_else(|| {
             let v: Box<dyn Any> = Box::new((self.init)());

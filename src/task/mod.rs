@@ -75,7 +75,11 @@ impl Builder {
         let size = stack::normalize_size(self.stack_size.unwrap_or(rt.cfg.stack_size));
         // Where stacks cost kernel mappings, map now so the caller gets the
         // error; otherwise bind one when the green thread first runs.
-        let stack = if stack::mappings_per_stack() > 1 { Some(scheduler::alloc_stack(rt, size)?) } else { None };
+        let stack = if stack::mappings_per_stack() > 1 {
+            Some(scheduler::alloc_stack(rt, size)?)
+        } else {
+            None
+        };
         let packet = Arc::new(Packet::new());
         let result = packet.clone();
         let body = move |start_error: Option<io::Error>| {
@@ -96,7 +100,14 @@ impl Builder {
             result.complete(r);
         };
         let id = rt.next_gid();
-        let g = G::new(rt.clone(), id, self.name.map(String::into_boxed_str), size, stack, Box::new(body));
+        let g = G::new(
+            rt.clone(),
+            id,
+            self.name.map(String::into_boxed_str),
+            size,
+            stack,
+            Box::new(body),
+        );
         scheduler::schedule_new(g);
         Ok(JoinHandle::new(packet, id))
     }

@@ -16,7 +16,10 @@ use crate::scheduler::{self, GRef};
 
 /// Nanoseconds on CLOCK_MONOTONIC (the clock behind `std::time::Instant`).
 pub(crate) fn now() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -62,7 +65,10 @@ pub(crate) struct TimerQueue {
 
 impl Default for TimerQueue {
     fn default() -> Self {
-        TimerQueue { heap: Mutex::new((BinaryHeap::new(), 0)), next: AtomicU64::new(u64::MAX) }
+        TimerQueue {
+            heap: Mutex::new((BinaryHeap::new(), 0)),
+            next: AtomicU64::new(u64::MAX),
+        }
     }
 }
 
@@ -99,7 +105,10 @@ impl TimerQueue {
     pub(crate) fn drain(&self) -> Vec<GRef> {
         let mut h = self.heap.lock();
         self.next.store(u64::MAX, Ordering::SeqCst);
-        std::mem::take(&mut h.0).into_iter().map(|Reverse(e)| e.g).collect()
+        std::mem::take(&mut h.0)
+            .into_iter()
+            .map(|Reverse(e)| e.g)
+            .collect()
     }
 }
 
@@ -112,7 +121,9 @@ impl TimerQueue {
 /// When called outside a green thread (use `std::thread::sleep` there).
 pub fn sleep(dur: Duration) {
     let Some(g) = scheduler::current_g() else {
-        panic!("greenrt::sleep called outside a green thread (use greenrt::run or Runtime::block_on)");
+        panic!(
+            "greenrt::sleep called outside a green thread (use greenrt::run or Runtime::block_on)"
+        );
     };
     if dur.is_zero() {
         drop(g);
