@@ -163,6 +163,7 @@ impl M {
         let mut local = p.stacks.borrow_mut();
         if let Err(stack) = local.put(stack) {
             let mut global = self.rt.stacks.lock();
+            global.touch(crate::time::now());
             local.spill_half(&mut global);
             let _ = local.put(stack);
         }

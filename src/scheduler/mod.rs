@@ -132,8 +132,12 @@ pub(crate) fn alloc_stack(rt: &Arc<Shared>, size: usize) -> std::io::Result<crat
             }
         }
     }
-    if let Some(s) = rt.stacks.lock().take(size) {
-        return Ok(s);
+    {
+        let mut pool = rt.stacks.lock();
+        pool.touch(crate::time::now());
+        if let Some(s) = pool.take(size) {
+            return Ok(s);
+        }
     }
     crate::stack::Stack::new(size)
 }

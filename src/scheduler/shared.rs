@@ -13,8 +13,12 @@ use super::p::{PPtr, P};
 use crate::stack::StackPool;
 use crate::time::TimerQueue;
 
-/// Stacks kept in the runtime-wide pool (beyond the per-P pools).
-const GLOBAL_STACK_POOL: usize = 1024;
+/// Stacks kept in the runtime-wide pool (beyond the per-P pools) under
+/// load, so bursts of blocked green threads do not mmap/munmap each time.
+const GLOBAL_STACK_POOL: usize = 16 * 1024;
+/// What the pool is trimmed to once it has gone unused for a second.
+const GLOBAL_STACK_POOL_IDLE: usize = 1024;
+const STACK_POOL_IDLE_NS: u64 = 1_000_000_000;
 
 /// Runtime settings fixed at build time.
 #[derive(Clone, Debug)]
@@ -212,6 +216,11 @@ impl Shared {
     /// timer `deadline` (monotonic ns) passes, it is kicked, or shutdown.
     /// Only one idle M sleeps with a deadline: the timer watcher.
     pub(crate) fn stop_m(&self, me: &Arc<MHandle>, deadline: u64) -> Stopped {
+        self.stacks.lock().trim_idle(
+            GLOBAL_STACK_POOL_IDLE,
+            STACK_POOL_IDLE_NS,
+            crate::time::now(),
+        );
         let watching;
         {
             let mut s = self.sched.lock();

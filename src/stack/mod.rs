@@ -201,6 +201,8 @@ fn read_number(path: &str) -> Option<u64> {
 pub(crate) struct StackPool {
     free: Vec<Stack>,
     cap: usize,
+    /// When the pool was last used (monotonic ns), for idle trimming.
+    last_used: u64,
 }
 
 impl StackPool {
@@ -208,6 +210,21 @@ impl StackPool {
         StackPool {
             free: Vec::new(),
             cap,
+            last_used: 0,
+        }
+    }
+
+    /// Notes a use of the pool at `now` (for `trim_idle`).
+    pub(crate) fn touch(&mut self, now: u64) {
+        self.last_used = now;
+    }
+
+    /// Unmaps stacks beyond `keep` if the pool has not been used for
+    /// `idle_ns`: a burst may pool thousands of stacks (and their touched
+    /// pages), which should not stay resident forever.
+    pub(crate) fn trim_idle(&mut self, keep: usize, idle_ns: u64, now: u64) {
+        if self.free.len() > keep && now.saturating_sub(self.last_used) >= idle_ns {
+            self.free.truncate(keep);
         }
     }
 
