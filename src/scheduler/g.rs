@@ -22,6 +22,11 @@ pub(crate) const DEAD: u8 = 3;
 /// the error on the scheduler's stack if no stack could be bound for it.
 pub(crate) type Entry = Box<dyn FnOnce(Option<std::io::Error>) + Send>;
 
+/// The joiner's side of a G, told when the G will never finish.
+pub(crate) trait Abandon: Send + Sync {
+    fn abandon(&self);
+}
+
 /// A shared handle to a G. Run queues, timers and wait queues hold these.
 pub(crate) type GRef = Arc<G>;
 
@@ -45,6 +50,8 @@ pub(crate) struct G {
     pub(crate) stack_size: usize,
     stack: UnsafeCell<Option<Stack>>,
     entry: UnsafeCell<Option<Entry>>,
+    /// Tells the joiner if the G is dropped without finishing.
+    completion: Option<Arc<dyn Abandon>>,
     pub(crate) locals: UnsafeCell<LocalMap>,
 }
 
@@ -65,6 +72,7 @@ impl G {
         stack_size: usize,
         stack: Option<Stack>,
         entry: Entry,
+        completion: Arc<dyn Abandon>,
     ) -> GRef {
         let g = Arc::new(G {
             id,
@@ -78,6 +86,7 @@ impl G {
             stack_size,
             stack: UnsafeCell::new(None),
             entry: UnsafeCell::new(Some(entry)),
+            completion: Some(completion),
             locals: UnsafeCell::new(LocalMap::default()),
         });
         if let Some(stack) = stack {
@@ -177,5 +186,19 @@ impl G {
     /// The display name used in messages.
     pub(crate) fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or("<unnamed>")
+    }
+}
+
+impl Drop for G {
+    /// A G dropped before finishing — still queued when its runtime shut
+    /// down, or parked with nobody left to wake it — never will: release
+    /// its closure and tell the joiner instead of letting it wait forever.
+    fn drop(&mut self) {
+        if *self.state.get_mut() != DEAD {
+            drop(self.entry.get_mut().take());
+            if let Some(c) = self.completion.take() {
+                c.abandon();
+            }
+        }
     }
 }

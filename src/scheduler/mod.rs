@@ -10,7 +10,7 @@ mod shared;
 
 use std::sync::Arc;
 
-pub(crate) use g::{GRef, G};
+pub(crate) use g::{Abandon, GRef, G};
 pub(crate) use m::Request;
 pub use runtime::{run, Builder, Runtime};
 pub(crate) use shared::Shared;

@@ -71,7 +71,10 @@ impl<T> Chan<T> {
             if !s.receiver_alive {
                 return Err(TrySendError::Disconnected(t));
             }
-            if s.has_room() {
+            // A rendezvous try_send succeeds only if a receiver is blocked
+            // waiting (std's rule); otherwise there is nobody to hand to.
+            let rendezvous_ok = wait || s.cap != Some(0) || s.recv_waiter.is_some();
+            if s.has_room() && rendezvous_ok {
                 s.buf.push_back(t);
                 s.pushed += 1;
                 let ticket = s.pushed;

@@ -8,6 +8,7 @@ use std::thread;
 use parking_lot::Mutex;
 
 use crate::scheduler::park::{block, Waker};
+use crate::scheduler::Abandon;
 
 /// Where a green thread leaves its result for the joiner.
 pub(crate) struct Packet<T> {
@@ -35,6 +36,16 @@ impl<T> Packet<T> {
         self.done.store(true, Ordering::Release);
         if let Some(w) = self.waiter.lock().take() {
             w.wake();
+        }
+    }
+}
+
+impl<T: Send> Abandon for Packet<T> {
+    fn abandon(&self) {
+        if !self.done.load(Ordering::Acquire) {
+            let msg = "greenrt: the green thread was abandoned: its runtime shut down \
+                       (or nothing could wake it) before it finished";
+            self.complete(Err(Box::new(msg)));
         }
     }
 }

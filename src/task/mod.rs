@@ -107,6 +107,7 @@ impl Builder {
             size,
             stack,
             Box::new(body),
+            packet.clone(),
         );
         scheduler::schedule_new(g);
         Ok(JoinHandle::new(packet, id))
