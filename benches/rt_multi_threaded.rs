@@ -4,8 +4,10 @@
 //! workload is a criterion group with a `greenrt` and a `tokio` function
 //! doing the same work with the same worker count ([`WORKERS`]):
 //!
-//! - `spawn_many`: a task spawns 10 000 tasks; each decrements a counter
-//!   and the last one signals the bench thread.
+//! - `spawn_many`: `block_on` spawns 10 000 tasks; each decrements a
+//!   counter and the last one signals the bench thread. (greenrt runs the
+//!   `block_on` closure as a green thread on a worker; tokio polls the
+//!   future on the bench thread, as in tokio's `spawn_many_local`.)
 //! - `yield_many`: the bench thread spawns 200 tasks that each yield
 //!   1 000 times, then signal it.
 //! - `ping_pong`: 1 000 pairs of tasks exchange one message each way
@@ -304,7 +306,7 @@ fn skynet(c: &mut Criterion) {
     bench_pair(
         c,
         "skynet",
-        Duration::from_secs(10),
+        Duration::from_secs(15),
         |rt| assert_eq!(rt.block_on(|| greenrt_skynet(0, LEAVES)), EXPECTED),
         |rt| assert_eq!(rt.block_on(tokio_skynet(0, LEAVES)), EXPECTED),
     );

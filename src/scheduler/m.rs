@@ -8,8 +8,9 @@ use std::sync::Arc;
 use crossbeam_deque::Steal;
 
 use super::g::{GRef, DEAD, G, RUNNABLE, RUNNING};
+use super::handoff::MHandle;
 use super::p::{PPtr, P};
-use super::shared::{MHandle, Shared, Stopped};
+use super::shared::{Shared, Stopped};
 use crate::context;
 use crate::stack::overflow::AltStack;
 
@@ -68,6 +69,9 @@ pub(crate) fn current_g_raw() -> *const G {
 /// Body of every M thread.
 pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: PPtr, spinning: bool) {
     let _alt = AltStack::install();
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    handle.tid.store(tid, Ordering::Relaxed);
     let m = M {
         rt,
         handle,

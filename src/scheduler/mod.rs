@@ -2,6 +2,7 @@
 //! Ps (scheduling contexts with run queues). See docs/DESIGN.md.
 
 mod g;
+mod handoff;
 mod m;
 mod p;
 pub(crate) mod park;
@@ -74,6 +75,14 @@ pub(crate) fn in_green_thread() -> bool {
     !m::current_g_raw().is_null()
 }
 
+/// Whether blocking should switch green threads (true) or block the OS
+/// thread (false). std keeps its panic count per OS thread: a green thread
+/// that blocks while unwinding must keep its thread, or other green threads
+/// there would see `std::thread::panicking()` and its count would move.
+pub(crate) fn blocks_green() -> bool {
+    in_green_thread() && !std::thread::panicking()
+}
+
 fn switch_out(req: Request, what: &str) {
     let m = m::current();
     // SAFETY: a non-null CURRENT is this thread's M.
@@ -101,6 +110,9 @@ pub(crate) fn park() {
 
 /// Puts the running G at the back of its P's queue and runs others.
 pub(crate) fn yield_now() {
+    if in_green_thread() && std::thread::panicking() {
+        return std::thread::yield_now();
+    }
     switch_out(Request::Yield, "yield_now");
 }
 

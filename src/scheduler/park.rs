@@ -6,7 +6,7 @@
 
 use std::thread::{self, Thread};
 
-use super::{add_timer, current_g, in_green_thread, park, GRef};
+use super::{add_timer, blocks_green, current_g, park, GRef};
 use crate::time;
 
 /// Wakes one blocked caller: a green thread or an OS thread.
@@ -20,8 +20,8 @@ impl Waker {
     /// A waker for the caller.
     pub(crate) fn current() -> Waker {
         match current_g() {
-            Some(g) => Waker::Green(g),
-            None => Waker::Os(thread::current()),
+            Some(g) if blocks_green() => Waker::Green(g),
+            _ => Waker::Os(thread::current()),
         }
     }
 
@@ -36,7 +36,7 @@ impl Waker {
 /// Blocks the caller until it is woken or `deadline` (monotonic ns) passes.
 /// May return spuriously: callers loop on their own condition.
 pub(crate) fn block(deadline: Option<u64>) {
-    if in_green_thread() {
+    if blocks_green() {
         if let Some(when) = deadline {
             if when <= time::now() {
                 return;

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::thread;
 
 use crossbeam_deque::{Injector, Stealer, Worker};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
+
+use super::handoff::{MHandle, Wake};
 
 use super::g::GRef;
 use super::m;
@@ -59,20 +61,6 @@ struct SchedState {
     watcher: Option<Arc<MHandle>>,
     threads: Vec<thread::JoinHandle<()>>,
     nm: usize,
-}
-
-/// The part of an M that other threads use to hand it a P or wake it.
-pub(crate) struct MHandle {
-    slot: Mutex<Handoff>,
-    cv: Condvar,
-}
-
-#[derive(Default)]
-struct Handoff {
-    p: Option<PPtr>,
-    spinning: bool,
-    /// Re-evaluate (timer changed, shutdown) without being handed a P.
-    kick: bool,
 }
 
 /// What `stop_m` came back with.
@@ -170,16 +158,13 @@ impl Shared {
                 self.watch_until.store(u64::MAX, Ordering::SeqCst);
             }
             drop(s);
-            let mut slot = m.slot.lock();
-            slot.p = Some(p);
-            slot.spinning = spinning;
-            m.cv.notify_one();
+            m.give(p, spinning);
             return;
         }
         s.nm += 1;
         let name = format!("{}-{}", self.cfg.thread_name, s.nm);
         let rt = self.clone();
-        let handle = new_handle();
+        let handle = Arc::new(MHandle::new());
         let spawned = thread::Builder::new()
             .name(name)
             .spawn(move || m::m_main(rt, handle, p, spinning));
@@ -236,29 +221,12 @@ impl Shared {
             }
             s.midle.push(me.clone());
         }
-        let mut slot = me.slot.lock();
-        loop {
-            if let Some(p) = slot.p.take() {
-                return Stopped::Acquired(p, std::mem::take(&mut slot.spinning));
-            }
-            if self.is_shutdown() {
-                return Stopped::Shutdown;
-            }
-            if std::mem::take(&mut slot.kick) {
-                break;
-            }
-            if watching {
-                let now = crate::time::now();
-                if now >= deadline {
-                    break;
-                }
-                let wait = std::time::Duration::from_nanos(deadline - now);
-                me.cv.wait_for(&mut slot, wait);
-            } else {
-                me.cv.wait(&mut slot);
-            }
+        let deadline = watching.then_some(deadline);
+        match me.wait(deadline) {
+            Wake::P(p, spinning) => return Stopped::Acquired(p, spinning),
+            Wake::Kicked | Wake::Timeout if self.is_shutdown() => return Stopped::Shutdown,
+            Wake::Kicked | Wake::Timeout => {}
         }
-        drop(slot);
         // Leave the idle list. If someone already took us off it, a P is
         // on its way: wait for it.
         let listed = {
@@ -278,15 +246,12 @@ impl Shared {
         if listed {
             return Stopped::Woke;
         }
-        let mut slot = me.slot.lock();
         loop {
-            if let Some(p) = slot.p.take() {
-                return Stopped::Acquired(p, std::mem::take(&mut slot.spinning));
+            match me.wait(None) {
+                Wake::P(p, spinning) => return Stopped::Acquired(p, spinning),
+                _ if self.is_shutdown() => return Stopped::Shutdown,
+                _ => {}
             }
-            if self.is_shutdown() {
-                return Stopped::Shutdown;
-            }
-            me.cv.wait(&mut slot);
         }
     }
 
@@ -350,13 +315,6 @@ impl Shared {
     }
 }
 
-impl MHandle {
-    pub(crate) fn kick(&self) {
-        self.slot.lock().kick = true;
-        self.cv.notify_one();
-    }
-}
-
 impl Drop for Shared {
     fn drop(&mut self) {
         for p in self.all_ps.iter() {
@@ -365,11 +323,4 @@ impl Drop for Shared {
             drop(unsafe { Box::from_raw(p.0.as_ptr()) });
         }
     }
-}
-
-pub(crate) fn new_handle() -> Arc<MHandle> {
-    Arc::new(MHandle {
-        slot: Mutex::new(Handoff::default()),
-        cv: Condvar::new(),
-    })
 }

@@ -125,6 +125,10 @@ pub fn sleep(dur: Duration) {
             "greenrt::sleep called outside a green thread (use greenrt::run or Runtime::block_on)"
         );
     };
+    if std::thread::panicking() {
+        // Unwinding: keep the OS thread (see `scheduler::blocks_green`).
+        return std::thread::sleep(dur);
+    }
     if dur.is_zero() {
         drop(g);
         return scheduler::yield_now();

@@ -1,0 +1,126 @@
+//! `MHandle`: how other threads hand an M a P or wake it.
+//!
+//! Built on a futex and atomics only — no lock — so that even the
+//! preemption path, which may have interrupted code holding arbitrary
+//! locks, can hand a P to another M.
+
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
+
+use super::p::{PPtr, P};
+use crate::time;
+
+/// What an M waiting on its handle woke up for.
+pub(crate) enum Wake {
+    /// Handed a P; `bool`: start out spinning.
+    P(PPtr, bool),
+    /// Kicked (re-evaluate: shutdown, timer change).
+    Kicked,
+    /// The deadline passed.
+    Timeout,
+}
+
+pub(crate) struct MHandle {
+    /// A P handed to this M, or null.
+    p: AtomicPtr<P>,
+    spinning: AtomicBool,
+    kick: AtomicBool,
+    /// Futex word, bumped by every hand-off and kick.
+    seq: AtomicU32,
+    /// Kernel thread id of the M (0 until it starts), for tgkill.
+    pub(crate) tid: AtomicI32,
+}
+
+impl MHandle {
+    pub(crate) fn new() -> MHandle {
+        MHandle {
+            p: AtomicPtr::new(ptr::null_mut()),
+            spinning: AtomicBool::new(false),
+            kick: AtomicBool::new(false),
+            seq: AtomicU32::new(0),
+            tid: AtomicI32::new(0),
+        }
+    }
+
+    /// Hands `p` to the M (which must be waiting for one or about to).
+    pub(crate) fn give(&self, p: PPtr, spinning: bool) {
+        self.spinning.store(spinning, Ordering::Relaxed);
+        self.p.store(p.0.as_ptr(), Ordering::Release);
+        self.bump();
+    }
+
+    /// Makes a waiting M return `Wake::Kicked`.
+    pub(crate) fn kick(&self) {
+        self.kick.store(true, Ordering::Release);
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.seq.fetch_add(1, Ordering::Release);
+        futex_wake(&self.seq);
+    }
+
+    /// Waits until handed a P, kicked, or `deadline` (monotonic ns) passes.
+    pub(crate) fn wait(&self, deadline: Option<u64>) -> Wake {
+        loop {
+            let seen = self.seq.load(Ordering::Acquire);
+            if let Some(p) = self.take_p() {
+                return Wake::P(p, self.spinning.swap(false, Ordering::Relaxed));
+            }
+            if self.kick.swap(false, Ordering::Acquire) {
+                return Wake::Kicked;
+            }
+            let timeout = match deadline {
+                None => None,
+                Some(d) => {
+                    let now = time::now();
+                    if now >= d {
+                        return Wake::Timeout;
+                    }
+                    Some(d - now)
+                }
+            };
+            futex_wait(&self.seq, seen, timeout);
+        }
+    }
+
+    fn take_p(&self) -> Option<PPtr> {
+        let p = self.p.swap(ptr::null_mut(), Ordering::Acquire);
+        std::ptr::NonNull::new(p).map(PPtr)
+    }
+}
+
+/// Sleeps while `*word == seen` (or until `timeout_ns`); spurious returns
+/// are fine, callers loop.
+fn futex_wait(word: &AtomicU32, seen: u32, timeout_ns: Option<u64>) {
+    let ts = timeout_ns.map(|ns| libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word`, which lives
+    // as long as the handle; the timeout pointer is null or valid.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            seen,
+            ts_ptr,
+        );
+    }
+}
+
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
+    }
+}
