@@ -18,18 +18,65 @@ pub(crate) const PARKED: u8 = 2;
 /// Finished; its stack has been released.
 pub(crate) const DEAD: u8 = 3;
 
-/// A G's body. Called with `None` on the G's own stack to run it, or with
-/// the error on the scheduler's stack if no stack could be bound for it.
-pub(crate) type Entry = Box<dyn FnOnce(Option<std::io::Error>) + Send>;
-
-/// The joiner's side of a G, told when the G will never finish.
-pub(crate) trait Abandon: Send + Sync {
+/// What a G runs, and where its result goes. Implemented by the spawn
+/// cell (`task::cell`), which holds the G header, the closure and the
+/// joiner's result slot in one allocation.
+///
+/// # Safety
+/// `header` must return the first field of a `#[repr(C)]` implementor, so
+/// the G header's address is the allocation's (see `GRef::deref`).
+pub(crate) unsafe trait GBody: Send + Sync {
+    fn header(&self) -> &G;
+    /// Runs the closure (on the G's stack), or with `start_error`, drops
+    /// it unrun (on the scheduler's stack) and reports the error to the
+    /// joiner. Called at most once.
+    fn start(&self, start_error: Option<std::io::Error>);
+    /// The G will never finish (its runtime shut down): drop the closure
+    /// if it never ran and let the joiner know.
     fn abandon(&self);
 }
 
 /// A shared handle to a G. Run queues, timers and wait queues hold these.
-pub(crate) type GRef = Arc<G>;
+#[derive(Clone)]
+pub(crate) struct GRef(Arc<dyn GBody>);
 
+impl GRef {
+    pub(crate) fn new(body: Arc<dyn GBody>) -> GRef {
+        let g = GRef(body);
+        assert!(
+            std::ptr::eq(g.0.header(), g.as_ptr()),
+            "greenrt: G header must come first"
+        );
+        g
+    }
+
+    /// The header's address (also the allocation's).
+    pub(crate) fn as_ptr(&self) -> *const G {
+        Arc::as_ptr(&self.0) as *const u8 as *const G
+    }
+
+    pub(crate) fn body(&self) -> &dyn GBody {
+        &*self.0
+    }
+
+    /// Wakes the G: sets its token and, if it is parked, makes it runnable.
+    pub(crate) fn unpark(&self) {
+        if self.wake_token() {
+            super::ready(self.clone());
+        }
+    }
+}
+
+impl std::ops::Deref for GRef {
+    type Target = G;
+    fn deref(&self) -> &G {
+        // SAFETY: `new` checked that the header sits at the allocation's
+        // address, and the Arc keeps the allocation alive.
+        unsafe { &*self.as_ptr() }
+    }
+}
+
+/// The scheduler's view of a green thread.
 pub(crate) struct G {
     pub(crate) id: u64,
     pub(crate) name: Option<Box<str>>,
@@ -49,9 +96,6 @@ pub(crate) struct G {
     /// Usable stack size to bind when the G first runs.
     pub(crate) stack_size: usize,
     stack: UnsafeCell<Option<Stack>>,
-    entry: UnsafeCell<Option<Entry>>,
-    /// Tells the joiner if the G is dropped without finishing.
-    completion: Option<Arc<dyn Abandon>>,
     pub(crate) locals: UnsafeCell<LocalMap>,
 }
 
@@ -63,18 +107,10 @@ unsafe impl Send for G {}
 unsafe impl Sync for G {}
 
 impl G {
-    /// A new G. Without `stack`, one is bound when the G first runs, so
-    /// queued Gs that have not started cost no stack.
-    pub(crate) fn new(
-        rt: Arc<Shared>,
-        id: u64,
-        name: Option<Box<str>>,
-        stack_size: usize,
-        stack: Option<Stack>,
-        entry: Entry,
-        completion: Arc<dyn Abandon>,
-    ) -> GRef {
-        let g = Arc::new(G {
+    /// A new G header. Without `stack`, one is bound when the G first
+    /// runs, so queued Gs that have not started cost no stack.
+    pub(crate) fn new(rt: Arc<Shared>, id: u64, name: Option<Box<str>>, stack_size: usize) -> G {
+        G {
             id,
             name,
             rt,
@@ -85,15 +121,8 @@ impl G {
             guard: UnsafeCell::new((0, 0)),
             stack_size,
             stack: UnsafeCell::new(None),
-            entry: UnsafeCell::new(Some(entry)),
-            completion: Some(completion),
             locals: UnsafeCell::new(LocalMap::default()),
-        });
-        if let Some(stack) = stack {
-            // SAFETY: nobody else can see the G yet.
-            unsafe { g.bind_stack(stack) };
         }
-        g
     }
 
     /// Gives the G its stack and prepares the first switch into it.
@@ -134,14 +163,6 @@ impl G {
         self.state.store(s, Ordering::SeqCst);
     }
 
-    /// Takes the entry closure. Only the G itself calls this, once.
-    ///
-    /// # Safety
-    /// Must be called on the G's own stack, while it runs.
-    pub(crate) unsafe fn take_entry(&self) -> Option<Entry> {
-        (*self.entry.get()).take()
-    }
-
     /// Takes the stack of a G that has exited.
     ///
     /// # Safety
@@ -167,13 +188,6 @@ impl G {
                 .is_ok()
     }
 
-    /// Wakes the G: sets its token and, if it is parked, makes it runnable.
-    pub(crate) fn unpark(self: &Arc<Self>) {
-        if self.wake_token() {
-            super::ready(self.clone());
-        }
-    }
-
     /// Sets the wake-up token; returns true if the G was parked and is now
     /// RUNNABLE, in which case the caller must queue it.
     pub(crate) fn wake_token(&self) -> bool {
@@ -186,19 +200,5 @@ impl G {
     /// The display name used in messages.
     pub(crate) fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or("<unnamed>")
-    }
-}
-
-impl Drop for G {
-    /// A G dropped before finishing — still queued when its runtime shut
-    /// down, or parked with nobody left to wake it — never will: release
-    /// its closure and tell the joiner instead of letting it wait forever.
-    fn drop(&mut self) {
-        if *self.state.get_mut() != DEAD {
-            drop(self.entry.get_mut().take());
-            if let Some(c) = self.completion.take() {
-                c.abandon();
-            }
-        }
     }
 }

@@ -96,6 +96,14 @@ impl M {
         unsafe { p.get() }
     }
 
+    /// A handle to the G running on this M (None in the scheduler).
+    ///
+    /// # Safety
+    /// Must be called on this M's thread.
+    pub(crate) unsafe fn current_g(&self) -> Option<GRef> {
+        (*self.cur.get()).clone()
+    }
+
     pub(crate) fn has_p(&self) -> bool {
         self.p.get().is_some()
     }
@@ -113,7 +121,7 @@ impl M {
         let p = self.p();
         p.schedtick.set(p.schedtick.get().wrapping_add(1));
         g.set_state(RUNNING);
-        self.curg.set(Arc::as_ptr(&g));
+        self.curg.set(g.as_ptr());
         let (slot, sp) = (context::parent_slot(g.top()), g.sp.get());
         // SAFETY: `cur` is only touched on this thread, here and by the G
         // while it runs (through `current()`), never both at once.
@@ -128,11 +136,11 @@ impl M {
         match self.request.get() {
             Request::Yield => {
                 g.set_state(RUNNABLE);
-                self.p().put(g, false);
+                self.requeue(g, false);
             }
             Request::Park => {
                 if g.finish_park() {
-                    self.p().put(g, true);
+                    self.requeue(g, true);
                 }
             }
             Request::Exit => {
@@ -153,18 +161,32 @@ impl M {
             g.display_name()
         );
         g.set_state(DEAD);
-        // SAFETY: the G never ran, so nobody else touches its entry.
-        if let Some(entry) = unsafe { g.take_entry() } {
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry(Some(err)))).is_err()
-            {
-                eprintln!("greenrt: panic while dropping an unstarted green thread");
+        let fail = std::panic::AssertUnwindSafe(|| g.body().start(Some(err)));
+        if std::panic::catch_unwind(fail).is_err() {
+            eprintln!("greenrt: panic while dropping an unstarted green thread");
+        }
+    }
+
+    /// Queues a G that just switched out: on our P, or — if the G gave
+    /// the P away while blocking (see `BlockingSection`) — globally.
+    fn requeue(&self, g: GRef, next: bool) {
+        match self.p.get() {
+            // SAFETY: the M owns its current P.
+            Some(p) => unsafe { p.get() }.put(g, next),
+            None => {
+                self.rt.injector.push(g);
+                self.rt.wakep();
             }
         }
     }
 
     fn recycle_stack(&self, stack: crate::stack::Stack) {
-        let p = self.p();
-        let mut local = p.stacks.borrow_mut();
+        let Some(p) = self.p.get() else {
+            let _ = self.rt.stacks.lock().put(stack);
+            return;
+        };
+        // SAFETY: the M owns its current P.
+        let mut local = unsafe { p.get() }.stacks.borrow_mut();
         if let Err(stack) = local.put(stack) {
             let mut global = self.rt.stacks.lock();
             global.touch(crate::time::now());
@@ -318,7 +340,7 @@ impl M {
         }
         let p = self.p();
         for timers in self.rt.timers.iter().filter(|t| t.next() <= now) {
-            timers.run_expired(now, |g| g.unpark_into(p));
+            timers.run_expired(now, |g| unpark_into(g, p));
         }
     }
 
@@ -359,36 +381,72 @@ impl M {
     }
 }
 
-impl G {
-    /// Makes a PARKED G runnable directly into `p` (used for timers).
-    fn unpark_into(self: &Arc<Self>, p: &P) {
-        if self.wake_token() {
-            p.put(self.clone(), true);
-        }
+/// Makes a PARKED G runnable directly into `p` (used for timers).
+fn unpark_into(g: GRef, p: &P) {
+    if g.wake_token() {
+        p.put(g, true);
     }
 }
 
 /// First Rust code on a new G's stack (called from `greenrt_start`).
-pub(crate) extern "C" fn g_entry(arg: *mut u8) -> ! {
+pub(crate) extern "C" fn g_entry(_header: *mut u8) -> ! {
     {
-        // SAFETY: `arg` is the G, kept alive by the M's `cur` while it runs.
-        let g = unsafe { &*(arg as *const G) };
-        // SAFETY: we are that G, running on its stack.
-        if let Some(f) = unsafe { g.take_entry() } {
-            // The closure catches its own panic for the JoinHandle; a panic
-            // escaping anyway (from a task-local destructor, say) must not
-            // unwind into the assembly frame below us.
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(None))).is_err() {
-                eprintln!(
-                    "greenrt: panic while finishing green thread '{}'",
-                    g.display_name()
-                );
-                std::process::abort();
-            }
+        // SAFETY: CURRENT is this thread's M, whose `cur` holds the G that
+        // is running — us.
+        let g = unsafe { (*current()).current_g() }.expect("greenrt: g_entry off a green thread");
+        // The body catches the closure's panic for the JoinHandle; a panic
+        // escaping anyway (from a task-local destructor, say) must not
+        // unwind into the assembly frame below us.
+        let run = std::panic::AssertUnwindSafe(|| g.body().start(None));
+        if std::panic::catch_unwind(run).is_err() {
+            eprintln!(
+                "greenrt: panic while finishing green thread '{}'",
+                g.display_name()
+            );
+            std::process::abort();
         }
     }
     // Every value of this G has been dropped; leave for good.
     // SAFETY: we run on the G's stack, and CURRENT is this thread's M.
     unsafe { (*current()).switch_to_scheduler(Request::Exit) };
     unreachable!("greenrt: a finished green thread was resumed")
+}
+
+/// While alive, the running G blocks its OS thread without a P: the P is
+/// handed to another M so the worker's other green threads keep running
+/// (Go's entersyscall/exitsyscall). On drop it takes an idle P back if
+/// there is one; otherwise the G runs on without a P until its next
+/// switch, where the scheduler queues it globally.
+pub(crate) struct BlockingSection {
+    m: *const M,
+}
+
+impl BlockingSection {
+    /// Releases the current M's P, if the caller is a green thread.
+    pub(crate) fn enter() -> BlockingSection {
+        let m = current();
+        if !m.is_null() {
+            // SAFETY: a non-null CURRENT is this thread's M.
+            let m = unsafe { &*m };
+            if let Some(p) = m.p.take() {
+                m.rt.handoff_p(p);
+            }
+        }
+        BlockingSection { m }
+    }
+}
+
+impl Drop for BlockingSection {
+    fn drop(&mut self) {
+        if self.m.is_null() {
+            return;
+        }
+        // SAFETY: still on the same OS thread: blocking did not switch.
+        let m = unsafe { &*self.m };
+        if m.p.get().is_none() {
+            if let Some(p) = m.rt.get_idle_p() {
+                m.p.set(Some(p));
+            }
+        }
+    }
 }

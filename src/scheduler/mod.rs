@@ -11,8 +11,8 @@ mod shared;
 
 use std::sync::Arc;
 
-pub(crate) use g::{Abandon, GRef, G};
-pub(crate) use m::Request;
+pub(crate) use g::{GBody, GRef, G};
+pub(crate) use m::{BlockingSection, Request};
 pub use runtime::{run, Builder, Runtime};
 pub(crate) use shared::Shared;
 
@@ -43,16 +43,12 @@ pub(crate) fn schedule_new(g: GRef) {
 
 /// The running green thread, if the caller is one.
 pub(crate) fn current_g() -> Option<GRef> {
-    let g = m::current_g_raw();
-    if g.is_null() {
+    let m = m::current();
+    if m.is_null() {
         return None;
     }
-    // SAFETY: the running G is kept alive by its M's `cur` handle, so its
-    // Arc count is at least one; we take a new reference.
-    unsafe {
-        Arc::increment_strong_count(g);
-        Some(Arc::from_raw(g))
-    }
+    // SAFETY: a non-null CURRENT is the M living on this thread.
+    unsafe { (*m).current_g() }
 }
 
 /// Runs `f` with the running G, without touching its reference count.

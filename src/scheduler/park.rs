@@ -45,6 +45,9 @@ pub(crate) fn block(deadline: Option<u64>) {
         }
         park();
     } else {
+        // A green thread that may not switch (it is unwinding) blocks its
+        // OS thread, handing its P to another M meanwhile.
+        let _section = super::BlockingSection::enter();
         match deadline {
             None => thread::park(),
             Some(when) => {

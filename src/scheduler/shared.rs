@@ -182,6 +182,13 @@ impl Shared {
         }
     }
 
+    /// Gives `p`, released by an M about to block, to another M so its
+    /// queue keeps moving (Go's handoffp): an idle M, or a new one.
+    pub(crate) fn handoff_p(self: &Arc<Self>, p: PPtr) {
+        self.put_idle_p(p);
+        self.start_m(false);
+    }
+
     /// Puts `p` on the idle list.
     pub(crate) fn put_idle_p(&self, p: PPtr) {
         let mut s = self.sched.lock();
@@ -309,6 +316,15 @@ impl Shared {
             }
             if gs.is_empty() {
                 break;
+            }
+            for g in &gs {
+                g.body().abandon();
+                // A parked G's own stack may hold a handle to it (sleep
+                // does), so its stack would never be freed with the last
+                // handle: free it now. No M runs, so nothing resumes it.
+                g.set_state(super::g::DEAD);
+                // SAFETY: the G is not running and never will again.
+                drop(unsafe { g.take_stack() });
             }
             drop(gs);
         }

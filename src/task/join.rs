@@ -8,7 +8,6 @@ use std::thread;
 use parking_lot::Mutex;
 
 use crate::scheduler::park::{block, Waker};
-use crate::scheduler::Abandon;
 
 /// Where a green thread leaves its result for the joiner.
 pub(crate) struct Packet<T> {
@@ -40,8 +39,9 @@ impl<T> Packet<T> {
     }
 }
 
-impl<T: Send> Abandon for Packet<T> {
-    fn abandon(&self) {
+impl<T> Packet<T> {
+    /// The G will never finish: wake the joiner with an error.
+    pub(crate) fn abandon(&self) {
         if !self.done.load(Ordering::Acquire) {
             let msg = "greenrt: the green thread was abandoned: its runtime shut down \
                        (or nothing could wake it) before it finished";
@@ -50,13 +50,18 @@ impl<T: Send> Abandon for Packet<T> {
     }
 }
 
+/// Where a `JoinHandle` finds its packet (inside the G's spawn cell).
+pub(crate) trait JoinSlot<T>: Send + Sync {
+    fn packet(&self) -> &Packet<T>;
+}
+
 /// An owned permission to join a green thread (wait for it to finish).
 ///
 /// Dropping the handle detaches the green thread. Like
 /// `std::thread::JoinHandle`, `join` returns `Err` with the panic payload
 /// if the green thread panicked; the runtime itself is unaffected.
 pub struct JoinHandle<T> {
-    packet: Arc<Packet<T>>,
+    slot: Arc<dyn JoinSlot<T>>,
     id: u64,
 }
 
@@ -70,14 +75,14 @@ impl<T> std::fmt::Debug for JoinHandle<T> {
 }
 
 impl<T> JoinHandle<T> {
-    pub(crate) fn new(packet: Arc<Packet<T>>, id: u64) -> JoinHandle<T> {
-        JoinHandle { packet, id }
+    pub(crate) fn new(slot: Arc<dyn JoinSlot<T>>, id: u64) -> JoinHandle<T> {
+        JoinHandle { slot, id }
     }
 
     /// Waits for the green thread to finish and returns its result. Works
     /// from green threads (parks only the caller) and from OS threads.
     pub fn join(self) -> thread::Result<T> {
-        let p = &self.packet;
+        let p = self.slot.packet();
         if !p.done.load(Ordering::Acquire) {
             {
                 let mut w = p.waiter.lock();
@@ -96,7 +101,7 @@ impl<T> JoinHandle<T> {
 
     /// True once the green thread has finished (returned or panicked).
     pub fn is_finished(&self) -> bool {
-        self.packet.done.load(Ordering::Acquire)
+        self.slot.packet().done.load(Ordering::Acquire)
     }
 
     /// The green thread's id (as `task::current_id` reports it inside).

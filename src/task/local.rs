@@ -67,12 +67,20 @@ impl<T: 'static> LocalKey<T> {
 }
 
 /// Drops the running green thread's locals (at its exit, on its stack).
+/// A destructor may initialise another local; those are dropped too, in
+/// further rounds, as std does for thread-locals.
 pub(crate) fn clear_current() {
-    let entries = scheduler::with_current_g(|g| {
-        // SAFETY: the G is running and no `with` borrow is live here.
-        g.map(|g| std::mem::take(unsafe { &mut (*g.locals.get()).entries }))
-    });
-    drop(entries);
+    loop {
+        let entries = scheduler::with_current_g(|g| {
+            // SAFETY: the G is running and no `with` borrow is live here.
+            g.map(|g| std::mem::take(unsafe { &mut (*g.locals.get()).entries }))
+        })
+        .unwrap_or_default();
+        if entries.is_empty() {
+            return;
+        }
+        drop(entries);
+    }
 }
 
 /// Declares green-thread-local values, like `std::thread_local!`.

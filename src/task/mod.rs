@@ -1,16 +1,16 @@
 //! Spawning and joining green threads.
 
+mod cell;
 mod join;
 pub mod local;
 
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+use cell::Cell;
 pub use join::JoinHandle;
-use join::Packet;
 
-use crate::scheduler::{self, Shared, G};
+use crate::scheduler::{self, GRef, Shared, G};
 use crate::stack;
 
 /// Configures a green thread before spawning it, like `std::thread::Builder`.
@@ -80,37 +80,15 @@ impl Builder {
         } else {
             None
         };
-        let packet = Arc::new(Packet::new());
-        let result = packet.clone();
-        let body = move |start_error: Option<io::Error>| {
-            let r = match start_error {
-                None => {
-                    let r = catch_unwind(AssertUnwindSafe(f));
-                    // Task-locals die before the joiner wakes, as
-                    // thread-locals do before std's `join` returns.
-                    local::clear_current();
-                    r
-                }
-                Some(e) => {
-                    drop(f);
-                    let msg = format!("greenrt: the green thread could not start: {e}");
-                    Err(Box::new(msg) as Box<dyn std::any::Any + Send>)
-                }
-            };
-            result.complete(r);
-        };
         let id = rt.next_gid();
-        let g = G::new(
-            rt.clone(),
-            id,
-            self.name.map(String::into_boxed_str),
-            size,
-            stack,
-            Box::new(body),
-            packet.clone(),
-        );
-        scheduler::schedule_new(g);
-        Ok(JoinHandle::new(packet, id))
+        let header = G::new(rt.clone(), id, self.name.map(String::into_boxed_str), size);
+        if let Some(stack) = stack {
+            // SAFETY: the G is not visible to anyone yet.
+            unsafe { header.bind_stack(stack) };
+        }
+        let cell = Arc::new(Cell::new(header, f));
+        scheduler::schedule_new(GRef::new(cell.clone()));
+        Ok(JoinHandle::new(cell, id))
     }
 }
 

@@ -126,7 +126,9 @@ pub fn sleep(dur: Duration) {
         );
     };
     if std::thread::panicking() {
-        // Unwinding: keep the OS thread (see `scheduler::blocks_green`).
+        // Unwinding: keep the OS thread (see `scheduler::blocks_green`),
+        // but let another M run this worker's green threads meanwhile.
+        let _section = scheduler::BlockingSection::enter();
         return std::thread::sleep(dur);
     }
     if dur.is_zero() {

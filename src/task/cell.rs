@@ -1,0 +1,82 @@
+//! The one allocation behind a spawned green thread: the G header, the
+//! closure, and the joiner's result slot.
+//!
+//! Spawning allocates once (like a tokio task cell) instead of separately
+//! for the G, the boxed closure and the result: fewer mallocs, and fewer
+//! cross-thread frees when another worker runs and finishes the G.
+
+use std::cell::UnsafeCell;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use super::join::{JoinSlot, Packet};
+use super::local;
+use crate::scheduler::{GBody, G};
+
+#[repr(C)]
+pub(crate) struct Cell<F, T> {
+    /// First field: `GRef` finds the header at the allocation's address.
+    header: G,
+    f: UnsafeCell<Option<F>>,
+    packet: Packet<T>,
+}
+
+// SAFETY: `f` is taken exactly once, by `start` (on the G, or on the
+// scheduler before the G ever ran) or by `abandon` (at shutdown, when no M
+// runs); the packet synchronises itself.
+unsafe impl<F: Send, T: Send> Sync for Cell<F, T> {}
+
+impl<F, T> Cell<F, T> {
+    pub(crate) fn new(header: G, f: F) -> Cell<F, T> {
+        Cell {
+            header,
+            f: UnsafeCell::new(Some(f)),
+            packet: Packet::new(),
+        }
+    }
+
+    fn take_f(&self) -> Option<F> {
+        // SAFETY: see the Sync impl: a single taker at a time.
+        unsafe { (*self.f.get()).take() }
+    }
+}
+
+// SAFETY: `header` is the first field of this #[repr(C)] struct.
+unsafe impl<F, T> GBody for Cell<F, T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    fn header(&self) -> &G {
+        &self.header
+    }
+
+    fn start(&self, start_error: Option<io::Error>) {
+        let Some(f) = self.take_f() else { return };
+        let result = match start_error {
+            None => {
+                let r = catch_unwind(AssertUnwindSafe(f));
+                // Task-locals die before the joiner wakes, as thread-locals
+                // do before std's `join` returns.
+                local::clear_current();
+                r
+            }
+            Some(e) => {
+                drop(f);
+                Err(Box::new(format!("greenrt: the green thread could not start: {e}")) as _)
+            }
+        };
+        self.packet.complete(result);
+    }
+
+    fn abandon(&self) {
+        drop(self.take_f());
+        self.packet.abandon();
+    }
+}
+
+impl<F: Send, T: Send> JoinSlot<T> for Cell<F, T> {
+    fn packet(&self) -> &Packet<T> {
+        &self.packet
+    }
+}
