@@ -1,9 +1,10 @@
 //! G: a green thread — its stack, saved context, state and identity.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
+use super::handoff::MHandle;
 use super::shared::Shared;
 use crate::context;
 use crate::stack::Stack;
@@ -97,6 +98,16 @@ pub(crate) struct G {
     pub(crate) stack_size: usize,
     stack: UnsafeCell<Option<Stack>>,
     pub(crate) locals: UnsafeCell<LocalMap>,
+    /// While non-zero the G must not be preempted: it is in runtime code
+    /// (or under `preempt::disable`). Read by the SIGURG handler.
+    pub(crate) nopreempt: AtomicU32,
+    /// Set by the preemption path: the M that waits to resume this G.
+    pub(crate) locked_m: AtomicPtr<MHandle>,
+    /// Link in the runtime's queue of preempted Gs (intrusive: the
+    /// preemption path must not allocate).
+    pub(crate) preempt_next: AtomicPtr<G>,
+    /// The queue's reference to this G while it is queued there.
+    pub(crate) preempt_ref: UnsafeCell<Option<GRef>>,
 }
 
 // SAFETY: the UnsafeCell fields are only touched by the M that currently
@@ -122,6 +133,10 @@ impl G {
             stack_size,
             stack: UnsafeCell::new(None),
             locals: UnsafeCell::new(LocalMap::default()),
+            nopreempt: AtomicU32::new(0),
+            locked_m: AtomicPtr::new(std::ptr::null_mut()),
+            preempt_next: AtomicPtr::new(std::ptr::null_mut()),
+            preempt_ref: UnsafeCell::new(None),
         }
     }
 
@@ -159,8 +174,12 @@ impl G {
         unsafe { *self.guard.get() }
     }
 
+    /// Sets RUNNING, RUNNABLE or DEAD. (PARKED is only set by
+    /// `finish_park`, whose SeqCst store pairs with `wake_token`; these
+    /// transitions race with nobody, so Release suffices.)
     pub(crate) fn set_state(&self, s: u8) {
-        self.state.store(s, Ordering::SeqCst);
+        debug_assert_ne!(s, PARKED);
+        self.state.store(s, Ordering::Release);
     }
 
     /// Takes the stack of a G that has exited.

@@ -5,7 +5,7 @@
 //! locks, can hand a P to another M.
 
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 
 use super::p::{PPtr, P};
 use crate::time;
@@ -29,7 +29,20 @@ pub(crate) struct MHandle {
     seq: AtomicU32,
     /// Kernel thread id of the M (0 until it starts), for tgkill.
     pub(crate) tid: AtomicI32,
+    /// Running a G (not the scheduler): what sysmon may preempt.
+    pub(crate) in_g: AtomicBool,
+    /// Preemption requested by sysmon: 0 none, `PREEMPT`, or `RETAKE`
+    /// (preempt, or else give up the P).
+    pub(crate) preempt_req: AtomicU8,
+    /// A SIGURG is on its way (at most one pending per M).
+    pub(crate) signal_pending: AtomicBool,
+    /// Parked in the preemption path, waiting to resume its G.
+    pub(crate) preempt_waiting: AtomicBool,
 }
+
+/// `MHandle::preempt_req` levels.
+pub(crate) const PREEMPT: u8 = 1;
+pub(crate) const RETAKE: u8 = 2;
 
 impl MHandle {
     pub(crate) fn new() -> MHandle {
@@ -39,6 +52,10 @@ impl MHandle {
             kick: AtomicBool::new(false),
             seq: AtomicU32::new(0),
             tid: AtomicI32::new(0),
+            in_g: AtomicBool::new(false),
+            preempt_req: AtomicU8::new(0),
+            signal_pending: AtomicBool::new(false),
+            preempt_waiting: AtomicBool::new(false),
         }
     }
 

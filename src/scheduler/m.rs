@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crossbeam_deque::Steal;
 
 use super::g::{GRef, DEAD, G, RUNNABLE, RUNNING};
-use super::handoff::MHandle;
+use super::handoff::{MHandle, Wake};
 use super::p::{PPtr, P};
 use super::shared::{Shared, Stopped};
 use crate::context;
@@ -66,8 +66,9 @@ pub(crate) fn current_g_raw() -> *const G {
     unsafe { (*m).curg.get() }
 }
 
-/// Body of every M thread.
-pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: PPtr, spinning: bool) {
+/// Body of every M thread. Without a P (a spare M, see `Shared::ensure_spares`)
+/// it first waits to be handed one.
+pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spinning: bool) {
     let _alt = AltStack::install();
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
@@ -75,13 +76,31 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: PPtr, spinning: b
     let m = M {
         rt,
         handle,
-        p: Cell::new(Some(p)),
+        p: Cell::new(None),
         spinning: Cell::new(spinning),
         curg: Cell::new(std::ptr::null()),
         cur: UnsafeCell::new(None),
         request: Cell::new(Request::Yield),
     };
     CURRENT.with(|c| c.set(&m));
+    match p {
+        Some(p) => m.set_p(Some(p)),
+        // A spare: wait (off the idle list) until handed a P.
+        None => loop {
+            match m.handle.wait(None) {
+                Wake::P(p, spinning) => {
+                    m.set_p(Some(p));
+                    m.spinning.set(spinning);
+                    break;
+                }
+                _ if m.rt.is_shutdown() => {
+                    CURRENT.with(|c| c.set(std::ptr::null()));
+                    return;
+                }
+                _ => {}
+            }
+        },
+    }
     while let Some(g) = m.find_runnable() {
         m.execute(g);
     }
@@ -104,6 +123,26 @@ impl M {
         (*self.cur.get()).clone()
     }
 
+    /// Takes or gives up P ownership, keeping sysmon's view (the P's
+    /// owner) in step.
+    pub(crate) fn set_p(&self, p: Option<PPtr>) {
+        if let Some(old) = self.p.replace(p) {
+            // SAFETY: we owned it until now.
+            self.rt.set_owner(unsafe { old.get() }.id, std::ptr::null());
+        }
+        if let Some(new) = p {
+            // SAFETY: it is ours now.
+            self.rt
+                .set_owner(unsafe { new.get() }.id, Arc::as_ptr(&self.handle));
+        }
+    }
+
+    pub(crate) fn take_p(&self) -> Option<PPtr> {
+        let p = self.p.get();
+        self.set_p(None);
+        p
+    }
+
     pub(crate) fn has_p(&self) -> bool {
         self.p.get().is_some()
     }
@@ -119,17 +158,21 @@ impl M {
             }
         }
         let p = self.p();
-        p.schedtick.set(p.schedtick.get().wrapping_add(1));
+        let tick = p.schedtick.get().wrapping_add(1);
+        p.schedtick.set(tick);
+        self.rt.ticks[p.id].store(tick, Ordering::Relaxed);
         g.set_state(RUNNING);
         self.curg.set(g.as_ptr());
         let (slot, sp) = (context::parent_slot(g.top()), g.sp.get());
         // SAFETY: `cur` is only touched on this thread, here and by the G
         // while it runs (through `current()`), never both at once.
         unsafe { *self.cur.get() = Some(g) };
+        self.handle.in_g.store(true, Ordering::Relaxed);
         // SAFETY: the G is RUNNING, so only this M resumes it; its stack is
         // alive while `cur` holds it. Its context was saved by `switch` or
         // made by `prepare`.
         unsafe { context::switch(slot, *sp) };
+        self.handle.in_g.store(false, Ordering::Relaxed);
         self.curg.set(std::ptr::null());
         // SAFETY: as above; the G is suspended now.
         let g = unsafe { (*self.cur.get()).take() }.expect("greenrt: lost the running G");
@@ -212,6 +255,14 @@ impl M {
                 }
                 return Some(g);
             }
+            if self.p.get().is_none() {
+                // Our P went to the M of a preempted G (see
+                // `resume_preempted`): look for another.
+                if self.spinning.replace(false) {
+                    self.rt.nmspinning.fetch_sub(1, Ordering::SeqCst);
+                }
+                continue;
+            }
             // Nothing anywhere: give up the P, re-check, then sleep.
             let was_spinning = self.spinning.replace(false);
             if was_spinning {
@@ -226,7 +277,7 @@ impl M {
             // global queue, which has no other way to wake it.
             if (was_spinning && self.work_anywhere()) || !self.rt.injector.is_empty() {
                 if let Some(p) = self.rt.get_idle_p() {
-                    self.p.set(Some(p));
+                    self.set_p(Some(p));
                     if was_spinning {
                         self.spinning.set(true);
                         self.rt.nmspinning.fetch_add(1, Ordering::SeqCst);
@@ -236,7 +287,7 @@ impl M {
             }
             match self.rt.stop_m(&self.handle, self.rt.next_timer()) {
                 Stopped::Acquired(p, spinning) => {
-                    self.p.set(Some(p));
+                    self.set_p(Some(p));
                     self.spinning.set(spinning);
                 }
                 Stopped::Woke => {}
@@ -250,13 +301,13 @@ impl M {
     /// sleeping), None at shutdown.
     fn acquire_after_stop(&self) -> Option<bool> {
         if let Some(p) = self.rt.get_idle_p() {
-            self.p.set(Some(p));
+            self.set_p(Some(p));
             return Some(true);
         }
         // Every P is busy; they run their own timers. Sleep until handed one.
         match self.rt.stop_m(&self.handle, u64::MAX) {
             Stopped::Acquired(p, spinning) => {
-                self.p.set(Some(p));
+                self.set_p(Some(p));
                 self.spinning.set(spinning);
                 Some(true)
             }
@@ -270,12 +321,18 @@ impl M {
         let p = self.p();
         self.run_timers();
         if p.schedtick.get() % GLOBAL_CHECK_INTERVAL == 0 {
+            if self.resume_preempted() {
+                return None;
+            }
             if let Some(g) = self.take_global(p) {
                 return Some(g);
             }
         }
         if let Some(g) = p.pop() {
             return Some(g);
+        }
+        if self.resume_preempted() {
+            return None;
         }
         if let Some(g) = self.take_global(p) {
             return Some(g);
@@ -290,6 +347,22 @@ impl M {
             self.rt.nmspinning.fetch_add(1, Ordering::SeqCst);
         }
         self.steal(p)
+    }
+
+    /// If a preempted G waits, hands our P to the M that holds it (a
+    /// preempted G keeps its OS thread) and returns true; we are then
+    /// without a P.
+    fn resume_preempted(&self) -> bool {
+        let Some(g) = self.rt.preempted.pop() else {
+            return false;
+        };
+        let m = g.locked_m.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: the preempting M stored its handle before queueing the G
+        // and waits on it; handles live as long as the runtime.
+        let m = unsafe { m.as_ref() }.expect("greenrt: preempted G without its M");
+        let p = self.take_p().expect("greenrt: M without a P");
+        m.give(p, false);
+        true
     }
 
     fn take_global(&self, p: &P) -> Option<GRef> {
@@ -354,14 +427,17 @@ impl M {
     }
 
     fn drop_p(&self) {
-        if let Some(p) = self.p.take() {
+        if let Some(p) = self.take_p() {
             self.rt.put_idle_p(p);
         }
     }
 
     /// Is any work visible: a queued G or an expired timer?
     fn work_anywhere(&self) -> bool {
-        if !self.rt.injector.is_empty() || self.rt.stealers.iter().any(|s| !s.is_empty()) {
+        if !self.rt.injector.is_empty()
+            || !self.rt.preempted.is_empty()
+            || self.rt.stealers.iter().any(|s| !s.is_empty())
+        {
             return true;
         }
         let next = self.rt.next_timer();
@@ -406,7 +482,9 @@ pub(crate) extern "C" fn g_entry(_header: *mut u8) -> ! {
             std::process::abort();
         }
     }
-    // Every value of this G has been dropped; leave for good.
+    // Every value of this G has been dropped; leave for good (not to be
+    // preempted on the way: the guard is never dropped, the G is done).
+    std::mem::forget(crate::preempt::disable());
     // SAFETY: we run on the G's stack, and CURRENT is this thread's M.
     unsafe { (*current()).switch_to_scheduler(Request::Exit) };
     unreachable!("greenrt: a finished green thread was resumed")
@@ -424,11 +502,12 @@ pub(crate) struct BlockingSection {
 impl BlockingSection {
     /// Releases the current M's P, if the caller is a green thread.
     pub(crate) fn enter() -> BlockingSection {
+        let _np = crate::preempt::disable();
         let m = current();
         if !m.is_null() {
             // SAFETY: a non-null CURRENT is this thread's M.
             let m = unsafe { &*m };
-            if let Some(p) = m.p.take() {
+            if let Some(p) = m.take_p() {
                 m.rt.handoff_p(p);
             }
         }
@@ -438,6 +517,7 @@ impl BlockingSection {
 
 impl Drop for BlockingSection {
     fn drop(&mut self) {
+        let _np = crate::preempt::disable();
         if self.m.is_null() {
             return;
         }
@@ -445,8 +525,114 @@ impl Drop for BlockingSection {
         let m = unsafe { &*self.m };
         if m.p.get().is_none() {
             if let Some(p) = m.rt.get_idle_p() {
-                m.p.set(Some(p));
+                m.set_p(Some(p));
             }
         }
     }
+}
+
+/// The handler's view of the M it interrupted (see `preempt::signal`).
+/// Every method is async-signal-safe: atomics, Cells of this thread's M,
+/// and a futex wake.
+pub(crate) struct SignalTarget {
+    m: &'static M,
+}
+
+/// This thread's M, if it is one (async-signal-safe).
+pub(crate) fn signal_target() -> Option<SignalTarget> {
+    let m = current();
+    // SAFETY: a non-null CURRENT points at the M living on this thread,
+    // which outlives any signal delivered to the thread while it is set.
+    (!m.is_null()).then(|| SignalTarget { m: unsafe { &*m } })
+}
+
+impl SignalTarget {
+    /// Consumes sysmon's request (0: none — not our signal).
+    pub(crate) fn take_request(&self) -> u8 {
+        let h = &self.m.handle;
+        let level = h.preempt_req.swap(0, Ordering::AcqRel);
+        h.signal_pending.store(false, Ordering::Release);
+        level
+    }
+
+    /// The running G, if it may be interrupted now: a G runs (not the
+    /// scheduler), its no-preempt count is zero, and the M holds a P.
+    fn interruptible_g(&self) -> Option<&G> {
+        let g = self.m.curg.get();
+        // SAFETY: the running G is alive while it runs.
+        let g = unsafe { g.as_ref() }?;
+        (g.nopreempt.load(Ordering::Relaxed) == 0 && self.m.has_p()).then_some(g)
+    }
+
+    /// If the G may be preempted with its stack pointer at `rsp` (which
+    /// must lie on the G's own stack, not the scheduler's), returns the
+    /// lowest usable address (the guard page's end).
+    pub(crate) fn preemptible_stack(&self, rsp: usize) -> Option<usize> {
+        let g = self.interruptible_g()?;
+        let (_, floor) = g.guard();
+        (rsp > floor && rsp <= g.top() as usize).then_some(floor)
+    }
+
+    /// Blocking hand-off: the M is stuck where it may not be preempted;
+    /// give its P to a spare M. The G runs on without a P until it next
+    /// enters the scheduler. Returns whether the P was handed off.
+    pub(crate) fn retake_p(&self) -> bool {
+        if self.interruptible_g().is_none() {
+            return false;
+        }
+        let Some(spare) = self.m.rt.claim_spare() else {
+            return false;
+        };
+        let p = self.m.take_p().expect("checked: the M holds a P");
+        spare.give(p, false);
+        true
+    }
+}
+
+/// The preemption path proper, on the preempted G's stack (called by the
+/// trampoline with every register saved). The G keeps this OS thread: its
+/// P goes to a spare M, the G is queued as preempted, and this M waits
+/// until some M hands it a P for the G's next turn. Allocation-free and
+/// lock-free. Returns false if it could not preempt (no spare M yet).
+pub(crate) fn preempt_park() -> bool {
+    let m = current();
+    if m.is_null() {
+        return false;
+    }
+    // SAFETY: CURRENT is this thread's M.
+    let m = unsafe { &*m };
+    // SAFETY: on this M's thread; `cur` is the G we are running on.
+    let Some(g) = (unsafe { m.current_g() }) else {
+        return false;
+    };
+    if !m.has_p() {
+        return false;
+    }
+    let Some(spare) = m.rt.claim_spare() else {
+        return false;
+    };
+    g.nopreempt.fetch_add(1, Ordering::Relaxed);
+    let header = g.as_ptr();
+    g.locked_m
+        .store(Arc::as_ptr(&m.handle) as *mut MHandle, Ordering::Release);
+    m.handle.preempt_waiting.store(true, Ordering::Release);
+    let p = m.take_p().expect("checked above");
+    // SAFETY: `g` is our own running G, not queued.
+    unsafe { m.rt.preempted.push(g) };
+    spare.give(p, false);
+    // Wait for our turn. After shutdown nobody comes: wait forever (the
+    // runtime leaves this thread parked and keeps the G's stack).
+    let p = loop {
+        if let Wake::P(p, _) = m.handle.wait(None) {
+            break p;
+        }
+    };
+    m.handle.preempt_waiting.store(false, Ordering::Release);
+    m.set_p(Some(p));
+    // SAFETY: we own the P again.
+    let id = unsafe { p.get() }.id;
+    m.rt.ticks[id].fetch_add(1, Ordering::Relaxed);
+    // SAFETY: the G (us) is alive: the M's `cur` holds it.
+    unsafe { (*header).nopreempt.fetch_sub(1, Ordering::Relaxed) };
+    true
 }

@@ -6,13 +6,15 @@ mod handoff;
 mod m;
 mod p;
 pub(crate) mod park;
+mod preempted;
 mod runtime;
 mod shared;
 
 use std::sync::Arc;
 
 pub(crate) use g::{GBody, GRef, G};
-pub(crate) use m::{BlockingSection, Request};
+pub(crate) use handoff::{PREEMPT, RETAKE};
+pub(crate) use m::{preempt_park, signal_target, BlockingSection, Request};
 pub use runtime::{run, Builder, Runtime};
 pub(crate) use shared::Shared;
 
@@ -20,6 +22,8 @@ pub(crate) use shared::Shared;
 /// LIFO slot when called on one of its runtime's Ms, else into the global
 /// queue. Wakes an idle M if there is one to spare.
 pub(crate) fn ready(g: GRef) {
+    // Runtime code: never preempted (it touches the P and runtime locks).
+    let _np = crate::preempt::disable();
     let m = m::current();
     if !m.is_null() {
         // SAFETY: a non-null CURRENT is the M living on this thread.
@@ -80,6 +84,7 @@ pub(crate) fn blocks_green() -> bool {
 }
 
 fn switch_out(req: Request, what: &str) {
+    let _np = crate::preempt::disable();
     let m = m::current();
     // SAFETY: a non-null CURRENT is this thread's M.
     if m.is_null() || unsafe { (*m).curg.get() }.is_null() {
@@ -130,6 +135,7 @@ pub(crate) fn guard_hit(addr: usize) -> Option<&'static [u8]> {
 /// A stack of `size` usable bytes: from the current P's pool, the
 /// runtime's pool, or a fresh mapping.
 pub(crate) fn alloc_stack(rt: &Arc<Shared>, size: usize) -> std::io::Result<crate::stack::Stack> {
+    let _np = crate::preempt::disable();
     let m = m::current();
     if !m.is_null() {
         // SAFETY: a non-null CURRENT is the M living on this thread.
@@ -153,6 +159,7 @@ pub(crate) fn alloc_stack(rt: &Arc<Shared>, size: usize) -> std::io::Result<crat
 /// Arms a timer that unparks `g` at `when` (monotonic ns), on the current
 /// P's timer queue (or P 0's when called off the runtime's Ms).
 pub(crate) fn add_timer(when: u64, g: GRef) {
+    let _np = crate::preempt::disable();
     let m = m::current();
     let rt = g.rt.clone();
     let mut id = 0;
@@ -165,4 +172,9 @@ pub(crate) fn add_timer(when: u64, g: GRef) {
     }
     rt.timers[id].add(when, g);
     rt.timer_added(when);
+}
+
+/// The running G's header, or null (for `preempt::disable`).
+pub(crate) fn current_g_ptr() -> *const G {
+    m::current_g_raw()
 }

@@ -3,7 +3,10 @@
 use std::io;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use super::shared::{Config, Shared};
+use crate::preempt;
 use crate::stack::{self, DEFAULT_STACK_SIZE};
 use crate::task::{self, JoinHandle};
 
@@ -18,6 +21,8 @@ pub struct Builder {
     workers: Option<usize>,
     stack_size: usize,
     thread_name: String,
+    quantum: Duration,
+    preemption: Option<bool>,
 }
 
 impl Default for Builder {
@@ -34,6 +39,8 @@ impl Builder {
             workers: None,
             stack_size: DEFAULT_STACK_SIZE,
             thread_name: "greenrt-worker".into(),
+            quantum: preempt::DEFAULT_QUANTUM,
+            preemption: None,
         }
     }
 
@@ -57,6 +64,21 @@ impl Builder {
         self
     }
 
+    /// How long a green thread may hold its worker before it is preempted
+    /// (default 10 ms; at least 100 µs).
+    pub fn preempt_quantum(mut self, quantum: Duration) -> Builder {
+        self.quantum = quantum;
+        self
+    }
+
+    /// Turns preemption on or off (default on, unless the environment
+    /// variable `GREENRT_PREEMPT=off`). Off, green threads run until they
+    /// block or yield, as in a cooperative runtime.
+    pub fn preemption(mut self, enabled: bool) -> Builder {
+        self.preemption = Some(enabled);
+        self
+    }
+
     /// Builds the runtime. Worker threads start on demand.
     ///
     /// Errors with `InvalidInput` for zero workers or an unparsable
@@ -72,15 +94,32 @@ impl Builder {
                 "greenrt: workers must be at least 1",
             ));
         }
+        if self.quantum < preempt::MIN_QUANTUM {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "greenrt: the preemption quantum must be at least {:?}, got {:?}",
+                    preempt::MIN_QUANTUM,
+                    self.quantum
+                ),
+            ));
+        }
+        let wanted = self
+            .preemption
+            .unwrap_or_else(|| std::env::var("GREENRT_PREEMPT").map_or(true, |v| v != "off"));
         crate::stack::overflow::install_handler();
         let cfg = Config {
             workers,
             stack_size: stack::normalize_size(self.stack_size),
             thread_name: self.thread_name,
+            preempt: (wanted && preempt::init()).then_some(self.quantum),
         };
-        Ok(Runtime {
-            shared: Shared::new(cfg),
-        })
+        let shared = Shared::new(cfg);
+        let sysmon = match shared.cfg.preempt {
+            Some(q) => Some(preempt::sysmon::start(shared.clone(), q)?),
+            None => None,
+        };
+        Ok(Runtime { shared, sysmon })
     }
 }
 
@@ -103,6 +142,7 @@ fn default_workers() -> io::Result<usize> {
 /// abandoned (their stacks are freed, values on them are not dropped).
 pub struct Runtime {
     shared: Arc<Shared>,
+    sysmon: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -161,11 +201,22 @@ impl Runtime {
     pub fn workers(&self) -> usize {
         self.shared.cfg.workers
     }
+
+    /// The preemption quantum, or None if preemption is off.
+    pub fn preempt_quantum(&self) -> Option<Duration> {
+        self.shared.cfg.preempt
+    }
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.shared.shutdown();
+        self.shared
+            .sysmon_stop
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.sysmon.take() {
+            let _ = t.join();
+        }
     }
 }
 

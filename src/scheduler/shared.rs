@@ -1,6 +1,8 @@
 //! State shared by all Ms of one runtime: queues, idle lists, counters.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 use std::sync::Arc;
 use std::thread;
 
@@ -12,6 +14,7 @@ use super::handoff::{MHandle, Wake};
 use super::g::GRef;
 use super::m;
 use super::p::{PPtr, P};
+use super::preempted::PreemptedQueue;
 use crate::stack::StackPool;
 use crate::time::TimerQueue;
 
@@ -28,6 +31,8 @@ pub(crate) struct Config {
     pub(crate) workers: usize,
     pub(crate) stack_size: usize,
     pub(crate) thread_name: String,
+    /// Preemption quantum; None: no preemption.
+    pub(crate) preempt: Option<std::time::Duration>,
 }
 
 pub(crate) struct Shared {
@@ -47,6 +52,16 @@ pub(crate) struct Shared {
     pub(crate) stacks: Mutex<StackPool>,
     next_gid: AtomicU64,
     all_ps: Box<[PPtr]>,
+    /// Per P, for sysmon: the schedule tick (bumped per G run) and the M
+    /// holding the P (null when idle).
+    pub(crate) ticks: Box<[AtomicU32]>,
+    owners: Box<[AtomicPtr<MHandle>]>,
+    /// Ms parked off the idle list, ready to take a P from the preemption
+    /// path without a lock (filled by sysmon).
+    spares: Box<[AtomicPtr<MHandle>]>,
+    pub(crate) preempted: PreemptedQueue,
+    /// Tells sysmon to exit (set after the Ms are gone).
+    pub(crate) sysmon_stop: AtomicBool,
 }
 
 // SAFETY: the PPtrs in `all_ps` are only dereferenced by their current
@@ -59,7 +74,7 @@ struct SchedState {
     pidle: Vec<PPtr>,
     midle: Vec<Arc<MHandle>>,
     watcher: Option<Arc<MHandle>>,
-    threads: Vec<thread::JoinHandle<()>>,
+    threads: Vec<(thread::JoinHandle<()>, Arc<MHandle>)>,
     nm: usize,
 }
 
@@ -103,6 +118,15 @@ impl Shared {
             stacks: Mutex::new(StackPool::new(GLOBAL_STACK_POOL)),
             next_gid: AtomicU64::new(1),
             all_ps: ps.into_boxed_slice(),
+            ticks: (0..workers).map(|_| AtomicU32::new(0)).collect(),
+            owners: (0..workers)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
+            spares: (0..workers)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
+            preempted: PreemptedQueue::default(),
+            sysmon_stop: AtomicBool::new(false),
         })
     }
 
@@ -161,24 +185,94 @@ impl Shared {
             m.give(p, spinning);
             return;
         }
+        drop(s);
+        if let Err(p) = self.spawn_m(Some(p), spinning) {
+            // Give the P back; the running Ms keep the runtime going.
+            self.put_idle_p(p.expect("the P we passed"));
+            if spinning {
+                self.nmspinning.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Starts a new M thread, with `p` or (a spare) waiting for one.
+    /// On failure returns the P.
+    fn spawn_m(
+        self: &Arc<Self>,
+        p: Option<PPtr>,
+        spinning: bool,
+    ) -> Result<Arc<MHandle>, Option<PPtr>> {
+        let mut s = self.sched.lock();
+        // Shutdown kicks and joins the Ms listed under this lock; a thread
+        // started after that would wait forever.
+        if self.is_shutdown() {
+            return Err(p);
+        }
         s.nm += 1;
         let name = format!("{}-{}", self.cfg.thread_name, s.nm);
         let rt = self.clone();
         let handle = Arc::new(MHandle::new());
-        let spawned = thread::Builder::new()
+        let h = handle.clone();
+        match thread::Builder::new()
             .name(name)
-            .spawn(move || m::m_main(rt, handle, p, spinning));
-        match spawned {
-            Ok(jh) => s.threads.push(jh),
-            Err(e) => {
-                // Give the P back; the running Ms keep the runtime going.
-                s.pidle.push(p);
-                self.npidle.fetch_add(1, Ordering::SeqCst);
-                if spinning {
-                    self.nmspinning.fetch_sub(1, Ordering::SeqCst);
-                }
-                eprintln!("greenrt: failed to start a worker thread: {e}");
+            .spawn(move || m::m_main(rt, h, p, spinning))
+        {
+            Ok(jh) => {
+                s.threads.push((jh, handle.clone()));
+                Ok(handle)
             }
+            Err(e) => {
+                eprintln!("greenrt: failed to start a worker thread: {e}");
+                Err(p)
+            }
+        }
+    }
+
+    /// Records which M holds P `id` (null: none), for sysmon.
+    pub(crate) fn set_owner(&self, id: usize, m: *const MHandle) {
+        self.owners[id].store(m as *mut MHandle, Ordering::Release);
+    }
+
+    /// The M holding P `id`, if any. Handles live as long as the runtime.
+    pub(crate) fn owner(&self, id: usize) -> Option<&MHandle> {
+        // SAFETY: every MHandle is kept alive by `threads` until drop.
+        unsafe { self.owners[id].load(Ordering::Acquire).as_ref() }
+    }
+
+    /// Takes a spare M, lock-free (the preemption path uses this).
+    pub(crate) fn claim_spare(&self) -> Option<&MHandle> {
+        self.spares.iter().find_map(|slot| {
+            let m = slot.swap(std::ptr::null_mut(), Ordering::AcqRel);
+            // SAFETY: as in `owner`.
+            unsafe { m.as_ref() }
+        })
+    }
+
+    /// Keeps a spare M in every empty spare slot: an idle M if there is
+    /// one, else a new thread. Ordinary context only (locks, allocates).
+    pub(crate) fn ensure_spares(self: &Arc<Self>) {
+        for slot in self.spares.iter() {
+            if !slot.load(Ordering::Acquire).is_null() || self.is_shutdown() {
+                continue;
+            }
+            // Any idle M but the timer watcher, which must keep watching.
+            let idle = {
+                let mut s = self.sched.lock();
+                let watcher = s.watcher.clone();
+                let i = s
+                    .midle
+                    .iter()
+                    .position(|m| !watcher.as_ref().is_some_and(|w| Arc::ptr_eq(w, m)));
+                i.map(|i| s.midle.swap_remove(i))
+            };
+            let m = match idle {
+                Some(m) => m,
+                None => match self.spawn_m(None, false) {
+                    Ok(m) => m,
+                    Err(_) => return,
+                },
+            };
+            slot.store(Arc::as_ptr(&m) as *mut MHandle, Ordering::Release);
         }
     }
 
@@ -295,10 +389,23 @@ impl Shared {
             for m in &s.midle {
                 m.kick();
             }
+            for (_, m) in &s.threads {
+                m.kick();
+            }
             std::mem::take(&mut s.threads)
         };
-        for t in threads {
-            let _ = t.join();
+        // A preempted M waits for its G forever once the runtime stops:
+        // leave it parked (its G and stack are kept alive, below).
+        let mut pending = threads;
+        while !pending.is_empty() {
+            pending.retain(|(t, m)| !t.is_finished() && !m.preempt_waiting.load(Ordering::Acquire));
+            if !pending.is_empty() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        for g in self.preempted.drain() {
+            g.body().abandon();
+            std::mem::forget(g);
         }
         // No M runs now. Dropping a queued G may drop values whose Drop
         // readies other Gs (into the injector), so drain until quiet.

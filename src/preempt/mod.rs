@@ -1,0 +1,70 @@
+//! Signal-based asynchronous preemption (Go's model, adapted to Rust).
+//!
+//! - `sysmon` watches every P; when one G has held its P longer than the
+//!   quantum it sends SIGURG (tgkill, one pending per M) to that M.
+//! - `signal`: the handler preempts only at a safe point (a G runs, its
+//!   no-preempt count is zero, the instruction is in the main executable's
+//!   text, there is room on its stack) by rewriting the interrupted
+//!   context to "call" the trampoline (`asm/x86_64/preempt.S`). Otherwise
+//!   the request stays pending; if the M stays stuck past a grace period
+//!   (a blocking syscall, a std lock, a long libc call) the handler gives
+//!   its P to a spare M instead (blocking hand-off).
+//! - `trampoline`: saves every register and the XSAVE state, and parks:
+//!   the preempted G keeps its OS thread (thread-locals, std's reentrant
+//!   locks and the allocator's per-thread state stay consistent), its P
+//!   goes to a spare M, and when the G's turn comes its M gets a P back.
+//!
+//! The preemption path neither allocates nor takes a lock the interrupted
+//! code could hold: futexes, atomics and intrusive queues only.
+
+mod guard;
+mod signal;
+pub(crate) mod sysmon;
+mod text;
+mod trampoline;
+
+use std::time::Duration;
+
+pub use guard::PreemptGuard;
+
+/// Default preemption quantum.
+pub const DEFAULT_QUANTUM: Duration = Duration::from_millis(10);
+/// Smallest quantum accepted by `Builder::preempt_quantum`.
+pub const MIN_QUANTUM: Duration = Duration::from_micros(100);
+
+/// Defers preemption of the current green thread until the guard drops,
+/// for code that must not be interrupted (timing-critical sections, FFI
+/// that is not reentrant). Blocking runtime calls still switch.
+///
+/// ```
+/// greenrt::run(|| {
+///     let _guard = greenrt::preempt::disable();
+///     // not preempted here
+/// });
+/// ```
+pub fn disable() -> PreemptGuard {
+    PreemptGuard::new()
+}
+
+/// Process-wide set-up: signal handler and XSAVE area size. Returns false
+/// if this CPU or OS cannot support preemption (then it stays off).
+pub(crate) fn init() -> bool {
+    trampoline::init() && signal::install()
+}
+
+/// Counters, for tests and benchmarks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Green threads preempted (context rewritten and parked).
+    pub preemptions: u64,
+    /// Ps retaken from Ms stuck where they could not be preempted.
+    pub retakes: u64,
+    /// SIGURGs sent by sysmon.
+    pub signals: u64,
+}
+
+/// Process-wide preemption counters (all runtimes), for tests and
+/// benchmarks.
+pub fn stats() -> Stats {
+    trampoline::counters()
+}

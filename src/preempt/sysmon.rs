@@ -1,0 +1,87 @@
+//! sysmon: the thread that watches every P and asks for preemption.
+//!
+//! Like Go's sysmon it never runs green threads. Each round it notes every
+//! P's schedule tick; a P whose tick has not moved for a quantum while its
+//! M runs a green thread gets a preemption request and one SIGURG (no
+//! second signal while one is pending). If the M is still stuck a grace
+//! period later, the request escalates to "retake": the handler then gives
+//! the P to a spare M even where it cannot preempt (blocking hand-off).
+//! sysmon also keeps spare Ms ready, since the preemption path may not
+//! create threads, and wakes an idle P when preempted Gs wait.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use super::trampoline;
+use crate::scheduler::{Shared, PREEMPT, RETAKE};
+use crate::time;
+
+/// Longest sleep between rounds when no green thread runs.
+const MAX_DELAY: Duration = Duration::from_millis(10);
+const MIN_DELAY: Duration = Duration::from_micros(20);
+
+#[derive(Clone, Copy, Default)]
+struct Seen {
+    tick: u32,
+    since: u64,
+}
+
+/// Starts sysmon for `rt`; it stops when `rt.sysmon_stop` is set.
+pub(crate) fn start(rt: Arc<Shared>, quantum: Duration) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name(format!("{}-sysmon", rt.cfg.thread_name))
+        .spawn(move || run(&rt, quantum))
+}
+
+fn run(rt: &Arc<Shared>, quantum: Duration) {
+    let quantum_ns = quantum.as_nanos() as u64;
+    // Stuck this long past the quantum (not preemptible all along): retake.
+    let grace_ns = quantum_ns.min(1_000_000);
+    // While green threads run, look often enough to act near the quantum.
+    let busy_delay = (quantum / 5).clamp(MIN_DELAY, Duration::from_millis(2));
+    let mut seen = vec![Seen::default(); rt.cfg.workers];
+    let mut delay = MIN_DELAY;
+    while !rt.sysmon_stop.load(Ordering::Acquire) {
+        thread::sleep(delay);
+        rt.ensure_spares();
+        let now = time::now();
+        let mut running = false;
+        for (id, s) in seen.iter_mut().enumerate() {
+            let tick = rt.ticks[id].load(Ordering::Relaxed);
+            let owner = rt.owner(id).filter(|m| m.in_g.load(Ordering::Relaxed));
+            if tick != s.tick || owner.is_none() {
+                *s = Seen { tick, since: now };
+                continue;
+            }
+            let m = owner.expect("checked");
+            running = true;
+            let held = now.saturating_sub(s.since);
+            if held < quantum_ns {
+                continue;
+            }
+            let level = if held >= quantum_ns + grace_ns {
+                RETAKE
+            } else {
+                PREEMPT
+            };
+            m.preempt_req.fetch_max(level, Ordering::AcqRel);
+            if !m.signal_pending.swap(true, Ordering::AcqRel) {
+                let tid = m.tid.load(Ordering::Relaxed);
+                // SAFETY: tgkill with our own pid and a live M's tid (Ms
+                // never exit while sysmon runs).
+                unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGURG) };
+                trampoline::count_signal();
+            }
+        }
+        if !rt.preempted.is_empty() {
+            rt.wakep();
+        }
+        delay = if running {
+            busy_delay
+        } else {
+            (delay * 2).min(MAX_DELAY)
+        };
+    }
+}

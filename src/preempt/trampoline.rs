@@ -1,0 +1,83 @@
+//! The trampoline's runtime half: where a preempted green thread parks.
+
+use std::arch::global_asm;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Stats;
+use crate::scheduler::preempt_park;
+
+global_asm!(
+    include_str!("../../asm/x86_64/preempt.S"),
+    options(att_syntax)
+);
+
+extern "C" {
+    pub(super) fn greenrt_preempt_trampoline();
+    pub(super) fn greenrt_preempt_trampoline_end();
+}
+
+/// Bytes the trampoline reserves for XSAVE (read by the assembly).
+#[no_mangle]
+#[used]
+static greenrt_xsave_size: AtomicU64 = AtomicU64::new(0);
+
+static PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
+static RETAKES: AtomicU64 = AtomicU64::new(0);
+static SIGNALS: AtomicU64 = AtomicU64::new(0);
+
+/// Process-wide preemption counters (all runtimes).
+pub(crate) fn counters() -> Stats {
+    Stats {
+        preemptions: PREEMPTIONS.load(Ordering::Relaxed),
+        retakes: RETAKES.load(Ordering::Relaxed),
+        signals: SIGNALS.load(Ordering::Relaxed),
+    }
+}
+
+pub(super) fn count_retake() {
+    RETAKES.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(super) fn count_signal() {
+    SIGNALS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Sizes the XSAVE area from CPUID leaf 0xD (the bytes needed for every
+/// state component the OS enabled in XCR0: SSE, AVX, AVX-512, ...).
+/// False if the OS does not enable XSAVE (then there is no preemption).
+fn xsave_area_size() -> Option<u64> {
+    // CPUID is available on every x86-64 CPU.
+    let leaf1 = std::arch::x86_64::__cpuid(1);
+    let osxsave = leaf1.ecx & (1 << 27) != 0;
+    if !osxsave {
+        return None;
+    }
+    // Leaf 0xD exists when OSXSAVE is set.
+    let size = std::arch::x86_64::__cpuid_count(0xD, 0).ebx as u64;
+    // At least legacy area + header; round up to the 64-byte alignment.
+    Some(size.max(576).div_ceil(64) * 64)
+}
+
+/// The XSAVE area size in use (async-signal-safe).
+pub(super) fn xsave_size() -> usize {
+    greenrt_xsave_size.load(Ordering::Relaxed) as usize
+}
+
+pub(super) fn init() -> bool {
+    match xsave_area_size() {
+        Some(size) => {
+            greenrt_xsave_size.store(size, Ordering::Relaxed);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Called by the trampoline on the preempted green thread's stack, with
+/// all its registers saved. Returns when the green thread may continue.
+#[no_mangle]
+extern "C" fn greenrt_preempt_park() {
+    if preempt_park() {
+        PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,605 @@
+//! Spawning, joining, panics, runtime construction and the API's misuse
+//! checks.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{block_on, expect_panic, guarded, panic_text, runtime};
+use greenrt::sync::mpsc;
+
+#[test]
+fn run_returns_the_main_green_thread_value() {
+    let v = guarded(|| {
+        greenrt::run(|| {
+            assert!(
+                greenrt::task::current_id().is_some(),
+                "run's closure must be a green thread"
+            );
+            let hs: Vec<_> = (0..10u64).map(|i| greenrt::spawn(move || i * i)).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+        })
+    });
+    assert_eq!(v, 285);
+}
+
+#[test]
+fn hundred_thousand_green_threads_spawned_then_joined() {
+    const N: u64 = 100_000;
+    let results = block_on(2, || {
+        // Spawn every green thread first, then join them all.
+        let handles: Vec<_> = (0..N)
+            .map(|i| greenrt::spawn(move || i.wrapping_mul(3) + 1))
+            .collect();
+        assert_eq!(handles.len() as u64, N);
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("green thread panicked"))
+            .collect::<Vec<u64>>()
+    });
+    assert_eq!(results.len() as u64, N);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(*r, i as u64 * 3 + 1, "wrong result from green thread {i}");
+    }
+}
+
+#[test]
+fn panic_payload_comes_back_through_join_and_runtime_lives_on() {
+    #[derive(Debug, PartialEq)]
+    struct Custom(u32);
+
+    let rt = runtime(2);
+    let rt = Arc::new(rt);
+    let rt2 = rt.clone();
+    guarded(move || {
+        rt2.block_on(|| {
+            let n = std::hint::black_box(42);
+            let h = greenrt::spawn(move || -> u32 { panic!("boom {n}") });
+            let err = h.join().expect_err("join must report the panic");
+            assert_eq!(
+                err.downcast_ref::<String>().map(String::as_str),
+                Some("boom 42")
+            );
+
+            let h = greenrt::spawn(|| -> u32 { std::panic::panic_any(Custom(7)) });
+            let err = h.join().expect_err("join must report the panic");
+            assert_eq!(err.downcast_ref::<Custom>(), Some(&Custom(7)));
+
+            let h = greenrt::spawn(|| -> () { panic!("static str payload") });
+            let err = h.join().expect_err("join must report the panic");
+            assert_eq!(err.downcast_ref::<&str>(), Some(&"static str payload"));
+
+            // The runtime keeps working: plenty of green threads still run.
+            let hs: Vec<_> = (0..1000u32)
+                .map(|i| greenrt::spawn(move || i + 1))
+                .collect();
+            let sum: u32 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+            assert_eq!(sum, 500_500);
+        })
+    });
+    // And so does the runtime itself, from a fresh block_on.
+    let rt3 = rt.clone();
+    assert_eq!(
+        guarded(move || rt3.block_on(|| greenrt::spawn(|| 5).join().unwrap())),
+        5
+    );
+}
+
+#[test]
+fn many_panicking_green_threads_do_not_disturb_others() {
+    let (ok, failed) = block_on(2, || {
+        let hs: Vec<_> = (0..200u32)
+            .map(|i| {
+                greenrt::spawn(move || {
+                    greenrt::yield_now();
+                    if i % 3 == 0 {
+                        panic!("green thread {i} fails");
+                    }
+                    i
+                })
+            })
+            .collect();
+        let mut ok = 0u32;
+        let mut failed = Vec::new();
+        for (i, h) in hs.into_iter().enumerate() {
+            match h.join() {
+                Ok(v) => {
+                    assert_eq!(v as usize, i);
+                    ok += 1;
+                }
+                Err(p) => failed.push(panic_text(&*p)),
+            }
+        }
+        (ok, failed)
+    });
+    assert_eq!(ok, 133);
+    assert_eq!(failed.len(), 67);
+    assert!(failed
+        .iter()
+        .all(|m| m.starts_with("green thread ") && m.ends_with(" fails")));
+}
+
+#[test]
+fn block_on_resumes_the_panic_of_its_closure() {
+    let rt = Arc::new(runtime(1));
+    let rt2 = rt.clone();
+    let msg = guarded(move || {
+        expect_panic("block_on(panic)", || {
+            rt2.block_on(|| -> u8 { panic!("main failed: {}", 9) })
+        })
+    });
+    assert!(
+        msg.contains("main failed: 9"),
+        "unexpected payload: {msg:?}"
+    );
+    // The runtime is still usable afterwards.
+    let rt3 = rt.clone();
+    assert_eq!(guarded(move || rt3.block_on(|| 11)), 11);
+}
+
+#[test]
+fn runtime_spawn_and_join_from_plain_os_threads() {
+    let rt = Arc::new(runtime(2));
+    let total = guarded(move || {
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let rt = rt.clone();
+                std::thread::spawn(move || {
+                    let hs: Vec<_> = (0..500u64)
+                        .map(|i| {
+                            rt.spawn(move || {
+                                assert!(greenrt::task::current_id().is_some());
+                                if i % 7 == 0 {
+                                    greenrt::yield_now();
+                                }
+                                t * 1000 + i
+                            })
+                        })
+                        .collect();
+                    hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).sum::<u64>()
+    });
+    let expected: u64 = (0..4u64)
+        .map(|t| (0..500u64).map(|i| t * 1000 + i).sum::<u64>())
+        .sum();
+    assert_eq!(total, expected);
+}
+
+#[test]
+fn nested_spawn_tree_joins_from_green_threads() {
+    fn tree(depth: u32, value: u64) -> u64 {
+        if depth == 0 {
+            return value;
+        }
+        let l = greenrt::spawn(move || tree(depth - 1, value * 2));
+        let r = greenrt::spawn(move || tree(depth - 1, value * 2 + 1));
+        l.join().unwrap() + r.join().unwrap()
+    }
+    for workers in [1, 2] {
+        // Leaves of a depth-12 tree rooted at 1 are 4096..8192.
+        let sum = block_on(workers, || tree(12, 1));
+        assert_eq!(sum, (4096..8192u64).sum::<u64>(), "workers = {workers}");
+    }
+}
+
+#[test]
+fn join_handle_is_finished_tracks_completion() {
+    block_on(2, || {
+        let (tx, rx) = mpsc::channel::<u32>();
+        let h = greenrt::spawn(move || rx.recv().unwrap() * 2);
+        greenrt::sleep(Duration::from_millis(20));
+        assert!(
+            !h.is_finished(),
+            "a green thread blocked in recv is not finished"
+        );
+        tx.send(21).unwrap();
+        let mut spins = 0u64;
+        while !h.is_finished() {
+            greenrt::yield_now();
+            spins += 1;
+            assert!(spins < 10_000_000, "is_finished never became true");
+        }
+        assert!(h.is_finished());
+        assert_eq!(h.join().unwrap(), 42);
+
+        // A panicked green thread is finished too.
+        let h = greenrt::spawn(|| panic!("done by panicking"));
+        while !h.is_finished() {
+            greenrt::yield_now();
+        }
+        assert!(h.join().is_err());
+    });
+}
+
+#[test]
+fn dropping_a_join_handle_detaches_the_green_thread() {
+    let got = block_on(2, || {
+        let (tx, rx) = mpsc::channel();
+        let h = greenrt::spawn(move || {
+            greenrt::sleep(Duration::from_millis(20));
+            tx.send("still ran").unwrap();
+        });
+        drop(h);
+        rx.recv().unwrap()
+    });
+    assert_eq!(got, "still ran");
+}
+
+#[test]
+fn task_builder_names_green_threads_and_ids_are_unique() {
+    block_on(2, || {
+        let h = greenrt::task::Builder::new()
+            .name("worker-7")
+            .stack_size(64 * 1024)
+            .spawn(|| (greenrt::task::current_name(), greenrt::task::current_id()))
+            .expect("spawn a named green thread");
+        let (name, id) = h.join().unwrap();
+        assert_eq!(name.as_deref(), Some("worker-7"));
+        assert!(id.is_some());
+
+        let (unnamed, unnamed_id) =
+            greenrt::spawn(|| (greenrt::task::current_name(), greenrt::task::current_id()))
+                .join()
+                .unwrap();
+        assert_eq!(unnamed, None, "an unnamed green thread has no name");
+
+        let me = greenrt::task::current_id().expect("main green thread has an id");
+        let hs: Vec<_> = (0..200)
+            .map(|_| {
+                greenrt::spawn(|| {
+                    greenrt::yield_now();
+                    greenrt::task::current_id().unwrap()
+                })
+            })
+            .collect();
+        let mut ids: HashSet<u64> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(ids.len(), 200, "green thread ids must be unique");
+        for other in [me, id.unwrap(), unnamed_id.unwrap()] {
+            assert!(
+                ids.insert(other),
+                "id {other} is shared by two green threads"
+            );
+        }
+    });
+    assert_eq!(
+        greenrt::task::current_id(),
+        None,
+        "an OS thread has no green thread id"
+    );
+    assert_eq!(
+        greenrt::task::current_name(),
+        None,
+        "an OS thread has no green thread name"
+    );
+}
+
+#[test]
+fn spawn_yield_and_sleep_outside_a_green_thread_panic() {
+    let msg = expect_panic("greenrt::spawn outside", || greenrt::spawn(|| 1));
+    assert!(msg.contains("outside a green thread"), "spawn: {msg:?}");
+
+    let msg = expect_panic("task::Builder::spawn outside", || {
+        greenrt::task::Builder::new().spawn(|| 1)
+    });
+    assert!(
+        msg.contains("outside a green thread"),
+        "task::Builder::spawn: {msg:?}"
+    );
+
+    let msg = expect_panic("greenrt::yield_now outside", greenrt::yield_now);
+    assert!(msg.contains("outside a green thread"), "yield_now: {msg:?}");
+
+    let msg = expect_panic("greenrt::sleep outside", || {
+        greenrt::sleep(Duration::from_millis(1))
+    });
+    assert!(msg.contains("outside a green thread"), "sleep: {msg:?}");
+
+    let msg = expect_panic("greenrt::sleep(0) outside", || {
+        greenrt::sleep(Duration::ZERO)
+    });
+    assert!(msg.contains("outside a green thread"), "sleep(0): {msg:?}");
+
+    // Also from an OS thread of a process that does have a live runtime.
+    let rt = guarded(|| {
+        let rt = runtime(1);
+        assert_eq!(rt.block_on(|| 1), 1);
+        rt
+    });
+    let msg = expect_panic("greenrt::spawn outside, runtime alive", || {
+        greenrt::spawn(|| 1)
+    });
+    assert!(msg.contains("outside a green thread"), "spawn: {msg:?}");
+    drop(rt);
+}
+
+#[test]
+fn run_and_block_on_inside_a_green_thread_panic() {
+    let rt = Arc::new(runtime(2));
+    let other = Arc::new(runtime(1));
+    let (rt_in, other_in) = (rt.clone(), other.clone());
+    let (m1, m2, m3, still_ok) = guarded(move || {
+        rt.block_on(move || {
+            let m1 = expect_panic("greenrt::run in a green thread", || greenrt::run(|| 1));
+            let m2 = expect_panic("block_on of its own runtime", || rt_in.block_on(|| 1));
+            let m3 = expect_panic("block_on of another runtime", || other_in.block_on(|| 1));
+            // The green thread (and its worker) carry on normally.
+            let still_ok = greenrt::spawn(|| 3).join().unwrap();
+            (m1, m2, m3, still_ok)
+        })
+    });
+    for m in [&m1, &m2, &m3] {
+        assert!(
+            m.contains("cannot be called from a green thread"),
+            "unexpected message: {m:?}"
+        );
+    }
+    assert_eq!(still_ok, 3);
+    assert_eq!(guarded(move || other.block_on(|| 4)), 4);
+}
+
+#[test]
+fn builder_rejects_zero_workers() {
+    let err = greenrt::Builder::new()
+        .workers(0)
+        .build()
+        .expect_err("workers(0) must fail");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    // Other settings do not rescue it.
+    let err = greenrt::Builder::new()
+        .stack_size(1 << 20)
+        .workers(0)
+        .build()
+        .expect_err("workers(0) must fail");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    // And a valid count works.
+    let rt = greenrt::Builder::new()
+        .workers(1)
+        .stack_size(32 * 1024)
+        .build()
+        .expect("workers(1)");
+    assert_eq!(guarded(move || rt.block_on(|| 7)), 7);
+}
+
+#[test]
+fn several_runtimes_side_by_side_and_channels_between_them() {
+    let a = Arc::new(runtime(1));
+    let b = Arc::new(runtime(2));
+    let sum = guarded(move || {
+        let (tx, rx) = mpsc::channel::<u64>();
+        let (ack_tx, ack_rx) = mpsc::sync_channel::<u64>(0);
+        // A green thread of `b` feeds a green thread of `a`; each message
+        // is acknowledged, so wake-ups cross runtimes in both directions.
+        let producer = b.spawn(move || {
+            for i in 0..2000u64 {
+                tx.send(i).unwrap();
+                assert_eq!(ack_rx.recv().unwrap(), i);
+            }
+        });
+        let sum = a.block_on(move || {
+            let mut sum = 0;
+            for v in rx.iter() {
+                sum += v;
+                ack_tx.send(v).unwrap();
+            }
+            sum
+        });
+        producer.join().unwrap();
+        sum
+    });
+    assert_eq!(sum, (0..2000u64).sum::<u64>());
+}
+
+#[test]
+fn dropping_a_runtime_with_blocked_green_threads_does_not_hang() {
+    // Fails by timing out if Runtime::drop waits for the blocked ones.
+    guarded(|| {
+        let rt = runtime(2);
+        let (tx, rx) = mpsc::channel::<()>();
+        let started = Arc::new(AtomicUsize::new(0));
+        for _ in 0..10 {
+            let started2 = started.clone();
+            let _ = rt.spawn(move || {
+                started2.fetch_add(1, Ordering::SeqCst);
+                greenrt::sleep(Duration::from_secs(3600));
+            });
+        }
+        let s2 = started.clone();
+        let blocked = rt.spawn(move || {
+            s2.fetch_add(1, Ordering::SeqCst);
+            let _ = rx.recv();
+        });
+        while started.load(Ordering::SeqCst) < 11 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!blocked.is_finished());
+        drop(rt);
+        drop(tx);
+    });
+}
+
+#[test]
+fn join_returns_when_shutdown_drops_a_green_thread_that_never_ran() {
+    // Dropping the runtime discards green threads still queued (their
+    // closures are dropped without running). Joining one must not wait
+    // forever for a result that can no longer come.
+    let outcome = common::with_timeout(Duration::from_secs(10), || {
+        let rt = runtime(1);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        // Occupy the only worker so the next green thread stays queued.
+        let _hog = rt.spawn(move || {
+            started_tx.send(()).unwrap();
+            common::spin_for(Duration::from_millis(300));
+        });
+        started_rx.recv().unwrap();
+        let queued = rt.spawn(|| 5);
+        drop(rt);
+        match queued.join() {
+            Ok(v) => format!("ran: {v}"),
+            Err(p) => format!("err: {}", panic_text(&*p)),
+        }
+    });
+    // Either outcome is acceptable; hanging is not.
+    assert!(
+        outcome == "ran: 5" || outcome.starts_with("err:"),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn runtimes_built_and_dropped_repeatedly_release_their_threads() {
+    const NAME: &str = "runtimes_built_and_dropped_repeatedly_release_their_threads";
+    fn threads() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+        line["Threads:".len()..].trim().parse().unwrap()
+    }
+    fn mappings() -> usize {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .count()
+    }
+    if common::child_tag().as_deref() == Some("rt_churn") {
+        // Warm up once (lazy statics, signal handler), then measure.
+        runtime(2).block_on(|| greenrt::spawn(|| 1).join().unwrap());
+        let (t0, m0) = (threads(), mappings());
+        for i in 0..100u64 {
+            let rt = runtime(2);
+            let v = rt.block_on(move || {
+                let hs: Vec<_> = (0..20u64)
+                    .map(|j| {
+                        greenrt::spawn(move || {
+                            greenrt::sleep(Duration::from_millis(1));
+                            i + j
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+            });
+            assert_eq!(v, 20 * i + 190);
+        }
+        let (t1, m1) = (threads(), mappings());
+        println!("threads {t0} -> {t1}, mappings {m0} -> {m1}");
+        assert!(t1 <= t0, "worker threads leaked: {t0} -> {t1}");
+        assert!(m1 <= m0 + 20, "mappings leaked: {m0} -> {m1}");
+        println!("CHILD_OK rt_churn");
+        return;
+    }
+    let out = common::run_child(NAME, "rt_churn", &[], Duration::from_secs(120));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("CHILD_OK rt_churn"),
+        "{}",
+        common::describe(&out)
+    );
+}
+
+#[test]
+fn runtime_spawn_from_a_green_thread_of_another_runtime() {
+    let a = runtime(1);
+    let b = Arc::new(runtime(2));
+    let v = guarded(move || {
+        a.block_on(move || {
+            // Spawn onto `b` from a green thread of `a`, and join across.
+            let hs: Vec<_> = (0..100u64)
+                .map(|i| {
+                    b.spawn(move || {
+                        greenrt::yield_now();
+                        (i, greenrt::task::current_id().is_some())
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    let (i, green) = h.join().unwrap();
+                    assert!(green);
+                    i
+                })
+                .sum::<u64>()
+        })
+    });
+    assert_eq!(v, 4950);
+}
+
+#[test]
+fn join_returns_when_shutdown_abandons_a_sleeping_green_thread() {
+    // A green thread still blocked when its runtime is dropped can never
+    // finish; like one that never started, its JoinHandle must then
+    // report an error rather than block the joiner forever.
+    let outcome = common::with_timeout(Duration::from_secs(10), || {
+        let rt = runtime(1);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let sleeper = rt.spawn(move || {
+            started_tx.send(()).unwrap();
+            greenrt::sleep(Duration::from_secs(3600));
+        });
+        started_rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(20)); // it is asleep now
+        drop(rt);
+        sleeper.join().map_err(|p| panic_text(&*p))
+    });
+    assert!(
+        outcome.is_err(),
+        "an abandoned green thread cannot have finished: {outcome:?}"
+    );
+}
+
+#[test]
+fn dropping_a_runtime_frees_the_stacks_of_blocked_green_threads() {
+    // Runtime docs: green threads still blocked when the runtime is
+    // dropped are abandoned, "their stacks are freed". Build and drop many
+    // runtimes with sleeping green threads and watch the address space.
+    const NAME: &str = "dropping_a_runtime_frees_the_stacks_of_blocked_green_threads";
+    fn vm_size_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
+        line["VmSize:".len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap()
+    }
+    if common::child_tag().as_deref() == Some("blocked_leak") {
+        let before = vm_size_kib();
+        for _ in 0..100 {
+            let rt = runtime(2);
+            let handles: Vec<_> = (0..50)
+                .map(|_| rt.spawn(|| greenrt::sleep(Duration::from_secs(3600))))
+                .collect();
+            std::thread::sleep(Duration::from_millis(5));
+            drop(rt);
+            drop(handles);
+        }
+        let after = vm_size_kib();
+        // 5000 leaked 256 KiB stacks would be about 1.3 GB.
+        println!("VmSize {before} KiB -> {after} KiB");
+        assert!(
+            after < before + 200 * 1024,
+            "address space grew from {before} KiB to {after} KiB: stacks of abandoned green threads \
+             are not freed"
+        );
+        println!("CHILD_OK blocked_leak");
+        return;
+    }
+    let out = common::run_child(
+        NAME,
+        "blocked_leak",
+        // glibc reserves a 64 MiB malloc arena per new thread (up to 8 per
+        // core): VmSize would measure those reservations, not our stacks.
+        &[("GREENRT_GUARD", None), ("MALLOC_ARENA_MAX", Some("1"))],
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains("CHILD_OK blocked_leak"),
+        "{}",
+        common::describe(&out)
+    );
+}
