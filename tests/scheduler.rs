@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
-use common::{block_on, child_tag, describe, run_child, spin_for};
+use common::{block_on, block_on_cooperative, child_tag, describe, run_child, spin_for};
 use greenrt::sync::mpsc;
 
 #[test]
@@ -57,7 +57,7 @@ fn green_threads_run_on_worker_threads_not_the_caller() {
 
 #[test]
 fn yield_now_interleaves_two_green_threads_on_one_worker() {
-    let log = block_on(1, || {
+    let log = block_on_cooperative(1, || {
         let log = Arc::new(StdMutex::new(Vec::new()));
         let hs: Vec<_> = ['a', 'b']
             .into_iter()
@@ -94,7 +94,7 @@ fn yield_now_interleaves_two_green_threads_on_one_worker() {
 fn yielding_green_threads_all_make_progress_on_one_worker() {
     // Eight green threads that only ever yield: each must get turns, and
     // in round-robin fashion no one runs far ahead of the others.
-    let counts = block_on(1, || {
+    let counts = block_on_cooperative(1, || {
         let counters: Arc<Vec<AtomicUsize>> =
             Arc::new((0..8).map(|_| AtomicUsize::new(0)).collect());
         let stop = Arc::new(AtomicBool::new(false));
@@ -262,7 +262,8 @@ fn green_thread_migrates_between_workers_and_keeps_its_state() {
 
 /// Counts how many of `n` green threads run at the same moment: each
 /// busy-spins (never yielding) for `hold`, so only as many as there are
-/// workers can be in the loop together.
+/// workers can be in the loop together. Only meaningful on a cooperative
+/// runtime: preemption interleaves spinners inside the window.
 fn max_parallelism(n: usize, hold: Duration) -> usize {
     let inside = Arc::new(AtomicUsize::new(0));
     let max = Arc::new(AtomicUsize::new(0));
@@ -310,25 +311,6 @@ fn all_run_together(n: usize, limit: Duration) -> bool {
     hs.into_iter()
         .map(|h| h.join().unwrap())
         .fold(true, |a, b| a & b)
-}
-
-/// Parallelism is measured by counting green threads inside a spin
-/// window. Preemption interleaves spinning green threads inside such
-/// windows without running them in parallel, so these measurements run on
-/// cooperative runtimes.
-fn block_on_cooperative<T, F>(workers: usize, f: F) -> T
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    common::guarded(move || {
-        greenrt::Builder::new()
-            .workers(workers)
-            .preemption(false)
-            .build()
-            .expect("build a cooperative runtime")
-            .block_on(f)
-    })
 }
 
 #[test]
@@ -416,7 +398,7 @@ fn greenrt_workers_env_sets_default_worker_count() {
                 let out = run_child(
                     NAME,
                     tag,
-                    // Cooperative: see `block_on_cooperative`.
+                    // Cooperative: see `common::cooperative_runtime`.
                     &[
                         ("GREENRT_WORKERS", Some(value)),
                         ("GREENRT_PREEMPT", Some("off")),

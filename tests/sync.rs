@@ -107,7 +107,8 @@ fn mutex_shared_between_os_threads_and_green_threads() {
 fn mutex_blocked_green_thread_does_not_block_its_worker() {
     // One worker: while A holds the lock across a sleep, B blocks on it;
     // C must still run (B parks, it does not spin the worker forever).
-    block_on(1, || {
+    // Cooperative, so that preemption cannot rescue a spinning B.
+    common::block_on_cooperative(1, || {
         let m = Arc::new(Mutex::new(()));
         let c_ran = Arc::new(AtomicBool::new(false));
         let (m1, c1) = (m.clone(), c_ran.clone());

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
-use common::{block_on, guarded, runtime, spin_for};
+use common::{block_on, block_on_cooperative, guarded, runtime, spin_for};
 
 /// 1000 green threads sleep 50 ms at once; returns (shortest individual
 /// sleep, total wall time).
@@ -75,7 +75,9 @@ fn sleep_lasts_at_least_the_requested_time() {
 #[test]
 fn sleep_does_not_block_the_worker() {
     // One worker: while a green thread sleeps, others must run.
-    let (progress_seen, took) = block_on(1, || {
+    // Cooperative, so that a retake of a blocked worker cannot hide an
+    // OS-level sleep.
+    let (progress_seen, took) = block_on_cooperative(1, || {
         let progress = Arc::new(AtomicUsize::new(0));
         let p1 = progress.clone();
         let sleeper = greenrt::spawn(move || {
@@ -192,7 +194,7 @@ fn sleeper_wakes_while_the_other_workers_spin() {
 
 #[test]
 fn sleep_zero_yields_to_other_green_threads() {
-    let log = block_on(1, || {
+    let log = block_on_cooperative(1, || {
         let log = Arc::new(StdMutex::new(Vec::new()));
         let hs: Vec<_> = ['x', 'y']
             .into_iter()

@@ -67,6 +67,28 @@ pub fn runtime(workers: usize) -> greenrt::Runtime {
         .expect("build a greenrt runtime")
 }
 
+/// A runtime with exactly `workers` workers and preemption off. For tests
+/// that check the exact order in which yielding green threads run, or
+/// count green threads inside a busy-wait window: an involuntary
+/// preemption (e.g. when the OS deschedules a worker for a whole quantum)
+/// would reorder or interleave them.
+pub fn cooperative_runtime(workers: usize) -> greenrt::Runtime {
+    greenrt::Builder::new()
+        .workers(workers)
+        .preemption(false)
+        .build()
+        .expect("build a cooperative greenrt runtime")
+}
+
+/// `block_on`, on a `cooperative_runtime`.
+pub fn block_on_cooperative<T, F>(workers: usize, f: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    guarded(move || cooperative_runtime(workers).block_on(f))
+}
+
 /// Builds a runtime with `workers` workers and runs `f` as its main green
 /// thread, all under the default timeout.
 pub fn block_on<T, F>(workers: usize, f: F) -> T
