@@ -11,6 +11,34 @@ use std::sync::Once;
 use super::{text, trampoline};
 use crate::scheduler;
 
+/// Tag in the sigval of sysmon's SIGURGs, so the handler recognises its
+/// own signals and passes every other SIGURG on.
+pub(super) const PREEMPT_TAG: usize = 0x6772_6565_6e72_7421;
+
+/// Sends SIGURG to thread `tid` of this process, tagged as greenrt's
+/// (rt_tgsigqueueinfo with SI_QUEUE and `PREEMPT_TAG`).
+pub(super) fn send_preempt_signal(tid: libc::pid_t) {
+    // siginfo_t for SI_QUEUE on x86-64: signo, errno, code, padding, then
+    // pid (16), uid (20), sigval (24).
+    let mut info = [0u64; 16];
+    // SAFETY: getpid/getuid have no preconditions.
+    let (pid, uid) = unsafe { (libc::getpid(), libc::getuid()) };
+    info[0] = libc::SIGURG as u32 as u64;
+    info[1] = (libc::SI_QUEUE as u32 as u64) & 0xffff_ffff;
+    info[2] = (pid as u32 as u64) | ((uid as u64) << 32);
+    info[3] = PREEMPT_TAG as u64;
+    // SAFETY: a fully initialised 128-byte siginfo for our own process.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_tgsigqueueinfo,
+            pid,
+            tid,
+            libc::SIGURG,
+            info.as_ptr(),
+        );
+    }
+}
+
 /// SysV red zone: 128 bytes below rsp that leaf code may use unannounced.
 const RED_ZONE: usize = 128;
 /// Stack the trampoline and the parking path need below the red zone,
@@ -44,7 +72,10 @@ extern "C" fn on_sigurg(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut
     // SAFETY: the kernel passes valid siginfo and ucontext pointers.
     let (code, pid) = unsafe { ((*info).si_code, (*info).si_pid()) };
     // SAFETY: getpid is async-signal-safe.
-    let from_us = code == libc::SI_TKILL && pid == unsafe { libc::getpid() };
+    let from_us = code == libc::SI_QUEUE
+        && pid == unsafe { libc::getpid() }
+        // SAFETY: SI_QUEUE signals carry a sigval.
+        && unsafe { (*info).si_value() }.sival_ptr as usize == PREEMPT_TAG;
     let target = if from_us {
         scheduler::signal_target()
     } else {
@@ -55,7 +86,7 @@ extern "C" fn on_sigurg(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut
     };
     let level = target.take_request();
     if level == 0 {
-        return forward(sig, info, uctx);
+        return; // ours, but stale: the G it was meant for is gone
     }
     // SAFETY: as above; the ucontext is ours to modify until we return.
     let uc = unsafe { &mut *(uctx as *mut libc::ucontext_t) };
@@ -74,14 +105,37 @@ extern "C" fn on_sigurg(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut
             // SAFETY: new_sp lies on the G's own stack, above its guard
             // (checked), below everything the interrupted code may use.
             unsafe { ptr::write(new_sp as *mut u64, rip as u64) };
+            target.enter_preemption();
             uc.uc_mcontext.gregs[libc::REG_RSP as usize] = new_sp as i64;
             uc.uc_mcontext.gregs[libc::REG_RIP as usize] = tramp as i64;
             return;
         }
     }
-    if level >= scheduler::RETAKE && target.retake_p() {
+    if level >= scheduler::RETAKE && blocked_in_syscall(uc) && target.retake_p() {
         trampoline::count_retake();
     }
+}
+
+/// Was the thread blocked in a system call (not computing in libc or the
+/// vDSO)? Only then is its P retaken: a computing green thread is
+/// preempted when a signal lands in its own code. When a signal interrupts
+/// a blocking syscall, the kernel either rewinds rip to the `syscall`
+/// instruction (to restart it) or returns -EINTR just after it.
+fn blocked_in_syscall(uc: &libc::ucontext_t) -> bool {
+    const SYSCALL: [u8; 2] = [0x0f, 0x05];
+    let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+    let rax = uc.uc_mcontext.gregs[libc::REG_RAX as usize];
+    let offset = rip % 4096;
+    // SAFETY: rip is where the thread was executing, so its page is mapped
+    // and readable code; both bytes lie in that page.
+    if offset <= 4094 && unsafe { ptr::read_unaligned(rip as *const [u8; 2]) } == SYSCALL {
+        return true;
+    }
+    if offset < 2 || rax != -(libc::EINTR as i64) {
+        return false;
+    }
+    // SAFETY: as above: the two bytes before rip are in the same page.
+    unsafe { ptr::read_unaligned((rip - 2) as *const [u8; 2]) == SYSCALL }
 }
 
 /// Hands a SIGURG that is not ours to the handler installed before us.

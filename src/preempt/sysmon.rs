@@ -15,7 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::trampoline;
-use crate::scheduler::{Shared, PREEMPT, RETAKE};
+use crate::scheduler::{MHandle, Shared, PREEMPT, RETAKE};
 use crate::time;
 
 /// Longest sleep between rounds when no green thread runs.
@@ -48,6 +48,11 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
         rt.ensure_spares();
         let now = time::now();
         let mut running = false;
+        // Overdue timers with every P busy: nobody will look at them until
+        // some G leaves its P, so preempt the longest-running G now rather
+        // than at the end of its quantum.
+        let timers_overdue = rt.next_timer() <= now && rt.npidle.load(Ordering::Relaxed) == 0;
+        let mut longest: Option<(usize, u64)> = None;
         for (id, s) in seen.iter_mut().enumerate() {
             let tick = rt.ticks[id].load(Ordering::Relaxed);
             let owner = rt.owner(id).filter(|m| m.in_g.load(Ordering::Relaxed));
@@ -59,6 +64,9 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
             running = true;
             let held = now.saturating_sub(s.since);
             if held < quantum_ns {
+                if timers_overdue && longest.is_none_or(|(_, h)| held > h) {
+                    longest = Some((id, held));
+                }
                 continue;
             }
             let level = if held >= quantum_ns + grace_ns {
@@ -66,14 +74,18 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
             } else {
                 PREEMPT
             };
-            m.preempt_req.fetch_max(level, Ordering::AcqRel);
-            if !m.signal_pending.swap(true, Ordering::AcqRel) {
-                let tid = m.tid.load(Ordering::Relaxed);
-                // SAFETY: tgkill with our own pid and a live M's tid (Ms
-                // never exit while sysmon runs).
-                unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGURG) };
-                trampoline::count_signal();
+            request(m, level, tick);
+        }
+        if let Some((id, _)) = longest.filter(|_| timers_overdue) {
+            if let Some(m) = rt.owner(id).filter(|m| m.in_g.load(Ordering::Relaxed)) {
+                request(m, PREEMPT, seen[id].tick);
             }
+        }
+        // Green threads whose P was retaken run on without one; stop them
+        // (queue them for a P) as soon as they can be preempted.
+        for m in rt.retaken_ms() {
+            running = true;
+            request(&m, PREEMPT, 0);
         }
         if !rt.preempted.is_empty() {
             rt.wakep();
@@ -83,5 +95,17 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
         } else {
             (delay * 2).min(MAX_DELAY)
         };
+    }
+}
+
+/// Asks `m` to preempt (or retake) and signals it, unless a signal is
+/// already pending for it.
+fn request(m: &MHandle, level: u8, tick: u32) {
+    m.preempt_tick.store(tick, Ordering::Release);
+    m.preempt_req.fetch_max(level, Ordering::AcqRel);
+    if !m.signal_pending.swap(true, Ordering::AcqRel) {
+        // A live M's tid: Ms never exit while sysmon runs.
+        super::signal::send_preempt_signal(m.tid.load(Ordering::Relaxed));
+        trampoline::count_signal();
     }
 }

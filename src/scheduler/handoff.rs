@@ -34,10 +34,16 @@ pub(crate) struct MHandle {
     /// Preemption requested by sysmon: 0 none, `PREEMPT`, or `RETAKE`
     /// (preempt, or else give up the P).
     pub(crate) preempt_req: AtomicU8,
+    /// The P schedule tick the request is for: a request that arrives
+    /// after the P moved on (another G runs now) is stale and ignored.
+    pub(crate) preempt_tick: AtomicU32,
     /// A SIGURG is on its way (at most one pending per M).
     pub(crate) signal_pending: AtomicBool,
     /// Parked in the preemption path, waiting to resume its G.
     pub(crate) preempt_waiting: AtomicBool,
+    /// Its P was retaken while its G was blocked: the G runs without a P
+    /// and must be stopped (queued for a P) once back in its own code.
+    pub(crate) retaken: AtomicBool,
 }
 
 /// `MHandle::preempt_req` levels.
@@ -54,8 +60,10 @@ impl MHandle {
             tid: AtomicI32::new(0),
             in_g: AtomicBool::new(false),
             preempt_req: AtomicU8::new(0),
+            preempt_tick: AtomicU32::new(0),
             signal_pending: AtomicBool::new(false),
             preempt_waiting: AtomicBool::new(false),
+            retaken: AtomicBool::new(false),
         }
     }
 

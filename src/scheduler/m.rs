@@ -131,6 +131,7 @@ impl M {
             self.rt.set_owner(unsafe { old.get() }.id, std::ptr::null());
         }
         if let Some(new) = p {
+            self.handle.retaken.store(false, Ordering::Relaxed);
             // SAFETY: it is ours now.
             self.rt
                 .set_owner(unsafe { new.get() }.id, Arc::as_ptr(&self.handle));
@@ -320,22 +321,29 @@ impl M {
     fn find_once(&self) -> Option<GRef> {
         let p = self.p();
         self.run_timers();
-        if p.schedtick.get() % GLOBAL_CHECK_INTERVAL == 0 {
-            if self.resume_preempted() {
+        // Every 61st tick the shared queues go first, so neither the global
+        // queue nor preempted Gs starve behind a busy local queue; they
+        // alternate, so neither starves the other.
+        let tick = p.schedtick.get();
+        if tick % GLOBAL_CHECK_INTERVAL == 0 {
+            if tick % (2 * GLOBAL_CHECK_INTERVAL) == 0 && self.resume_preempted() {
                 return None;
             }
             if let Some(g) = self.take_global(p) {
                 return Some(g);
             }
+            if self.resume_preempted() {
+                return None;
+            }
         }
         if let Some(g) = p.pop() {
             return Some(g);
         }
-        if self.resume_preempted() {
-            return None;
-        }
         if let Some(g) = self.take_global(p) {
             return Some(g);
+        }
+        if self.resume_preempted() {
+            return None;
         }
         // Spin (steal) only while fewer than half of the busy Ps' Ms do.
         let busy = self.rt.cfg.workers - self.rt.npidle.load(Ordering::SeqCst);
@@ -361,6 +369,11 @@ impl M {
         // and waits on it; handles live as long as the runtime.
         let m = unsafe { m.as_ref() }.expect("greenrt: preempted G without its M");
         let p = self.take_p().expect("greenrt: M without a P");
+        // Resuming a G is a scheduling round like `execute`: the tick
+        // moves (else the 1-in-61 branch would pick this path forever).
+        // SAFETY: we owned the P until the line above; nobody has it yet.
+        let owned = unsafe { p.get() };
+        owned.schedtick.set(owned.schedtick.get().wrapping_add(1));
         m.give(p, false);
         true
     }
@@ -547,11 +560,26 @@ pub(crate) fn signal_target() -> Option<SignalTarget> {
 }
 
 impl SignalTarget {
-    /// Consumes sysmon's request (0: none — not our signal).
+    /// Consumes sysmon's request: its level, or 0 if there is none or it
+    /// is stale (the P has run another G since sysmon asked).
     pub(crate) fn take_request(&self) -> u8 {
         let h = &self.m.handle;
         let level = h.preempt_req.swap(0, Ordering::AcqRel);
         h.signal_pending.store(false, Ordering::Release);
+        let Some(p) = self.m.p.get() else {
+            // A retaken M's G is stopped whenever it can be.
+            return if h.retaken.load(Ordering::Relaxed) {
+                level
+            } else {
+                0
+            };
+        };
+        // SAFETY: only the id is read; the P is this M's.
+        let id = unsafe { p.get() }.id;
+        let current = self.m.rt.ticks[id].load(Ordering::Relaxed);
+        if current != h.preempt_tick.load(Ordering::Acquire) {
+            return 0;
+        }
         level
     }
 
@@ -561,7 +589,8 @@ impl SignalTarget {
         let g = self.m.curg.get();
         // SAFETY: the running G is alive while it runs.
         let g = unsafe { g.as_ref() }?;
-        (g.nopreempt.load(Ordering::Relaxed) == 0 && self.m.has_p()).then_some(g)
+        let owns_or_lost_p = self.m.has_p() || self.m.handle.retaken.load(Ordering::Relaxed);
+        (g.nopreempt.load(Ordering::Relaxed) == 0 && owns_or_lost_p).then_some(g)
     }
 
     /// If the G may be preempted with its stack pointer at `rsp` (which
@@ -573,17 +602,26 @@ impl SignalTarget {
         (rsp > floor && rsp <= g.top() as usize).then_some(floor)
     }
 
+    /// The handler is about to redirect the G to the trampoline: from now
+    /// until `preempt_park` returns, the G must not be preempted again.
+    pub(crate) fn enter_preemption(&self) {
+        let g = self.m.curg.get();
+        // SAFETY: checked by `preemptible_stack`: a G runs.
+        unsafe { (*g).nopreempt.fetch_add(1, Ordering::Relaxed) };
+    }
+
     /// Blocking hand-off: the M is stuck where it may not be preempted;
     /// give its P to a spare M. The G runs on without a P until it next
     /// enters the scheduler. Returns whether the P was handed off.
     pub(crate) fn retake_p(&self) -> bool {
-        if self.interruptible_g().is_none() {
+        if self.interruptible_g().is_none() || !self.m.has_p() {
             return false;
         }
         let Some(spare) = self.m.rt.claim_spare() else {
             return false;
         };
         let p = self.m.take_p().expect("checked: the M holds a P");
+        self.m.handle.retaken.store(true, Ordering::Release);
         spare.give(p, false);
         true
     }
@@ -596,30 +634,40 @@ impl SignalTarget {
 /// lock-free. Returns false if it could not preempt (no spare M yet).
 pub(crate) fn preempt_park() -> bool {
     let m = current();
-    if m.is_null() {
-        return false;
-    }
-    // SAFETY: CURRENT is this thread's M.
+    // SAFETY: the handler only redirects threads with an M to the
+    // trampoline, and CURRENT is this thread's M.
     let m = unsafe { &*m };
     // SAFETY: on this M's thread; `cur` is the G we are running on.
-    let Some(g) = (unsafe { m.current_g() }) else {
-        return false;
-    };
-    if !m.has_p() {
+    let g = unsafe { m.current_g() }.expect("greenrt: preempted off a green thread");
+    let parked = park_preempted(m, g.clone());
+    // The handler took a no-preempt count for us when it redirected the
+    // G here (so no second signal could nest inside this path).
+    g.nopreempt.fetch_sub(1, Ordering::Relaxed);
+    parked
+}
+
+fn park_preempted(m: &M, g: GRef) -> bool {
+    // A retaken G (back from its blocking call, computing without a P)
+    // queues for a P like any preempted G; it has no P to hand on.
+    let retaken = !m.has_p() && m.handle.retaken.load(Ordering::Acquire);
+    if !m.has_p() && !retaken {
         return false;
     }
-    let Some(spare) = m.rt.claim_spare() else {
+    // During shutdown nobody needs the P: park without a spare, so the
+    // runtime can stop (it leaves preempted Ms parked).
+    let spare = if retaken { None } else { m.rt.claim_spare() };
+    if spare.is_none() && !retaken && !m.rt.is_shutdown() {
         return false;
-    };
-    g.nopreempt.fetch_add(1, Ordering::Relaxed);
-    let header = g.as_ptr();
+    }
     g.locked_m
         .store(Arc::as_ptr(&m.handle) as *mut MHandle, Ordering::Release);
     m.handle.preempt_waiting.store(true, Ordering::Release);
-    let p = m.take_p().expect("checked above");
+    let p = m.take_p();
     // SAFETY: `g` is our own running G, not queued.
     unsafe { m.rt.preempted.push(g) };
-    spare.give(p, false);
+    if let (Some(spare), Some(p)) = (spare, p) {
+        spare.give(p, false);
+    }
     // Wait for our turn. After shutdown nobody comes: wait forever (the
     // runtime leaves this thread parked and keeps the G's stack).
     let p = loop {
@@ -632,7 +680,5 @@ pub(crate) fn preempt_park() -> bool {
     // SAFETY: we own the P again.
     let id = unsafe { p.get() }.id;
     m.rt.ticks[id].fetch_add(1, Ordering::Relaxed);
-    // SAFETY: the G (us) is alive: the M's `cur` holds it.
-    unsafe { (*header).nopreempt.fetch_sub(1, Ordering::Relaxed) };
     true
 }

@@ -13,7 +13,7 @@ mod shared;
 use std::sync::Arc;
 
 pub(crate) use g::{GBody, GRef, G};
-pub(crate) use handoff::{PREEMPT, RETAKE};
+pub(crate) use handoff::{MHandle, PREEMPT, RETAKE};
 pub(crate) use m::{preempt_park, signal_target, BlockingSection, Request};
 pub use runtime::{run, Builder, Runtime};
 pub(crate) use shared::Shared;

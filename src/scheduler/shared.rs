@@ -239,6 +239,18 @@ impl Shared {
         unsafe { self.owners[id].load(Ordering::Acquire).as_ref() }
     }
 
+    /// Ms whose P was retaken while their G still runs (for sysmon, which
+    /// stops such a G once it can be preempted).
+    pub(crate) fn retaken_ms(&self) -> Vec<Arc<MHandle>> {
+        let s = self.sched.lock();
+        s.threads
+            .iter()
+            .map(|(_, m)| m)
+            .filter(|m| m.retaken.load(Ordering::Acquire) && m.in_g.load(Ordering::Relaxed))
+            .cloned()
+            .collect()
+    }
+
     /// Takes a spare M, lock-free (the preemption path uses this).
     pub(crate) fn claim_spare(&self) -> Option<&MHandle> {
         self.spares.iter().find_map(|slot| {
