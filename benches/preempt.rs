@@ -364,7 +364,7 @@ impl ProbeFeed {
         }
         let met = self.starved.is_none()
             && !v.is_empty()
-            && bound.map_or(true, |b| quantile(&v, 0.99) <= b);
+            && bound.is_none_or(|b| quantile(&v, 0.99) <= b);
         (s, met)
     }
 }
