@@ -2041,8 +2041,10 @@ fn preemptible_green_threads_are_never_retaken() {
 #[test]
 fn one_worker_never_runs_two_clock_spinning_green_threads_at_once() {
     exclusive(|| {
-        // Spinning on the clock spends most of its time in the vDSO, where
-        // the handler cannot preempt: sysmon retakes the P instead.
+        // Spinning on the clock spends much of its time in the vDSO, where
+        // the handler cannot preempt. Such a green thread must still be
+        // preempted (when a signal lands in its own code), not have its P
+        // retaken and then run on without one.
         let (both, st) = simultaneous_runs(
             Spin::Clock,
             Duration::from_millis(1),
@@ -2050,6 +2052,12 @@ fn one_worker_never_runs_two_clock_spinning_green_threads_at_once() {
             Duration::from_millis(800),
         );
         println!("clock spinners, 1 worker, 1 ms quantum: ran together {both} times; {st:?}");
+        assert!(
+            st.preemptions >= 100,
+            "two CPU-bound green threads on one worker for 800 ms at a 1 ms quantum, but \
+             only {} preemptions: they escaped the scheduler ({st:?})",
+            st.preemptions
+        );
         assert_eq!(
             both, 0,
             "two green threads spinning on Instant::now ran at the same time on a single \
@@ -2082,6 +2090,12 @@ fn green_thread_back_from_a_blocking_hand_off_is_preempted_again() {
             ms(overlap)
         );
         assert!(st.retakes > 0, "no blocking hand-off happened: {st:?}");
+        // Two CPU-bound green threads on one worker for 500 ms at a 1 ms
+        // quantum: the worker can only share it by preempting them.
+        assert!(
+            st.preemptions >= 50,
+            "after a blocking hand-off the green threads were no longer preempted: {st:?}"
+        );
         assert!(
             overlap < Duration::from_millis(25),
             "after a blocking hand-off two green threads ran at the same time on a single \
