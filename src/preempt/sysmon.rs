@@ -83,9 +83,14 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
         }
         // Green threads whose P was retaken run on without one; stop them
         // (queue them for a P) as soon as they can be preempted.
+        // Only while its thread actually runs: one still blocked in its
+        // system call would just get EINTR (poll, nanosleep and friends
+        // are not restarted) over and over.
         for m in rt.retaken_ms() {
             running = true;
-            request(&m, PREEMPT, 0);
+            if thread_is_running(m.tid.load(Ordering::Relaxed)) {
+                request(&m, PREEMPT, 0);
+            }
         }
         if !rt.preempted.is_empty() {
             rt.wakep();
@@ -108,4 +113,16 @@ fn request(m: &MHandle, level: u8, tick: u32) {
         super::signal::send_preempt_signal(m.tid.load(Ordering::Relaxed));
         trampoline::count_signal();
     }
+}
+
+/// Is thread `tid` of this process running or runnable (not sleeping in
+/// the kernel)? Reads its state from /proc.
+fn thread_is_running(tid: libc::pid_t) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
+        return false;
+    };
+    // "tid (comm) S ...": the state follows the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .is_some_and(|state| state == 'R')
 }
