@@ -159,9 +159,12 @@ impl M {
             }
         }
         let p = self.p();
-        let tick = p.schedtick.get().wrapping_add(1);
-        p.schedtick.set(tick);
-        self.rt.ticks[p.id].store(tick, Ordering::Relaxed);
+        // One writer (this P's owner), so load + store, no locked op.
+        let tick = &self.rt.ticks[p.id];
+        tick.store(
+            tick.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
         g.set_state(RUNNING);
         self.curg.set(g.as_ptr());
         let (slot, sp) = (context::parent_slot(g.top()), g.sp.get());
@@ -324,7 +327,7 @@ impl M {
         // Every 61st tick the shared queues go first, so neither the global
         // queue nor preempted Gs starve behind a busy local queue; they
         // alternate, so neither starves the other.
-        let tick = p.schedtick.get();
+        let tick = self.rt.ticks[p.id].load(Ordering::Relaxed);
         if tick % GLOBAL_CHECK_INTERVAL == 0 {
             if tick % (2 * GLOBAL_CHECK_INTERVAL) == 0 && self.resume_preempted() {
                 return None;
@@ -372,8 +375,8 @@ impl M {
         // Resuming a G is a scheduling round like `execute`: the tick
         // moves (else the 1-in-61 branch would pick this path forever).
         // SAFETY: we owned the P until the line above; nobody has it yet.
-        let owned = unsafe { p.get() };
-        owned.schedtick.set(owned.schedtick.get().wrapping_add(1));
+        let id = unsafe { p.get() }.id;
+        self.rt.ticks[id].fetch_add(1, Ordering::Relaxed);
         m.give(p, false);
         true
     }
@@ -676,9 +679,8 @@ fn park_preempted(m: &M, g: GRef) -> bool {
         }
     };
     m.handle.preempt_waiting.store(false, Ordering::Release);
+    // The tick already moved when our P was handed over (see
+    // `resume_preempted`), so sysmon starts a fresh slice for us.
     m.set_p(Some(p));
-    // SAFETY: we own the P again.
-    let id = unsafe { p.get() }.id;
-    m.rt.ticks[id].fetch_add(1, Ordering::Relaxed);
     true
 }

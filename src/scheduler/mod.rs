@@ -39,12 +39,6 @@ pub(crate) fn ready(g: GRef) {
     rt.wakep();
 }
 
-/// Queues a newly spawned G on the current P (LIFO slot, as Go does) or,
-/// from outside the runtime, on the global queue.
-pub(crate) fn schedule_new(g: GRef) {
-    ready(g)
-}
-
 /// The running green thread, if the caller is one.
 pub(crate) fn current_g() -> Option<GRef> {
     let m = m::current();

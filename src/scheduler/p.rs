@@ -24,8 +24,6 @@ pub(crate) struct P {
     pub(crate) runq: Worker<GRef>,
     runnext: Cell<Option<GRef>>,
     lifo_streak: Cell<u32>,
-    /// Incremented on every G scheduled; drives the 1-in-61 global check.
-    pub(crate) schedtick: Cell<u32>,
     pub(crate) stacks: RefCell<StackPool>,
     rng: Cell<u64>,
 }
@@ -37,7 +35,6 @@ impl P {
             runq,
             runnext: Cell::new(None),
             lifo_streak: Cell::new(0),
-            schedtick: Cell::new(0),
             stacks: RefCell::new(StackPool::new(STACK_POOL_PER_P)),
             rng: Cell::new(
                 0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),

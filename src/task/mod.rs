@@ -87,7 +87,9 @@ impl Builder {
             unsafe { header.bind_stack(stack) };
         }
         let cell = Arc::new(Cell::new(header, f));
-        scheduler::schedule_new(GRef::new(cell.clone()));
+        // Into the current P's LIFO slot (as Go does), or the global queue
+        // from outside the runtime.
+        scheduler::ready(GRef::new(cell.clone()));
         Ok(JoinHandle::new(cell, id))
     }
 }
