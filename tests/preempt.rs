@@ -2263,3 +2263,82 @@ fn dropping_a_runtime_with_preempted_hogs_returns() {
     );
     println!("CHILD_OK drop");
 }
+
+/// The scheduling policy of thread `tid` of this process (field 41 of
+/// /proc/self/task/<tid>/stat: 0 SCHED_OTHER, 1 SCHED_FIFO, ...).
+fn thread_policy(tid: libc::pid_t) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // Fields after "(comm)" start at field 3.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(41 - 3)?.parse().ok()
+}
+
+fn thread_named(name: &str) -> Option<libc::pid_t> {
+    std::fs::read_dir("/proc/self/task").ok()?.find_map(|e| {
+        let e = e.ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim_end() == name).then(|| e.file_name().to_str()?.parse().ok())?
+    })
+}
+
+#[test]
+fn green_threads_never_run_at_sysmons_scheduling_class() {
+    // sysmon raises itself (SCHED_FIFO when allowed) and starts the spare
+    // Ms that preempted green threads' Ps go to; threads inherit their
+    // creator's policy, so every M must drop it before running green code.
+    exclusive(|| {
+        let rt = greenrt::Builder::new()
+            .thread_name("pt-class")
+            .workers(2)
+            .preempt_quantum(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        let before = preempt::stats();
+        let seen: Vec<(u32, u64)> = rt.block_on(|| {
+            let hogs: Vec<_> = (0..6)
+                .map(|_| {
+                    greenrt::spawn(|| {
+                        let mut seen = Vec::new();
+                        let end = tsc() + tsc_ticks(Duration::from_millis(300));
+                        while tsc() < end {
+                            black_box(add_twos(black_box(20_000)));
+                            // SAFETY: gettid has no preconditions.
+                            let tid = unsafe { libc::gettid() };
+                            let _no_preempt = preempt::disable();
+                            if let Some(policy) = thread_policy(tid) {
+                                seen.push((policy, tid as u64));
+                            }
+                        }
+                        seen
+                    })
+                })
+                .collect();
+            hogs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let sysmon = thread_named("pt-class-sysmon").and_then(thread_policy);
+        let st = since(before);
+        let tids: std::collections::HashSet<u64> = seen.iter().map(|s| s.1).collect();
+        println!(
+            "sysmon policy {sysmon:?}; green threads observed on {} OS threads, policies {:?}; \
+             {st:?}",
+            tids.len(),
+            seen.iter()
+                .map(|s| s.0)
+                .collect::<std::collections::BTreeSet<_>>()
+        );
+        assert!(st.preemptions > 10, "too few preemptions to test: {st:?}");
+        assert!(
+            seen.iter()
+                .all(|&(policy, _)| policy == libc::SCHED_OTHER as u32),
+            "a green thread ran at a real-time policy inherited from sysmon"
+        );
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert_eq!(
+                sysmon,
+                Some(libc::SCHED_FIFO as u32),
+                "running as root, sysmon should have raised itself to SCHED_FIFO"
+            );
+        }
+    });
+}

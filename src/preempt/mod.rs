@@ -13,11 +13,14 @@
 //!   the preempted G keeps its OS thread (thread-locals, std's reentrant
 //!   locks and the allocator's per-thread state stay consistent), its P
 //!   goes to a spare M, and when the G's turn comes its M gets a P back.
+//! - `sched_class`: sysmon asks the kernel to run it promptly (real-time
+//!   if allowed, else a short slice), so the quantum holds on a busy CPU.
 //!
 //! The preemption path neither allocates nor takes a lock the interrupted
 //! code could hold: futexes, atomics and intrusive queues only.
 
 mod guard;
+pub(crate) mod sched_class;
 mod signal;
 pub(crate) mod sysmon;
 mod text;

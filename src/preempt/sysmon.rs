@@ -36,10 +36,12 @@ pub(crate) fn start(rt: Arc<Shared>, quantum: Duration) -> std::io::Result<threa
 }
 
 fn run(rt: &Arc<Shared>, quantum: Duration) {
+    super::sched_class::raise_sysmon();
     let quantum_ns = quantum.as_nanos() as u64;
     // Stuck this long past the quantum (not preemptible all along): retake.
     let grace_ns = quantum_ns.min(1_000_000);
-    // While green threads run, look often enough to act near the quantum.
+    // While green threads run, look often enough to notice new slices
+    // promptly; a slice's end is slept to exactly (below).
     let busy_delay = (quantum / 5).clamp(MIN_DELAY, Duration::from_millis(2));
     let mut seen = vec![Seen::default(); rt.cfg.workers];
     let mut delay = MIN_DELAY;
@@ -47,7 +49,12 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
         thread::sleep(delay);
         rt.ensure_spares();
         let now = time::now();
-        let mut running = false;
+        // Any P held by an M (running a G or between two): keep watching
+        // at the busy cadence, so a slice that starts during a hand-off is
+        // not noticed late.
+        let mut busy = false;
+        // The earliest end of a running slice, to wake up right then.
+        let mut next_deadline = u64::MAX;
         // Overdue timers with every P busy: nobody will look at them until
         // some G leaves its P, so preempt the longest-running G now rather
         // than at the end of its quantum.
@@ -55,15 +62,17 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
         let mut longest: Option<(usize, u64)> = None;
         for (id, s) in seen.iter_mut().enumerate() {
             let tick = rt.ticks[id].load(Ordering::Relaxed);
-            let owner = rt.owner(id).filter(|m| m.in_g.load(Ordering::Relaxed));
+            let owner = rt.owner(id);
+            busy |= owner.is_some();
+            let owner = owner.filter(|m| m.in_g.load(Ordering::Relaxed));
             if tick != s.tick || owner.is_none() {
                 *s = Seen { tick, since: now };
                 continue;
             }
             let m = owner.expect("checked");
-            running = true;
             let held = now.saturating_sub(s.since);
             if held < quantum_ns {
+                next_deadline = next_deadline.min(s.since + quantum_ns);
                 if timers_overdue && longest.is_none_or(|(_, h)| held > h) {
                     longest = Some((id, held));
                 }
@@ -87,16 +96,18 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
         // system call would just get EINTR (poll, nanosleep and friends
         // are not restarted) over and over.
         for m in rt.retaken_ms() {
-            running = true;
+            busy = true;
             if thread_is_running(m.tid.load(Ordering::Relaxed)) {
                 request(&m, PREEMPT, 0);
             }
         }
         if !rt.preempted.is_empty() {
+            busy = true;
             rt.wakep();
         }
-        delay = if running {
-            busy_delay
+        delay = if busy {
+            let to_deadline = Duration::from_nanos(next_deadline.saturating_sub(now));
+            to_deadline.clamp(MIN_DELAY, busy_delay)
         } else {
             (delay * 2).min(MAX_DELAY)
         };
