@@ -18,8 +18,8 @@
 //!   1.5 s window; the hogs are then stopped through the flag, so the
 //!   benchmark terminates.
 //! - `fairness`: the `cpu_bound` example's workload (30 green threads on 1
-//!   worker, each adding 2 to a counter, never yielding), scaled to about
-//!   1.2 s of CPU a round, at a 1 ms and the default quantum. Criterion
+//!   worker, each adding 2 to a counter 10^8 times, never yielding), at a
+//!   1 ms and the default quantum. Criterion
 //!   times a round; printed: first-finish / last-finish per round (target
 //!   ≥ 0.9 at 1 ms), and what strict round-robin would give with the
 //!   slices actually observed.
@@ -69,7 +69,10 @@ const TOKIO_WINDOW: Duration = Duration::from_millis(1500);
 /// Green threads in a fairness round.
 const FAIRNESS_THREADS: u64 = 30;
 /// CPU time of a fairness round (all threads together).
-const FAIRNESS_ROUND: Duration = Duration::from_millis(1200);
+/// Additions per green thread in a `fairness` round: the example's 10^8.
+const FAIRNESS_ITERS: u64 = 100_000_000;
+/// About how long a `fairness` round takes (for criterion's schedule).
+const FAIRNESS_ROUND: Duration = Duration::from_secs(3);
 /// Green threads in a `cost` round, on [`WORKERS`] workers.
 const COST_THREADS: u64 = 4;
 /// CPU time of a `cost` round per worker.
@@ -643,7 +646,7 @@ fn fairness(c: &mut Criterion) {
     let mut group = c.benchmark_group("fairness");
     long_rounds(&mut group, FAIRNESS_ROUND);
     for quantum in [Duration::from_millis(1), DEFAULT_QUANTUM] {
-        let iters = iters_for(FAIRNESS_ROUND) / FAIRNESS_THREADS;
+        let iters = FAIRNESS_ITERS;
         let mut state = None;
         group.bench_function(label(Some(quantum)), |b| {
             let (rt, rounds, finishes, _) = state.get_or_insert_with(|| {

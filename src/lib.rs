@@ -26,6 +26,7 @@
 compile_error!("greenrt supports Linux on x86-64 only");
 
 mod context;
+mod netpoll;
 pub mod preempt;
 mod scheduler;
 mod stack;

@@ -5,7 +5,7 @@
 //! locks, can hand a P to another M.
 
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 
 use super::p::{PPtr, P};
 use crate::time;
@@ -44,6 +44,9 @@ pub(crate) struct MHandle {
     /// Its P was retaken while its G was blocked: the G runs without a P
     /// and must be stopped (queued for a P) once back in its own code.
     pub(crate) retaken: AtomicBool,
+    /// Blocked in the netpoller's epoll_wait rather than on the futex:
+    /// waking it takes an eventfd write too.
+    in_poll: AtomicBool,
 }
 
 /// `MHandle::preempt_req` levels.
@@ -64,6 +67,7 @@ impl MHandle {
             signal_pending: AtomicBool::new(false),
             preempt_waiting: AtomicBool::new(false),
             retaken: AtomicBool::new(false),
+            in_poll: AtomicBool::new(false),
         }
     }
 
@@ -83,10 +87,24 @@ impl MHandle {
     fn bump(&self) {
         self.seq.fetch_add(1, Ordering::Release);
         futex_wake(&self.seq);
+        // Pairs with the fence in `netpoll::block`: either we see `in_poll`
+        // or the poller sees our P or kick before it blocks.
+        fence(Ordering::SeqCst);
+        if self.in_poll.load(Ordering::SeqCst) {
+            crate::netpoll::break_wait();
+        }
+    }
+
+    /// A P or a kick is waiting to be taken.
+    fn pending(&self) -> bool {
+        !self.p.load(Ordering::SeqCst).is_null() || self.kick.load(Ordering::SeqCst)
     }
 
     /// Waits until handed a P, kicked, or `deadline` (monotonic ns) passes.
-    pub(crate) fn wait(&self, deadline: Option<u64>) -> Wake {
+    /// With `poll`, the M may wait in the netpoller instead (when green
+    /// threads wait for I/O and no other M does), waking the green threads
+    /// whose fds become ready.
+    pub(crate) fn wait(&self, deadline: Option<u64>, poll: bool) -> Wake {
         loop {
             let seen = self.seq.load(Ordering::Acquire);
             if let Some(p) = self.take_p() {
@@ -105,6 +123,9 @@ impl MHandle {
                     Some(d - now)
                 }
             };
+            if poll && crate::netpoll::block(&self.in_poll, timeout, || self.pending()) {
+                continue;
+            }
             futex_wait(&self.seq, seen, timeout);
         }
     }

@@ -89,7 +89,7 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         Some(p) => m.set_p(Some(p)),
         // A spare: wait (off the idle list) until handed a P.
         None => loop {
-            match m.handle.wait(None) {
+            match m.handle.wait(None, false) {
                 Wake::P(p, spinning) => {
                     m.set_p(Some(p));
                     m.spinning.set(spinning);
@@ -349,6 +349,12 @@ impl M {
         }
         if self.resume_preempted() {
             return None;
+        }
+        // Green threads whose fds became ready land on our queue.
+        if crate::netpoll::poll_now() > 0 {
+            if let Some(g) = p.pop() {
+                return Some(g);
+            }
         }
         // Spin (steal) only while fewer than half of the busy Ps' Ms do.
         let busy = self.rt.cfg.workers - self.rt.npidle.load(Ordering::SeqCst);
@@ -676,7 +682,7 @@ fn park_preempted(m: &M, g: GRef) -> bool {
     // Wait for our turn. After shutdown nobody comes: wait forever (the
     // runtime leaves this thread parked and keeps the G's stack).
     let p = loop {
-        if let Wake::P(p, _) = m.handle.wait(None) {
+        if let Wake::P(p, _) = m.handle.wait(None, false) {
             break p;
         }
     };

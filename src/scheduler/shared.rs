@@ -335,7 +335,7 @@ impl Shared {
             s.midle.push(me.clone());
         }
         let deadline = watching.then_some(deadline);
-        match me.wait(deadline) {
+        match me.wait(deadline, true) {
             Wake::P(p, spinning) => return Stopped::Acquired(p, spinning),
             Wake::Kicked | Wake::Timeout if self.is_shutdown() => return Stopped::Shutdown,
             Wake::Kicked | Wake::Timeout => {}
@@ -360,7 +360,7 @@ impl Shared {
             return Stopped::Woke;
         }
         loop {
-            match me.wait(None) {
+            match me.wait(None, false) {
                 Wake::P(p, spinning) => return Stopped::Acquired(p, spinning),
                 _ if self.is_shutdown() => return Stopped::Shutdown,
                 _ => {}

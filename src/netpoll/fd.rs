@@ -1,0 +1,155 @@
+//! `NetFd`: a non-blocking fd registered with the poller, and the retry
+//! loop every socket operation goes through.
+
+use std::io;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use super::{Interest, PollDesc};
+use crate::scheduler::{blocks_green, BlockingSection};
+use crate::time;
+
+/// An open, non-blocking fd known to the poller. Closing (drop) removes it
+/// from the poller first and wakes anyone still waiting on it.
+pub(crate) struct NetFd {
+    fd: Option<OwnedFd>,
+    pd: &'static PollDesc,
+}
+
+impl NetFd {
+    /// Takes `fd`, makes it non-blocking and registers it.
+    pub(crate) fn new(fd: OwnedFd) -> io::Result<NetFd> {
+        set_nonblocking(fd.as_raw_fd())?;
+        let pd = super::register(fd.as_raw_fd())?;
+        Ok(NetFd { fd: Some(fd), pd })
+    }
+
+    fn raw(&self) -> RawFd {
+        self.fd
+            .as_ref()
+            .expect("NetFd used after into_owned")
+            .as_raw_fd()
+    }
+
+    /// Runs `op` until it does not fail with WouldBlock, waiting for
+    /// `interest` in between; EINTR is retried. `deadline` (monotonic ns)
+    /// bounds the waiting: past it the error is TimedOut (std's socket
+    /// timeouts give WouldBlock or TimedOut; callers choose).
+    pub(crate) fn io<T>(
+        &self,
+        interest: Interest,
+        deadline: Option<u64>,
+        mut op: impl FnMut(RawFd) -> io::Result<T>,
+    ) -> io::Result<T> {
+        loop {
+            match op(self.raw()) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(interest, deadline)?,
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits until the fd may be ready for `interest`.
+    pub(crate) fn wait(&self, interest: Interest, deadline: Option<u64>) -> io::Result<()> {
+        if blocks_green() {
+            return self.pd.wait(interest, deadline);
+        }
+        // An OS thread (or a green thread that must not switch): poll(2)
+        // on the fd itself, without a P.
+        let _section = BlockingSection::enter();
+        os_wait(self.raw(), interest, deadline)
+    }
+
+    /// Deregisters and returns the fd (still non-blocking).
+    pub(crate) fn into_owned(mut self) -> OwnedFd {
+        let fd = self.fd.take().expect("NetFd used after into_owned");
+        super::deregister(fd.as_raw_fd(), self.pd);
+        fd
+    }
+}
+
+impl AsRawFd for NetFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.raw()
+    }
+}
+
+impl IntoRawFd for NetFd {
+    fn into_raw_fd(self) -> RawFd {
+        self.into_owned().into_raw_fd()
+    }
+}
+
+impl Drop for NetFd {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            // Out of epoll before close, so the number cannot be reused
+            // while still registered; `fd` closes when dropped here.
+            super::deregister(fd.as_raw_fd(), self.pd);
+        }
+    }
+}
+
+impl std::fmt::Debug for NetFd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetFd").field("fd", &self.fd).finish()
+    }
+}
+
+/// Blocks the OS thread in poll(2) until `fd` is ready for `interest` or
+/// `deadline` passes (TimedOut).
+fn os_wait(fd: RawFd, interest: Interest, deadline: Option<u64>) -> io::Result<()> {
+    let events = match interest {
+        Interest::Read => libc::POLLIN | libc::POLLRDHUP,
+        Interest::Write => libc::POLLOUT,
+    };
+    loop {
+        let timeout_ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let now = time::now();
+                if now >= d {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                Duration::from_nanos(d - now)
+                    .as_millis()
+                    .max(1)
+                    .min(i32::MAX as u128) as libc::c_int
+            }
+        };
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        match n {
+            n if n > 0 => return Ok(()),
+            0 => continue,
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Sets O_NONBLOCK on `fd`.
+pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on the caller's open fd.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! The netpoller: one epoll instance for the process, after Go's
+//! netpoll_epoll.go.
+//!
+//! - Every fd is registered once, edge-triggered, for both directions
+//!   (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET). The event's data names its
+//!   [`PollDesc`] and the descriptor's generation, so an event that arrives
+//!   after the fd was closed (and perhaps reused) is recognised and dropped.
+//! - A green thread that gets EAGAIN parks in its descriptor's read or
+//!   write slot ([`PollDesc::wait`]); an event wakes it.
+//! - Who calls epoll_wait: an M about to sleep for lack of work blocks in
+//!   the poller instead, with the next timer as its timeout — one M at a
+//!   time (`BLOCKED`); an M looking for work polls without blocking; sysmon
+//!   polls if nobody has for 10 ms. An eventfd breaks a blocking wait when
+//!   that M is handed a P or kicked (`scheduler::handoff`).
+//!
+//! The poller is process-wide, so one socket can move between runtimes;
+//! waking a green thread always goes to its own runtime's queues.
+
+mod desc;
+mod fd;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+pub(crate) use desc::{Interest, PollDesc};
+pub(crate) use fd::NetFd;
+
+use crate::time;
+
+/// Events read per epoll_wait.
+const EVENTS: usize = 128;
+/// The eventfd's event data (no descriptor has this address).
+const EVENTFD_TOKEN: u64 = 0;
+/// sysmon polls if nobody has for this long.
+pub(crate) const STALE_POLL_NS: u64 = 10_000_000;
+
+struct Poller {
+    epoll: OwnedFd,
+    eventfd: OwnedFd,
+    /// A break is on its way (coalesces eventfd writes).
+    wake_sent: AtomicBool,
+}
+
+static POLLER: OnceLock<Poller> = OnceLock::new();
+/// An M is blocked in epoll_wait.
+static BLOCKED: AtomicBool = AtomicBool::new(false);
+/// When epoll_wait last returned (monotonic ns).
+static LAST_POLL: AtomicU64 = AtomicU64::new(0);
+
+fn poller() -> io::Result<&'static Poller> {
+    if let Some(p) = POLLER.get() {
+        return Ok(p);
+    }
+    let p = Poller::new()?;
+    // A racing initialiser may win; its poller is used and ours closed.
+    Ok(POLLER.get_or_init(|| p))
+}
+
+impl Poller {
+    fn new() -> io::Result<Poller> {
+        // SAFETY: plain syscalls; the fds are owned right away.
+        let epoll = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: as above.
+        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+        // SAFETY: as above.
+        let efd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        // SAFETY: as above.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: EVENTFD_TOKEN,
+        };
+        // SAFETY: both fds are open; `ev` is a valid event.
+        cvt(unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, efd, &mut ev) })?;
+        Ok(Poller {
+            epoll,
+            eventfd,
+            wake_sent: AtomicBool::new(false),
+        })
+    }
+
+    /// Waits up to `timeout_ns` (None: forever, 0: just look) and wakes
+    /// every green thread whose fd became ready. Returns how many.
+    fn poll(&self, timeout_ns: Option<u64>) -> usize {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        let n = epoll_wait(self.epoll.as_raw_fd(), &mut events, timeout_ns);
+        LAST_POLL.store(time::now(), Ordering::Relaxed);
+        let mut woken = 0;
+        for ev in &events[..n] {
+            let token = ev.u64;
+            if token == EVENTFD_TOKEN {
+                let mut buf = 0u64;
+                // SAFETY: reading 8 bytes into a u64 from our eventfd
+                // (non-blocking: EAGAIN if another poller drained it).
+                unsafe { libc::read(self.eventfd.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
+                self.wake_sent.store(false, Ordering::Release);
+                continue;
+            }
+            // SAFETY: every other token was made by PollDesc::token.
+            let (pd, gen) = unsafe { PollDesc::from_token(token) };
+            let (read, write) = desc::readiness(ev.events);
+            for waker in pd.notify(gen, read, write).into_iter().flatten() {
+                waker.wake();
+                woken += 1;
+            }
+        }
+        woken
+    }
+
+    /// Makes a blocked epoll_wait return.
+    fn break_wait(&self) {
+        if self.wake_sent.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let one = 1u64;
+        // SAFETY: writing 8 bytes from a u64 to our eventfd; a full counter
+        // (EAGAIN) still leaves it readable, which is all we need.
+        unsafe { libc::write(self.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+}
+
+/// epoll_wait with a nanosecond timeout (epoll_pwait2 where the kernel has
+/// it, else milliseconds rounded up). EINTR counts as no events.
+fn epoll_wait(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ns: Option<u64>) -> usize {
+    static NO_PWAIT2: AtomicBool = AtomicBool::new(false);
+    let max = events.len() as libc::c_int;
+    let ptr = events.as_mut_ptr();
+    if !NO_PWAIT2.load(Ordering::Relaxed) {
+        let ts = timeout_ns.map(|ns| libc::timespec {
+            tv_sec: (ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+        });
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `events` has room for `max` entries; the timeout pointer
+        // is null or valid; no signal mask.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_epoll_pwait2,
+                epfd,
+                ptr,
+                max,
+                ts_ptr,
+                std::ptr::null::<libc::sigset_t>(),
+                0usize,
+            )
+        };
+        if n >= 0 {
+            return n as usize;
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
+            return 0;
+        }
+        NO_PWAIT2.store(true, Ordering::Relaxed);
+    }
+    let ms = match timeout_ns {
+        None => -1,
+        Some(ns) => ns.div_ceil(1_000_000).min(i32::MAX as u64) as libc::c_int,
+    };
+    // SAFETY: as above.
+    let n = unsafe { libc::epoll_wait(epfd, ptr, max, ms) };
+    n.max(0) as usize
+}
+
+/// Registers `fd` (already non-blocking) with the poller; the returned
+/// descriptor must be given back with [`deregister`] before `fd` closes.
+pub(crate) fn register(fd: RawFd) -> io::Result<&'static PollDesc> {
+    let poller = poller()?;
+    let pd = PollDesc::alloc();
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+        u64: pd.token(),
+    };
+    // SAFETY: the epoll fd is open; `fd` is the caller's open fd.
+    let added =
+        cvt(unsafe { libc::epoll_ctl(poller.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) });
+    if let Err(e) = added {
+        pd.close();
+        return Err(e);
+    }
+    Ok(pd)
+}
+
+/// Removes `fd` from the poller and closes its descriptor (waking any
+/// waiter with an error). Call before closing `fd`.
+pub(crate) fn deregister(fd: RawFd, pd: &'static PollDesc) {
+    if let Some(poller) = POLLER.get() {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: the epoll fd is open; `fd` is still open. An error (the
+        // fd was never added) leaves nothing to remove.
+        unsafe { libc::epoll_ctl(poller.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) };
+    }
+    pd.close();
+}
+
+/// Does any green thread wait for I/O?
+pub(crate) fn has_waiters() -> bool {
+    desc::WAITERS.load(Ordering::Relaxed) > 0
+}
+
+/// Polls without blocking (an M looking for work); returns how many green
+/// threads were woken.
+/// Skipped while an M is blocked in the poller: it sees the events
+/// anyway, and two pollers would contend for them (as Go does).
+pub(crate) fn poll_now() -> usize {
+    match POLLER.get() {
+        Some(p) if has_waiters() && !BLOCKED.load(Ordering::Relaxed) => p.poll(Some(0)),
+        _ => 0,
+    }
+}
+
+/// sysmon: polls if green threads wait and nobody has polled for
+/// [`STALE_POLL_NS`].
+pub(crate) fn poll_if_stale(now: u64) -> usize {
+    let stale = now.saturating_sub(LAST_POLL.load(Ordering::Relaxed)) >= STALE_POLL_NS;
+    if stale {
+        poll_now()
+    } else {
+        0
+    }
+}
+
+/// Blocks the calling M in epoll_wait for up to `timeout_ns`, unless
+/// another M already does, no green thread waits for I/O, or
+/// `interrupted()` (checked after this M announced itself through
+/// `in_poll`, which makes wakers break the wait). Returns whether it
+/// polled.
+pub(crate) fn block(
+    in_poll: &AtomicBool,
+    timeout_ns: Option<u64>,
+    interrupted: impl Fn() -> bool,
+) -> bool {
+    let Some(poller) = POLLER.get() else {
+        return false;
+    };
+    if !has_waiters() || BLOCKED.swap(true, Ordering::AcqRel) {
+        return false;
+    }
+    in_poll.store(true, Ordering::SeqCst);
+    // Pairs with the fence in `MHandle::bump`: either the waker sees
+    // `in_poll` and breaks the wait, or we see its P or kick here.
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if !interrupted() {
+        poller.poll(timeout_ns);
+    }
+    in_poll.store(false, Ordering::SeqCst);
+    BLOCKED.store(false, Ordering::Release);
+    true
+}
+
+/// Makes the blocked poller (if any) return, to act on a hand-off.
+pub(crate) fn break_wait() {
+    if let Some(p) = POLLER.get() {
+        p.break_wait();
+    }
+}
+
+/// A green thread is about to park for I/O: if no M is blocked in the
+/// poller, get an idle P's M going so one will be (otherwise readiness
+/// would only be noticed when some M next looks for work, or by sysmon).
+pub(crate) fn poller_needed() {
+    if !BLOCKED.load(Ordering::Relaxed) {
+        if let Some(rt) = crate::scheduler::current_runtime() {
+            rt.wakep();
+        }
+    }
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
