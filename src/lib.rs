@@ -26,7 +26,9 @@
 compile_error!("greenrt supports Linux on x86-64 only");
 
 mod context;
+pub mod net;
 mod netpoll;
+pub mod os;
 pub mod preempt;
 mod scheduler;
 mod stack;

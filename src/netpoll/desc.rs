@@ -25,7 +25,84 @@ pub(crate) enum Interest {
 struct Slot {
     /// An edge arrived since the last wait consumed one.
     ready: bool,
+    /// The parked waiter; `more` holds any others (green threads sharing
+    /// a socket, e.g. reading through `&TcpStream` at once). An event
+    /// wakes them all.
     waiter: Option<Waker>,
+    more: Vec<Waker>,
+}
+
+impl Slot {
+    fn push(&mut self, w: Waker) {
+        if self.waiter.is_none() {
+            self.waiter = Some(w);
+        } else {
+            self.more.push(w);
+        }
+        WAITERS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn contains(&self, me: &Waker) -> bool {
+        self.waiter.iter().chain(&self.more).any(|w| same(w, me))
+    }
+
+    fn remove(&mut self, me: &Waker) {
+        if self.waiter.as_ref().is_some_and(|w| same(w, me)) {
+            self.waiter = self.more.pop();
+        } else if let Some(i) = self.more.iter().position(|w| same(w, me)) {
+            self.more.swap_remove(i);
+        } else {
+            return;
+        }
+        WAITERS.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Takes every waiter, to be woken once the lock is released.
+    fn take_all(&mut self, woken: &mut Woken) {
+        if let Some(w) = self.waiter.take() {
+            WAITERS.fetch_sub(1 + self.more.len(), Ordering::Relaxed);
+            woken.push(w);
+            for w in self.more.drain(..) {
+                woken.push(w);
+            }
+        }
+    }
+}
+
+/// Whether two wakers wake the same thread.
+fn same(a: &Waker, b: &Waker) -> bool {
+    match (a, b) {
+        (Waker::Green(a), Waker::Green(b)) => a.as_ptr() == b.as_ptr(),
+        (Waker::Os(a), Waker::Os(b)) => a.id() == b.id(),
+        _ => false,
+    }
+}
+
+/// Waiters taken from a descriptor's slots, woken outside its lock. The
+/// usual one per slot needs no allocation.
+#[derive(Default)]
+pub(crate) struct Woken {
+    first: [Option<Waker>; 2],
+    more: Vec<Waker>,
+}
+
+impl Woken {
+    fn push(&mut self, w: Waker) {
+        match self.first.iter_mut().find(|f| f.is_none()) {
+            Some(free) => *free = Some(w),
+            None => self.more.push(w),
+        }
+    }
+
+    /// Wakes them all; returns how many.
+    pub(crate) fn wake_all(self) -> usize {
+        let mut n = 0;
+        for w in self.first.iter().flatten().chain(&self.more) {
+            w.wake();
+            n += 1;
+        }
+        n
+    }
 }
 
 #[derive(Default)]
@@ -99,57 +176,57 @@ impl PollDesc {
 
     /// Records readiness from an event of generation `gen`, returning the
     /// waiters to wake (stale events are ignored).
-    pub(crate) fn notify(&self, gen: u16, read: bool, write: bool) -> [Option<Waker>; 2] {
-        let mut s = self.state.lock();
+    pub(crate) fn notify(&self, gen: u16, read: bool, write: bool) -> Woken {
+        let mut woken = Woken::default();
+        let mut guard = self.state.lock();
+        let s = &mut *guard;
         if s.gen != gen || s.closing {
-            return [None, None];
+            return woken;
         }
-        let take = |slot: &mut Slot, hit: bool| {
-            if !hit {
-                return None;
+        for (slot, hit) in [(&mut s.read, read), (&mut s.write, write)] {
+            if hit {
+                slot.ready = true;
+                slot.take_all(&mut woken);
             }
-            slot.ready = true;
-            let waiter = slot.waiter.take();
-            if waiter.is_some() {
-                WAITERS.fetch_sub(1, Ordering::Relaxed);
-            }
-            waiter
-        };
-        let r = take(&mut s.read, read);
-        let w = take(&mut s.write, write);
-        [r, w]
+        }
+        woken
     }
 
     /// Waits until an edge for `interest` arrives (or has arrived since the
     /// last wait), the descriptor is closed, or `deadline` (monotonic ns)
-    /// passes. The caller must be able to park (a green thread).
+    /// passes. The caller must be able to park (a green thread), and must
+    /// retry its operation after an `Ok` (which consumed the readiness).
     pub(crate) fn wait(&self, interest: Interest, deadline: Option<u64>) -> io::Result<()> {
         // Never preempted while holding the state lock, which the poller
         // (scheduler context) takes too.
         let _np = crate::preempt::disable();
+        let me = Waker::current();
+        let mut parked = false;
         loop {
             {
                 let mut s = self.state.lock();
                 if s.closing {
+                    s.slot(interest).remove(&me);
                     return Err(closed());
                 }
                 let slot = s.slot(interest);
-                if std::mem::take(&mut slot.ready) {
-                    if slot.waiter.take().is_some() {
-                        WAITERS.fetch_sub(1, Ordering::Relaxed);
-                    }
+                // An event took us out of the slot (it may have woken
+                // others too, and one of them may have consumed `ready`
+                // first), or an edge came since the last wait.
+                let woken = parked && !slot.contains(&me);
+                if woken || slot.ready {
+                    slot.ready = false;
+                    slot.remove(&me);
                     return Ok(());
                 }
                 if deadline.is_some_and(|d| time::now() >= d) {
-                    if slot.waiter.take().is_some() {
-                        WAITERS.fetch_sub(1, Ordering::Relaxed);
-                    }
+                    slot.remove(&me);
                     return Err(io::ErrorKind::TimedOut.into());
                 }
-                if slot.waiter.is_none() {
-                    WAITERS.fetch_add(1, Ordering::Relaxed);
+                if !parked {
+                    slot.push(me.clone());
+                    parked = true;
                 }
-                slot.waiter = Some(Waker::current());
             }
             super::poller_needed();
             block(deadline);
@@ -159,16 +236,15 @@ impl PollDesc {
     /// Marks the descriptor closed: wakes its waiters (they get an error)
     /// and makes any event still in flight stale. Then recycles it.
     pub(crate) fn close(&'static self) {
-        let woken = {
+        let mut woken = Woken::default();
+        {
             let mut s = self.state.lock();
             s.closing = true;
             s.gen = s.gen.wrapping_add(1);
-            [s.read.waiter.take(), s.write.waiter.take()]
-        };
-        for w in woken.into_iter().flatten() {
-            WAITERS.fetch_sub(1, Ordering::Relaxed);
-            w.wake();
+            s.read.take_all(&mut woken);
+            s.write.take_all(&mut woken);
         }
+        woken.wake_all();
         FREE.lock().push(self);
     }
 }

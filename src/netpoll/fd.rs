@@ -42,7 +42,8 @@ impl NetFd {
         mut op: impl FnMut(RawFd) -> io::Result<T>,
     ) -> io::Result<T> {
         loop {
-            match op(self.raw()) {
+            // Through a call that is never inlined: see `run_op`.
+            match run_op(&mut op, self.raw()) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(interest, deadline)?,
                 other => return other,
@@ -97,6 +98,26 @@ impl std::fmt::Debug for NetFd {
     }
 }
 
+/// Runs one attempt of an I/O operation. Never inlined, so that `op`
+/// reads errno afresh on every attempt: std's errno location is declared
+/// `ffi_const`, and with `op` inlined into [`NetFd::io`] LLVM computes the
+/// thread's errno address once and reuses it after `wait`, which may
+/// resume the green thread on another OS thread — the retry then reads
+/// the previous thread's errno (seen as a stale EAGAIN after EPIPE, which
+/// parked a writer forever).
+#[inline(never)]
+fn run_op<T>(op: &mut impl FnMut(RawFd) -> io::Result<T>, fd: RawFd) -> io::Result<T> {
+    op(fd)
+}
+
+/// The calling thread's last OS error, as `io::Error::last_os_error`, but
+/// never inlined: code that may switch green threads must not reuse an
+/// errno address computed before the switch (see [`run_op`]).
+#[inline(never)]
+pub(crate) fn last_os_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
 /// Blocks the OS thread in poll(2) until `fd` is ready for `interest` or
 /// `deadline` passes (TimedOut).
 fn os_wait(fd: RawFd, interest: Interest, deadline: Option<u64>) -> io::Result<()> {
@@ -143,12 +164,12 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: F_GETFL/F_SETFL on the caller's open fd.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     if flags < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(last_os_error());
     }
     if flags & libc::O_NONBLOCK == 0 {
         // SAFETY: as above.
         if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-            return Err(io::Error::last_os_error());
+            return Err(last_os_error());
         }
     }
     Ok(())

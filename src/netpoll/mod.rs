@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 pub(crate) use desc::{Interest, PollDesc};
-pub(crate) use fd::NetFd;
+pub(crate) use fd::{last_os_error, NetFd};
 
 use crate::time;
 
@@ -83,14 +83,23 @@ impl Poller {
 
     /// Waits up to `timeout_ns` (None: forever, 0: just look) and wakes
     /// every green thread whose fd became ready. Returns how many.
-    fn poll(&self, timeout_ns: Option<u64>) -> usize {
+    /// `returned` runs as soon as epoll_wait returns.
+    fn poll(&self, timeout_ns: Option<u64>, returned: impl FnOnce()) -> usize {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
         let n = epoll_wait(self.epoll.as_raw_fd(), &mut events, timeout_ns);
+        returned();
         LAST_POLL.store(time::now(), Ordering::Relaxed);
         let mut woken = 0;
         for ev in &events[..n] {
             let token = ev.u64;
             if token == EVENTFD_TOKEN {
+                // A break meant for the blocked poller: only a blocking
+                // poll consumes it (the eventfd stays readable otherwise),
+                // or a non-blocking poll could swallow it and leave that
+                // M asleep with a P handed to it (as Go does).
+                if timeout_ns == Some(0) {
+                    continue;
+                }
                 let mut buf = 0u64;
                 // SAFETY: reading 8 bytes into a u64 from our eventfd
                 // (non-blocking: EAGAIN if another poller drained it).
@@ -101,10 +110,7 @@ impl Poller {
             // SAFETY: every other token was made by PollDesc::token.
             let (pd, gen) = unsafe { PollDesc::from_token(token) };
             let (read, write) = desc::readiness(ev.events);
-            for waker in pd.notify(gen, read, write).into_iter().flatten() {
-                waker.wake();
-                woken += 1;
-            }
+            woken += pd.notify(gen, read, write).wake_all();
         }
         woken
     }
@@ -207,7 +213,7 @@ pub(crate) fn has_waiters() -> bool {
 /// anyway, and two pollers would contend for them (as Go does).
 pub(crate) fn poll_now() -> usize {
     match POLLER.get() {
-        Some(p) if has_waiters() && !BLOCKED.load(Ordering::Relaxed) => p.poll(Some(0)),
+        Some(p) if has_waiters() && !BLOCKED.load(Ordering::Relaxed) => p.poll(Some(0), || {}),
         _ => 0,
     }
 }
@@ -226,29 +232,33 @@ pub(crate) fn poll_if_stale(now: u64) -> usize {
 /// Blocks the calling M in epoll_wait for up to `timeout_ns`, unless
 /// another M already does, no green thread waits for I/O, or
 /// `interrupted()` (checked after this M announced itself through
-/// `in_poll`, which makes wakers break the wait). Returns whether it
-/// polled.
+/// `in_poll`, which makes wakers break the wait). Returns None if it did
+/// not poll, else how many green threads it woke.
 pub(crate) fn block(
     in_poll: &AtomicBool,
     timeout_ns: Option<u64>,
     interrupted: impl Fn() -> bool,
-) -> bool {
-    let Some(poller) = POLLER.get() else {
-        return false;
-    };
+) -> Option<usize> {
+    let poller = POLLER.get()?;
     if !has_waiters() || BLOCKED.swap(true, Ordering::AcqRel) {
-        return false;
+        return None;
     }
     in_poll.store(true, Ordering::SeqCst);
     // Pairs with the fence in `MHandle::bump`: either the waker sees
     // `in_poll` and breaks the wait, or we see its P or kick here.
     std::sync::atomic::fence(Ordering::SeqCst);
-    if !interrupted() {
-        poller.poll(timeout_ns);
+    // Awake again (before handing anything out, so a hand-off to this M
+    // does not write the eventfd for nothing): cleared exactly once, as
+    // another M may take `BLOCKED` right after.
+    let awake = || {
+        in_poll.store(false, Ordering::SeqCst);
+        BLOCKED.store(false, Ordering::Release);
+    };
+    if interrupted() {
+        awake();
+        return Some(0);
     }
-    in_poll.store(false, Ordering::SeqCst);
-    BLOCKED.store(false, Ordering::Release);
-    true
+    Some(poller.poll(timeout_ns, awake))
 }
 
 /// Makes the blocked poller (if any) return, to act on a hand-off.
@@ -258,20 +268,18 @@ pub(crate) fn break_wait() {
     }
 }
 
-/// A green thread is about to park for I/O: if no M is blocked in the
-/// poller, get an idle P's M going so one will be (otherwise readiness
-/// would only be noticed when some M next looks for work, or by sysmon).
+/// A green thread is about to park for I/O. Its M will poll the netpoller
+/// itself when it runs out of work; if it has other work queued and no M
+/// is blocked in the poller, get an idle P's M going, which will be.
 pub(crate) fn poller_needed() {
     if !BLOCKED.load(Ordering::Relaxed) {
-        if let Some(rt) = crate::scheduler::current_runtime() {
-            rt.wakep();
-        }
+        crate::scheduler::wakep_if_local_work();
     }
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
-        Err(io::Error::last_os_error())
+        Err(last_os_error())
     } else {
         Ok(r)
     }

@@ -18,6 +18,8 @@ pub(crate) enum Wake {
     Kicked,
     /// The deadline passed.
     Timeout,
+    /// Waited in the netpoller, which made green threads runnable.
+    Polled,
 }
 
 pub(crate) struct MHandle {
@@ -123,8 +125,12 @@ impl MHandle {
                     Some(d - now)
                 }
             };
-            if poll && crate::netpoll::block(&self.in_poll, timeout, || self.pending()) {
-                continue;
+            if poll {
+                match crate::netpoll::block(&self.in_poll, timeout, || self.pending()) {
+                    Some(0) => continue,
+                    Some(_) => return Wake::Polled,
+                    None => {}
+                }
             }
             futex_wait(&self.seq, seen, timeout);
         }

@@ -1,7 +1,7 @@
 //! M: an OS thread running the scheduler loop (its "g0" context) and
 //! switching into Gs.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
@@ -39,6 +39,9 @@ pub(crate) struct M {
     pub(crate) curg: Cell<*const G>,
     cur: UnsafeCell<Option<GRef>>,
     pub(crate) request: Cell<Request>,
+    /// While this M polls the netpoller, Gs it makes runnable are gathered
+    /// here instead of queued, so it can run them itself (see `netpolled`).
+    polled: RefCell<Option<Vec<GRef>>>,
 }
 
 thread_local! {
@@ -83,6 +86,7 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         curg: Cell::new(std::ptr::null()),
         cur: UnsafeCell::new(None),
         request: Cell::new(Request::Yield),
+        polled: RefCell::new(None),
     };
     CURRENT.with(|c| c.set(&m));
     match p {
@@ -148,6 +152,12 @@ impl M {
 
     pub(crate) fn has_p(&self) -> bool {
         self.p.get().is_some()
+    }
+
+    /// Our P has Gs queued.
+    pub(crate) fn local_work(&self) -> bool {
+        // SAFETY: the M owns its current P.
+        self.p.get().is_some_and(|p| !unsafe { p.get() }.is_empty())
     }
 
     /// Runs `g` until it switches back, then acts on its request.
@@ -291,14 +301,91 @@ impl M {
                     continue;
                 }
             }
-            match self.rt.stop_m(&self.handle, self.rt.next_timer()) {
+            // An idle P exists (ours): this M may wait in the netpoller.
+            let (stopped, polled) = self.gather_polled(|| {
+                let unlisted = || self.flush_polled();
+                self.rt
+                    .stop_m(&self.handle, self.rt.next_timer(), true, unlisted)
+            });
+            match stopped {
                 Stopped::Acquired(p, spinning) => {
                     self.set_p(Some(p));
                     self.spinning.set(spinning);
                 }
                 Stopped::Woke => {}
-                Stopped::Shutdown => return None,
+                Stopped::Shutdown => {
+                    // Queued, so shutdown accounts for them with the rest.
+                    polled
+                        .into_iter()
+                        .for_each(|g| g.rt.clone().injector.push(g));
+                    return None;
+                }
             }
+            self.run_polled(polled);
+        }
+    }
+
+    /// Runs `poll` (something that polls the netpoller) with the Gs it
+    /// makes runnable gathered on this M rather than queued one by one
+    /// with a wake-up each; returns its result and those Gs.
+    fn gather_polled<R>(&self, poll: impl FnOnce() -> R) -> (R, Vec<GRef>) {
+        *self.polled.borrow_mut() = Some(Vec::new());
+        let r = poll();
+        let gs = self.polled.borrow_mut().take().unwrap_or_default();
+        (r, gs)
+    }
+
+    /// Queues the Gs gathered so far globally (gathering goes on): for
+    /// when this M may not get a P for a while.
+    fn flush_polled(&self) {
+        let gathered = self.polled.borrow_mut().as_mut().map(std::mem::take);
+        for g in gathered.into_iter().flatten() {
+            let rt = g.rt.clone();
+            rt.injector.push(g);
+            rt.wakep();
+        }
+    }
+
+    /// Queues Gs gathered by `gather_polled`: on our P (taking an idle one
+    /// if we have none) so this M runs them, waking another M only if
+    /// there is more than one; without a P, globally.
+    fn run_polled(&self, gs: Vec<GRef>) {
+        if gs.is_empty() {
+            return;
+        }
+        if self.p.get().is_none() {
+            if let Some(p) = self.rt.get_idle_p() {
+                self.set_p(Some(p));
+            }
+        }
+        let many = gs.len() > 1;
+        for g in gs {
+            match self.p.get() {
+                // SAFETY: the M owns its current P.
+                Some(p) if Arc::ptr_eq(&g.rt, &self.rt) => unsafe { p.get() }.put(g, false),
+                _ => {
+                    let rt = g.rt.clone();
+                    rt.injector.push(g);
+                    rt.wakep();
+                }
+            }
+        }
+        if many {
+            self.rt.wakep();
+        }
+    }
+
+    /// Takes `g` into the batch being gathered, if this M is gathering.
+    pub(crate) fn gather(&self, g: GRef) -> Option<GRef> {
+        match self.polled.try_borrow_mut() {
+            Ok(mut batch) => match batch.as_mut() {
+                Some(gs) => {
+                    gs.push(g);
+                    None
+                }
+                None => Some(g),
+            },
+            Err(_) => Some(g),
         }
     }
 
@@ -310,8 +397,9 @@ impl M {
             self.set_p(Some(p));
             return Some(true);
         }
-        // Every P is busy; they run their own timers. Sleep until handed one.
-        match self.rt.stop_m(&self.handle, u64::MAX) {
+        // Every P is busy; they run their own timers and poll the netpoller
+        // when they run out of work. Sleep until handed one.
+        match self.rt.stop_m(&self.handle, u64::MAX, false, || {}) {
             Stopped::Acquired(p, spinning) => {
                 self.set_p(Some(p));
                 self.spinning.set(spinning);
@@ -350,8 +438,10 @@ impl M {
         if self.resume_preempted() {
             return None;
         }
-        // Green threads whose fds became ready land on our queue.
-        if crate::netpoll::poll_now() > 0 {
+        // Green threads whose fds became ready: run them here.
+        let (_, polled) = self.gather_polled(crate::netpoll::poll_now);
+        if !polled.is_empty() {
+            self.run_polled(polled);
             if let Some(g) = p.pop() {
                 return Some(g);
             }

@@ -21,13 +21,18 @@ pub(crate) use shared::Shared;
 /// Makes a runnable G (just unparked) eligible to run: into the current P's
 /// LIFO slot when called on one of its runtime's Ms, else into the global
 /// queue. Wakes an idle M if there is one to spare.
-pub(crate) fn ready(g: GRef) {
+pub(crate) fn ready(mut g: GRef) {
     // Runtime code: never preempted (it touches the P and runtime locks).
     let _np = crate::preempt::disable();
     let m = m::current();
     if !m.is_null() {
         // SAFETY: a non-null CURRENT is the M living on this thread.
         let m = unsafe { &*m };
+        // Made runnable by this M's netpoll: it queues them itself.
+        match m.gather(g) {
+            Some(back) => g = back,
+            None => return,
+        }
         if m.has_p() && Arc::ptr_eq(&m.rt, &g.rt) {
             m.p().put(g, true);
             m.rt.wakep();
@@ -171,4 +176,18 @@ pub(crate) fn add_timer(when: u64, g: GRef) {
 /// The running G's header, or null (for `preempt::disable`).
 pub(crate) fn current_g_ptr() -> *const G {
     m::current_g_raw()
+}
+
+/// Starts an idle P's M if the current M's P has other Gs queued (so it
+/// will not look at the netpoller soon).
+pub(crate) fn wakep_if_local_work() {
+    let m = m::current();
+    if m.is_null() {
+        return;
+    }
+    // SAFETY: a non-null CURRENT is the M living on this thread.
+    let m = unsafe { &*m };
+    if m.local_work() {
+        m.rt.wakep();
+    }
 }

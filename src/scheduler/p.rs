@@ -54,6 +54,14 @@ impl P {
         }
     }
 
+    /// No G queued here.
+    pub(crate) fn is_empty(&self) -> bool {
+        let next = self.runnext.take();
+        let empty = next.is_none() && self.runq.is_empty();
+        self.runnext.set(next);
+        empty
+    }
+
     /// Next G from this P: the LIFO slot first (bounded streak), then the
     /// queue head.
     pub(crate) fn pop(&self) -> Option<GRef> {

@@ -312,8 +312,20 @@ impl Shared {
 
     /// Parks the calling M (which holds no P) until it is handed a P, the
     /// timer `deadline` (monotonic ns) passes, it is kicked, or shutdown.
-    /// Only one idle M sleeps with a deadline: the timer watcher.
-    pub(crate) fn stop_m(&self, me: &Arc<MHandle>, deadline: u64) -> Stopped {
+    /// Only one idle M sleeps with a deadline: the timer watcher. With
+    /// `poll`, it may wait in the netpoller instead and return `Woke` when
+    /// that made green threads runnable.
+    ///
+    /// `unlisted` runs if the M must go on waiting for a P someone already
+    /// took it off the idle list for (it may have become a spare, and then
+    /// wait long): it must queue anything the M gathered meanwhile.
+    pub(crate) fn stop_m(
+        &self,
+        me: &Arc<MHandle>,
+        deadline: u64,
+        poll: bool,
+        unlisted: impl FnOnce(),
+    ) -> Stopped {
         self.stacks.lock().trim_idle(
             GLOBAL_STACK_POOL_IDLE,
             STACK_POOL_IDLE_NS,
@@ -335,10 +347,12 @@ impl Shared {
             s.midle.push(me.clone());
         }
         let deadline = watching.then_some(deadline);
-        match me.wait(deadline, true) {
+        match me.wait(deadline, poll) {
             Wake::P(p, spinning) => return Stopped::Acquired(p, spinning),
-            Wake::Kicked | Wake::Timeout if self.is_shutdown() => return Stopped::Shutdown,
-            Wake::Kicked | Wake::Timeout => {}
+            Wake::Kicked | Wake::Timeout | Wake::Polled if self.is_shutdown() => {
+                return Stopped::Shutdown
+            }
+            Wake::Kicked | Wake::Timeout | Wake::Polled => {}
         }
         // Leave the idle list. If someone already took us off it, a P is
         // on its way: wait for it.
@@ -359,6 +373,7 @@ impl Shared {
         if listed {
             return Stopped::Woke;
         }
+        unlisted();
         loop {
             match me.wait(None, false) {
                 Wake::P(p, spinning) => return Stopped::Acquired(p, spinning),

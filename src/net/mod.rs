@@ -1,0 +1,145 @@
+//! TCP and UDP sockets for green threads, with std's API: [`TcpListener`],
+//! [`TcpStream`], [`UdpSocket`] have the names, methods and signatures of
+//! their `std::net` counterparts, and the address types are std's own
+//! (re-exported here).
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use greenrt::net::{TcpListener, TcpStream};
+//!
+//! greenrt::run(|| {
+//!     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+//!     let addr = listener.local_addr().unwrap();
+//!     let server = greenrt::spawn(move || {
+//!         let (mut conn, _) = listener.accept().unwrap(); // parks
+//!         let mut buf = [0; 5];
+//!         conn.read_exact(&mut buf).unwrap();
+//!         conn.write_all(&buf).unwrap();
+//!     });
+//!     let mut client = TcpStream::connect(addr).unwrap();
+//!     client.write_all(b"hello").unwrap();
+//!     let mut echo = [0; 5];
+//!     client.read_exact(&mut echo).unwrap();
+//!     assert_eq!(&echo, b"hello");
+//!     server.join().unwrap();
+//! });
+//! ```
+//!
+//! # Blocking
+//!
+//! Every socket is non-blocking underneath and registered with greenrt's
+//! netpoller (one epoll instance, edge-triggered). A call that would block
+//! (`accept`, `connect`, `read`, `write`, `recv_from`, ...) parks the
+//! calling green thread until the socket is ready; its worker runs other
+//! green threads meanwhile. Called from a plain OS thread, the same call
+//! blocks that thread in poll(2). Reads and writes through `&TcpStream` may
+//! come from several green threads at once, as with std.
+//!
+//! Name resolution (`ToSocketAddrs` for host names) calls getaddrinfo,
+//! which blocks the worker; if it takes long, the runtime's monitor hands
+//! the worker's other green threads to another OS thread.
+//!
+//! # Errors and timeouts
+//!
+//! Errors are the OS errors std reports. Writes use `MSG_NOSIGNAL`: writing
+//! to a connection the peer has closed fails with
+//! [`BrokenPipe`](std::io::ErrorKind::BrokenPipe) (or
+//! [`ConnectionReset`](std::io::ErrorKind::ConnectionReset)) and never
+//! raises SIGPIPE, whatever the process does with that signal.
+//!
+//! `set_read_timeout` / `set_write_timeout` bound how long one call waits;
+//! an expired timeout fails the call with
+//! [`WouldBlock`](std::io::ErrorKind::WouldBlock) (EAGAIN), exactly as std's
+//! SO_RCVTIMEO / SO_SNDTIMEO do on Linux; a zero timeout is an
+//! [`InvalidInput`](std::io::ErrorKind::InvalidInput) error. `connect_timeout`
+//! fails with [`TimedOut`](std::io::ErrorKind::TimedOut). The timeouts and
+//! `set_nonblocking` belong to the handle in greenrt (std keeps them in the
+//! kernel, shared by every `try_clone` of a socket): `try_clone` copies
+//! them.
+//!
+//! # Closing and conversions
+//!
+//! Dropping a socket removes it from the poller and closes it. `shutdown`
+//! wakes green threads parked on the socket through other handles (a
+//! reader sees end of file). The `TryFrom` conversions from std sockets
+//! switch them to non-blocking mode and register them; `into_std`,
+//! `IntoRawFd` and `From<_> for OwnedFd` deregister and hand the fd back
+//! still in non-blocking mode. `FromRawFd` panics if the fd cannot be
+//! registered (see its documentation).
+
+mod socket;
+mod tcp;
+mod udp;
+
+pub use std::net::{
+    AddrParseError, IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6,
+    ToSocketAddrs,
+};
+
+pub use tcp::{Incoming, TcpListener, TcpStream};
+pub use udp::UdpSocket;
+
+pub(crate) use socket::{cvt, Socket, StdRef};
+
+/// The fd traits and std conversions of a socket type `$ty { sock: Socket }`
+/// whose std counterpart is `$std`.
+macro_rules! socket_traits {
+    ($ty:ident, $name:literal, $std:ty) => {
+        impl std::os::fd::AsRawFd for $ty {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                self.sock.raw()
+            }
+        }
+
+        impl std::os::fd::AsFd for $ty {
+            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                // SAFETY: the fd stays open while `self` is borrowed.
+                unsafe { std::os::fd::BorrowedFd::borrow_raw(self.sock.raw()) }
+            }
+        }
+
+        /// Deregisters the socket from the poller and returns its fd, still
+        /// in non-blocking mode.
+        impl std::os::fd::IntoRawFd for $ty {
+            fn into_raw_fd(self) -> std::os::fd::RawFd {
+                std::os::fd::IntoRawFd::into_raw_fd(self.sock.into_owned())
+            }
+        }
+
+        #[doc = concat!(
+                    "Takes ownership of `fd`, makes it non-blocking and registers it with the ",
+                    "netpoller.\n\n# Panics\n\n`FromRawFd` cannot return an error: if the fd ",
+                    "cannot be registered (it is not open, or epoll refuses it), this closes ",
+                    "`fd` and panics with `greenrt::", $name, "::from_raw_fd: cannot register fd ",
+                    "...`. Use `TryFrom<", stringify!($std), ">` to get the error instead."
+                )]
+        impl std::os::fd::FromRawFd for $ty {
+            unsafe fn from_raw_fd(fd: std::os::fd::RawFd) -> $ty {
+                $ty {
+                    // SAFETY: the caller owns `fd`, an open socket (the
+                    // trait's contract), and gives it to us.
+                    sock: unsafe { $crate::net::Socket::from_raw_fd_or_panic(fd, $name) },
+                }
+            }
+        }
+
+        /// Deregisters the socket and returns its fd (non-blocking).
+        impl From<$ty> for std::os::fd::OwnedFd {
+            fn from(s: $ty) -> std::os::fd::OwnedFd {
+                s.sock.into_owned()
+            }
+        }
+
+        /// Switches the std socket to non-blocking mode and registers it
+        /// with the netpoller.
+        impl TryFrom<$std> for $ty {
+            type Error = std::io::Error;
+            fn try_from(s: $std) -> std::io::Result<$ty> {
+                Ok($ty {
+                    sock: $crate::net::Socket::new(std::os::fd::OwnedFd::from(s))?,
+                })
+            }
+        }
+    };
+}
+pub(crate) use socket_traits;

@@ -1,0 +1,459 @@
+//! What every socket type shares: a registered [`NetFd`] plus std-style
+//! timeouts and non-blocking mode, the retry loop with those applied, raw
+//! send/recv wrappers, and `SocketAddr` ⇄ `sockaddr` conversion.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::marker::PhantomData;
+use std::mem::{self, ManuallyDrop};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, ToSocketAddrs};
+use std::ops::Deref;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::netpoll::{last_os_error, Interest, NetFd};
+use crate::time;
+
+/// A registered socket with the per-handle settings std keeps in the
+/// kernel (SO_RCVTIMEO, SO_SNDTIMEO, O_NONBLOCK). The fd itself is always
+/// O_NONBLOCK; these settings decide how long an operation may park.
+pub(crate) struct Socket {
+    fd: NetFd,
+    /// Nanoseconds; 0 means none (a zero timeout is rejected, as in std).
+    read_timeout: AtomicU64,
+    write_timeout: AtomicU64,
+    /// `set_nonblocking(true)`: never park, return WouldBlock.
+    nonblocking: AtomicBool,
+}
+
+/// A std socket type viewing a [`Socket`]'s fd for a call, never closing
+/// it (std's option setters and address getters work on any socket fd).
+pub(crate) struct StdRef<'a, T> {
+    inner: ManuallyDrop<T>,
+    _borrow: PhantomData<&'a Socket>,
+}
+
+impl<T> Deref for StdRef<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl Socket {
+    /// Takes `fd`, makes it non-blocking and registers it with the poller.
+    pub(crate) fn new(fd: OwnedFd) -> io::Result<Socket> {
+        Ok(Socket {
+            fd: NetFd::new(fd)?,
+            read_timeout: AtomicU64::new(0),
+            write_timeout: AtomicU64::new(0),
+            nonblocking: AtomicBool::new(false),
+        })
+    }
+
+    /// A new non-blocking, close-on-exec socket, registered.
+    pub(crate) fn open(family: libc::c_int, ty: libc::c_int) -> io::Result<Socket> {
+        // SAFETY: plain syscall; the fd is owned right away.
+        let fd =
+            cvt(unsafe { libc::socket(family, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        Socket::new(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// For `FromRawFd` impls, which cannot return an error.
+    ///
+    /// # Safety
+    /// `fd` must be an open socket the caller owns.
+    pub(crate) unsafe fn from_raw_fd_or_panic(fd: RawFd, what: &str) -> Socket {
+        // SAFETY: per the contract, the caller hands us ownership of `fd`.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        Socket::new(owned).unwrap_or_else(|e| {
+            panic!(
+                "greenrt::{what}::from_raw_fd: cannot register fd {fd} with the netpoller \
+                 (the fd has been closed): {e}"
+            )
+        })
+    }
+
+    /// A second handle on the same socket (dup), with this one's timeouts
+    /// and non-blocking mode copied.
+    pub(crate) fn try_clone(&self) -> io::Result<Socket> {
+        // SAFETY: F_DUPFD_CLOEXEC on our open fd; the new fd is owned
+        // right away.
+        let fd = cvt(unsafe { libc::fcntl(self.raw(), libc::F_DUPFD_CLOEXEC, 3) })?;
+        // SAFETY: as above.
+        let sock = Socket::new(unsafe { OwnedFd::from_raw_fd(fd) })?;
+        for (to, from) in [
+            (&sock.read_timeout, &self.read_timeout),
+            (&sock.write_timeout, &self.write_timeout),
+        ] {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        sock.nonblocking
+            .store(self.nonblocking.load(Ordering::Relaxed), Ordering::Relaxed);
+        Ok(sock)
+    }
+
+    /// Deregisters and returns the fd (still O_NONBLOCK).
+    pub(crate) fn into_owned(self) -> OwnedFd {
+        self.fd.into_owned()
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The registered fd (for code that drives it directly, e.g. splice).
+    pub(crate) fn net_fd(&self) -> &NetFd {
+        &self.fd
+    }
+
+    /// Views the fd as the std type `T` for the duration of the borrow.
+    pub(crate) fn std<T: FromRawFd>(&self) -> StdRef<'_, T> {
+        StdRef {
+            // SAFETY: the fd stays open while `self` is borrowed, and the
+            // ManuallyDrop never closes it. `T` is one of std's socket
+            // types, whose `from_raw_fd` only wraps the number.
+            inner: ManuallyDrop::new(unsafe { T::from_raw_fd(self.raw()) }),
+            _borrow: PhantomData,
+        }
+    }
+
+    pub(crate) fn set_timeout(&self, dur: Option<Duration>, interest: Interest) -> io::Result<()> {
+        let ns = match dur {
+            Some(d) if d.is_zero() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "cannot set a 0 duration timeout",
+                ))
+            }
+            Some(d) => u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            None => 0,
+        };
+        self.timeout_cell(interest).store(ns, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn timeout(&self, interest: Interest) -> Option<Duration> {
+        match self.timeout_cell(interest).load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    fn timeout_cell(&self, interest: Interest) -> &AtomicU64 {
+        match interest {
+            Interest::Read => &self.read_timeout,
+            Interest::Write => &self.write_timeout,
+        }
+    }
+
+    pub(crate) fn set_nonblocking(&self, on: bool) {
+        self.nonblocking.store(on, Ordering::Relaxed);
+    }
+
+    /// Runs `op` on the fd, parking on WouldBlock until the fd is ready
+    /// for `interest`, for at most the read or write timeout; an expired
+    /// timeout is EAGAIN (WouldBlock), as with SO_RCVTIMEO/SO_SNDTIMEO. In
+    /// non-blocking mode WouldBlock is returned at once.
+    pub(crate) fn io<T>(
+        &self,
+        interest: Interest,
+        op: impl FnMut(RawFd) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let deadline = self.timeout(interest).map(time::deadline_after);
+        self.io_until(interest, deadline, op).map_err(|e| {
+            // Only the wait's own TimedOut carries no OS error code; an
+            // ETIMEDOUT from the socket passes through.
+            if deadline.is_some()
+                && e.kind() == io::ErrorKind::TimedOut
+                && e.raw_os_error().is_none()
+            {
+                io::Error::from_raw_os_error(libc::EAGAIN)
+            } else {
+                e
+            }
+        })
+    }
+
+    /// As [`Socket::io`] with an explicit deadline (monotonic ns, TimedOut
+    /// past it) and no timeout applied.
+    pub(crate) fn io_until<T>(
+        &self,
+        interest: Interest,
+        deadline: Option<u64>,
+        mut op: impl FnMut(RawFd) -> io::Result<T>,
+    ) -> io::Result<T> {
+        if self.nonblocking.load(Ordering::Relaxed) {
+            loop {
+                match op(self.raw()) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => return other,
+                }
+            }
+        }
+        self.fd.io(interest, deadline, op)
+    }
+
+    /// Waits (parks) until the fd may be ready for `interest`.
+    pub(crate) fn wait(&self, interest: Interest, deadline: Option<u64>) -> io::Result<()> {
+        self.fd.wait(interest, deadline)
+    }
+
+    pub(crate) fn recv(&self, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+        self.io(Interest::Read, |fd| {
+            // SAFETY: `buf` is valid for writes of its length.
+            cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) })
+        })
+    }
+
+    pub(crate) fn read_vectored(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.io(Interest::Read, |fd| {
+            // SAFETY: IoSliceMut is ABI-compatible with iovec on Unix, and
+            // every slice is valid for writes of its length.
+            cvt_size(unsafe { libc::readv(fd, bufs.as_ptr().cast(), iov_count(bufs.len())) })
+        })
+    }
+
+    /// send(2) with MSG_NOSIGNAL: a closed peer is EPIPE, never SIGPIPE.
+    pub(crate) fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.io(Interest::Write, |fd| {
+            // SAFETY: `buf` is valid for reads of its length.
+            cvt_size(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) })
+        })
+    }
+
+    /// sendmsg(2) with MSG_NOSIGNAL.
+    pub(crate) fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.io(Interest::Write, |fd| {
+            // SAFETY: all-zero is a valid msghdr (no name, no control).
+            let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+            msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = iov_count(bufs.len()) as usize;
+            // SAFETY: IoSlice is ABI-compatible with iovec on Unix; every
+            // slice is valid for reads of its length; `msg` is valid.
+            cvt_size(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) })
+        })
+    }
+
+    /// recvfrom(2) of an IP socket.
+    pub(crate) fn recv_from(
+        &self,
+        buf: &mut [u8],
+        flags: libc::c_int,
+    ) -> io::Result<(usize, SocketAddr)> {
+        self.io(Interest::Read, |fd| {
+            let mut addr = SockAddr::new();
+            // SAFETY: `buf` is valid for writes of its length; `addr` is a
+            // sockaddr_storage with its length.
+            let n = cvt_size(unsafe {
+                libc::recvfrom(
+                    fd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    flags,
+                    addr.as_mut_ptr(),
+                    &mut addr.len,
+                )
+            })?;
+            Ok((n, addr.to_std()?))
+        })
+    }
+
+    /// sendto(2) with MSG_NOSIGNAL.
+    pub(crate) fn send_to(&self, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
+        let addr = SockAddr::from_std(to);
+        self.io(Interest::Write, |fd| {
+            // SAFETY: `buf` is valid for reads of its length; `addr` holds
+            // a valid sockaddr of `addr.len` bytes.
+            cvt_size(unsafe {
+                libc::sendto(
+                    fd,
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_NOSIGNAL,
+                    addr.as_ptr(),
+                    addr.len,
+                )
+            })
+        })
+    }
+
+    /// accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC, parking while nobody
+    /// connects. Returns the new fd, and the peer's address when the
+    /// socket is an IP one.
+    pub(crate) fn accept(&self) -> io::Result<(Socket, SockAddr)> {
+        let (fd, addr) = self.io_until(Interest::Read, None, |fd| {
+            let mut addr = SockAddr::new();
+            // SAFETY: `addr` is a sockaddr_storage with its length.
+            let new = cvt(unsafe {
+                libc::accept4(
+                    fd,
+                    addr.as_mut_ptr(),
+                    &mut addr.len,
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            })?;
+            // SAFETY: accept4 just returned this fd; nobody else owns it.
+            Ok((unsafe { OwnedFd::from_raw_fd(new) }, addr))
+        })?;
+        Ok((Socket::new(fd)?, addr))
+    }
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.raw().fmt(f)
+    }
+}
+
+/// A sockaddr_storage and its length, for the calls that fill one or take
+/// one.
+pub(crate) struct SockAddr {
+    storage: libc::sockaddr_storage,
+    pub(crate) len: libc::socklen_t,
+}
+
+impl SockAddr {
+    fn new() -> SockAddr {
+        SockAddr {
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            storage: unsafe { mem::zeroed() },
+            len: mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        }
+    }
+
+    pub(crate) fn as_ptr(&self) -> *const libc::sockaddr {
+        (&self.storage as *const libc::sockaddr_storage).cast()
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut libc::sockaddr {
+        (&mut self.storage as *mut libc::sockaddr_storage).cast()
+    }
+
+    /// The C form of an IP socket address (as std converts it).
+    pub(crate) fn from_std(addr: &SocketAddr) -> SockAddr {
+        let mut s = SockAddr::new();
+        match addr {
+            SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than and at least as
+                // aligned as sockaddr_in.
+                unsafe { s.as_mut_ptr().cast::<libc::sockaddr_in>().write(sin) };
+                s.len = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                };
+                // SAFETY: as above, for sockaddr_in6.
+                unsafe { s.as_mut_ptr().cast::<libc::sockaddr_in6>().write(sin6) };
+                s.len = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            }
+        }
+        s
+    }
+
+    /// The std form of a Unix socket address the kernel filled in.
+    pub(crate) fn to_unix(&self) -> io::Result<std::os::unix::net::SocketAddr> {
+        if libc::c_int::from(self.storage.ss_family) != libc::AF_UNIX {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a Unix socket address",
+            ));
+        }
+        // SAFETY: the family says the storage holds a sockaddr_un, and
+        // sockaddr_storage is large and aligned enough for one.
+        let sun = unsafe { self.as_ptr().cast::<libc::sockaddr_un>().read() };
+        crate::os::unix::net::unix_addr_to_std(&sun, self.len)
+    }
+
+    /// The std form of an IP socket address the kernel filled in.
+    pub(crate) fn to_std(&self) -> io::Result<SocketAddr> {
+        let len = self.len as usize;
+        match libc::c_int::from(self.storage.ss_family) {
+            libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+                // SAFETY: the family says the storage holds a sockaddr_in,
+                // and it is large and aligned enough for one.
+                let sin = unsafe { self.as_ptr().cast::<libc::sockaddr_in>().read() };
+                Ok(SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
+                    u16::from_be(sin.sin_port),
+                )))
+            }
+            libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
+                // SAFETY: as above, for sockaddr_in6.
+                let sin6 = unsafe { self.as_ptr().cast::<libc::sockaddr_in6>().read() };
+                Ok(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                    u16::from_be(sin6.sin6_port),
+                    sin6.sin6_flowinfo,
+                    sin6.sin6_scope_id,
+                )))
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "invalid socket address",
+            )),
+        }
+    }
+}
+
+/// Resolves `addr` and calls `f` on each address until one succeeds;
+/// otherwise returns the last error (std's `each_addr`).
+pub(crate) fn each_addr<A: ToSocketAddrs, T>(
+    addr: A,
+    mut f: impl FnMut(&SocketAddr) -> io::Result<T>,
+) -> io::Result<T> {
+    let mut last_err = None;
+    for addr in addr.to_socket_addrs()? {
+        match f(&addr) {
+            Ok(v) => return Ok(v),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any addresses",
+        )
+    }))
+}
+
+/// At most IOV_MAX buffers per call (the rest wait for the next call, as
+/// with any short transfer).
+fn iov_count(n: usize) -> libc::c_int {
+    n.min(1024) as libc::c_int
+}
+
+/// A syscall's result as `io::Result`, errno read afresh (see
+/// `netpoll::last_os_error`: this code runs on green threads that move
+/// between OS threads).
+pub(crate) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn cvt_size(r: isize) -> io::Result<usize> {
+    if r < 0 {
+        Err(last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}

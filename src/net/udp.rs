@@ -1,0 +1,218 @@
+//! UDP: `UdpSocket`.
+
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use super::socket::{each_addr, Socket, StdRef};
+use crate::netpoll::Interest;
+
+/// A UDP socket: std's [`UdpSocket`](std::net::UdpSocket) whose blocking
+/// calls park the calling green thread instead of blocking its worker.
+///
+/// The socket is closed when the value is dropped.
+pub struct UdpSocket {
+    sock: Socket,
+}
+
+impl UdpSocket {
+    /// Creates a UDP socket bound to `addr` (each resolved address is
+    /// tried in turn; the last error is returned if none works).
+    pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
+        UdpSocket::try_from(std::net::UdpSocket::bind(addr)?)
+    }
+
+    /// Receives one datagram, parking until one arrives (or the read
+    /// timeout passes: [`WouldBlock`](io::ErrorKind::WouldBlock)). Bytes
+    /// beyond `buf` are discarded.
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.sock.recv_from(buf, 0)
+    }
+
+    /// As [`recv_from`](Self::recv_from), leaving the datagram queued.
+    pub fn peek_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.sock.recv_from(buf, libc::MSG_PEEK)
+    }
+
+    /// Sends `buf` to the first address `addr` resolves to, parking while
+    /// the send buffer is full (at most the write timeout).
+    pub fn send_to<A: ToSocketAddrs>(&self, buf: &[u8], addr: A) -> io::Result<usize> {
+        match addr.to_socket_addrs()?.next() {
+            Some(addr) => self.sock.send_to(buf, &addr),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no addresses to send data to",
+            )),
+        }
+    }
+
+    /// The address of the peer this socket is connected to.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.std().peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.std().local_addr()
+    }
+
+    /// A new handle on the same socket (a dup), with a copy of this
+    /// handle's timeouts and non-blocking mode (see
+    /// [`TcpStream::try_clone`](super::TcpStream::try_clone)).
+    pub fn try_clone(&self) -> io::Result<UdpSocket> {
+        Ok(UdpSocket {
+            sock: self.sock.try_clone()?,
+        })
+    }
+
+    /// Bounds how long one receive waits; on expiry it fails with
+    /// [`WouldBlock`](io::ErrorKind::WouldBlock). `Some(Duration::ZERO)` is
+    /// an `InvalidInput` error.
+    pub fn set_read_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
+        self.sock.set_timeout(dur, Interest::Read)
+    }
+
+    /// Bounds how long one send waits; as for
+    /// [`set_read_timeout`](Self::set_read_timeout).
+    pub fn set_write_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
+        self.sock.set_timeout(dur, Interest::Write)
+    }
+
+    /// The read timeout.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.sock.timeout(Interest::Read))
+    }
+
+    /// The write timeout.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.sock.timeout(Interest::Write))
+    }
+
+    /// SO_BROADCAST.
+    pub fn set_broadcast(&self, broadcast: bool) -> io::Result<()> {
+        self.std().set_broadcast(broadcast)
+    }
+
+    /// SO_BROADCAST.
+    pub fn broadcast(&self) -> io::Result<bool> {
+        self.std().broadcast()
+    }
+
+    /// IP_MULTICAST_LOOP.
+    pub fn set_multicast_loop_v4(&self, on: bool) -> io::Result<()> {
+        self.std().set_multicast_loop_v4(on)
+    }
+
+    /// IP_MULTICAST_LOOP.
+    pub fn multicast_loop_v4(&self) -> io::Result<bool> {
+        self.std().multicast_loop_v4()
+    }
+
+    /// IP_MULTICAST_TTL.
+    pub fn set_multicast_ttl_v4(&self, ttl: u32) -> io::Result<()> {
+        self.std().set_multicast_ttl_v4(ttl)
+    }
+
+    /// IP_MULTICAST_TTL.
+    pub fn multicast_ttl_v4(&self) -> io::Result<u32> {
+        self.std().multicast_ttl_v4()
+    }
+
+    /// IPV6_MULTICAST_LOOP.
+    pub fn set_multicast_loop_v6(&self, on: bool) -> io::Result<()> {
+        self.std().set_multicast_loop_v6(on)
+    }
+
+    /// IPV6_MULTICAST_LOOP.
+    pub fn multicast_loop_v6(&self) -> io::Result<bool> {
+        self.std().multicast_loop_v6()
+    }
+
+    /// IP_ADD_MEMBERSHIP.
+    pub fn join_multicast_v4(&self, multiaddr: &Ipv4Addr, interface: &Ipv4Addr) -> io::Result<()> {
+        self.std().join_multicast_v4(multiaddr, interface)
+    }
+
+    /// IPV6_ADD_MEMBERSHIP.
+    pub fn join_multicast_v6(&self, multiaddr: &Ipv6Addr, interface: u32) -> io::Result<()> {
+        self.std().join_multicast_v6(multiaddr, interface)
+    }
+
+    /// IP_DROP_MEMBERSHIP.
+    pub fn leave_multicast_v4(&self, multiaddr: &Ipv4Addr, interface: &Ipv4Addr) -> io::Result<()> {
+        self.std().leave_multicast_v4(multiaddr, interface)
+    }
+
+    /// IPV6_DROP_MEMBERSHIP.
+    pub fn leave_multicast_v6(&self, multiaddr: &Ipv6Addr, interface: u32) -> io::Result<()> {
+        self.std().leave_multicast_v6(multiaddr, interface)
+    }
+
+    /// IP_TTL.
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.std().set_ttl(ttl)
+    }
+
+    /// IP_TTL.
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.std().ttl()
+    }
+
+    /// Takes the pending SO_ERROR, if any.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.std().take_error()
+    }
+
+    /// Connects the socket to a remote address (each resolved address is
+    /// tried in turn), so that `send` and `recv` may be used and datagrams
+    /// from elsewhere are dropped. Never waits.
+    pub fn connect<A: ToSocketAddrs>(&self, addr: A) -> io::Result<()> {
+        let std = self.std();
+        each_addr(addr, |a| std.connect(a))
+    }
+
+    /// Sends `buf` to the connected peer.
+    pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.sock.send(buf)
+    }
+
+    /// Receives one datagram from the connected peer.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock.recv(buf, 0)
+    }
+
+    /// As [`recv`](Self::recv), leaving the datagram queued.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock.recv(buf, libc::MSG_PEEK)
+    }
+
+    /// With `true`, calls that would wait return
+    /// [`WouldBlock`](io::ErrorKind::WouldBlock) at once. This handle only.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.sock.set_nonblocking(nonblocking);
+        Ok(())
+    }
+
+    /// Deregisters the socket and returns it as a std socket, left in
+    /// non-blocking mode and without this handle's timeouts.
+    pub fn into_std(self) -> std::net::UdpSocket {
+        std::net::UdpSocket::from(self.sock.into_owned())
+    }
+
+    fn std(&self) -> StdRef<'_, std::net::UdpSocket> {
+        self.sock.std()
+    }
+}
+
+super::socket_traits!(UdpSocket, "net::UdpSocket", std::net::UdpSocket);
+
+impl fmt::Debug for UdpSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("UdpSocket");
+        if let Ok(addr) = self.local_addr() {
+            d.field("addr", &addr);
+        }
+        d.field("fd", &self.sock.raw()).finish()
+    }
+}

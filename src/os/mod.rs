@@ -1,0 +1,3 @@
+//! OS-specific networking, mirroring `std::os`.
+
+pub mod unix;

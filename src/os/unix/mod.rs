@@ -1,0 +1,3 @@
+//! Unix-specific networking, mirroring `std::os::unix`.
+
+pub mod net;
