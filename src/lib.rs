@@ -26,11 +26,13 @@
 compile_error!("greenrt supports Linux on x86-64 only");
 
 mod context;
+pub mod io;
 pub mod net;
 mod netpoll;
 pub mod os;
 pub mod preempt;
 mod scheduler;
+mod splice;
 mod stack;
 pub mod sync;
 pub mod task;

@@ -1,0 +1,670 @@
+//! A TCP proxy on loopback: greenrt with splice, greenrt with a buffered
+//! copy, and tokio's `copy_bidirectional`, side by side.
+//!
+//! Every cell puts a proxy between a client and a backend, all in this
+//! process. Only the proxy changes between the three variants:
+//!
+//! - `greenrt_splice`: a greenrt runtime; a green thread per connection
+//!   runs `greenrt::io::copy_bidirectional` (splice through pooled pipes);
+//! - `greenrt_copy`: the same with `CopyMode::Buffered` (read/write through
+//!   a user-space buffer of the scenario's size);
+//! - `tokio`: a tokio runtime; a task per connection runs
+//!   `tokio::io::copy_bidirectional_with_sizes` with the same buffer size.
+//!
+//! Each proxy runtime has [`WORKERS`] workers. The client and the backend
+//! are the same for all three: plain OS threads with std's blocking
+//! sockets (one per connection and direction), so they cost every variant
+//! the same. All sockets have TCP_NODELAY. Scenarios:
+//!
+//! 1. `short`: [`SHORT_CONNS`] keep-alive connections each send
+//!    [`SHORT_REQS`] HTTP-like requests in turn; the backend answers each
+//!    with an empty-bodied response. 1 KiB copy buffers. Requests/s.
+//! 2. `body_1MiB`: [`BODY_CONNS`] connections each fetch [`BODY_REQS`]
+//!    responses with a 1 MiB body. 1 KiB copy buffers. MB/s of body.
+//! 3. `bulk`: [`BULK_CONNS`] connections each send 64 MiB to an echo
+//!    backend and read it back at the same time. 8 KiB copy buffers (both
+//!    libraries' default). MB/s counting both directions.
+//!
+//! In `greenrt_splice` each burst of data starts with a read into the copy
+//! buffer; a burst that fills it is spliced onwards (see `greenrt::io`).
+//! So `short` never splices (its messages are tiny) and takes the same
+//! path as `greenrt_copy`; the two differ there only by noise.
+//!
+//! Connections are set up once per cell and variant and reused by every
+//! batch; criterion times batches (`iter_custom`, flat sampling, 10
+//! samples). Before measuring, a few batches of each kind run unmeasured;
+//! each scenario is then measured in [`PASSES`] passes over the variants,
+//! in rotated orders, because on a busy machine whichever cell runs first
+//! after a pause is measurably slower. At the end a table gives each
+//! variant's median throughput over its measured batches of all passes
+//! (each cell's first batch, a warm-up, left out), the process CPU time
+//! per unit, and the ratios greenrt-splice / tokio and greenrt-copy /
+//! tokio, plus greenrt's copy counters per variant, which show that the
+//! splice variant spliced and the copy variant did not.
+//!
+//! Run with `cargo bench --bench proxy` (about 2 minutes on 2 cores), or
+//! one scenario with e.g. `cargo bench --bench proxy -- bulk`.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, SamplingMode};
+use greenrt::io::{CopyMode, CopyOptions, CopyStats};
+
+/// Worker threads of each proxy runtime.
+const WORKERS: usize = 2;
+/// Measurement passes over the variants of a scenario (see `main`).
+const PASSES: usize = 2;
+
+const SHORT_CONNS: usize = 16;
+const SHORT_REQS: usize = 500;
+const BODY_CONNS: usize = 8;
+const BODY_REQS: usize = 4;
+const BODY: usize = 1 << 20;
+const BULK_CONNS: usize = 8;
+const BULK: usize = 64 << 20;
+
+const SMALL_BUF: usize = 1024;
+const DEFAULT_BUF: usize = 8 * 1024;
+
+const REQ_EMPTY: &[u8] = b"GET /empty HTTP/1.1\r\nHost: bench\r\n\r\n";
+const REQ_BODY: &[u8] = b"GET /1m HTTP/1.1\r\nHost: bench\r\n\r\n";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    GreenrtSplice,
+    GreenrtCopy,
+    Tokio,
+}
+
+const VARIANTS: [Variant; 3] = [Variant::GreenrtSplice, Variant::GreenrtCopy, Variant::Tokio];
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::GreenrtSplice => "greenrt_splice",
+            Variant::GreenrtCopy => "greenrt_copy",
+            Variant::Tokio => "tokio",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scenario {
+    Short,
+    Body,
+    Bulk,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Short => "short",
+            Scenario::Body => "body_1MiB",
+            Scenario::Bulk => "bulk",
+        }
+    }
+
+    fn conns(self) -> usize {
+        match self {
+            Scenario::Short => SHORT_CONNS,
+            Scenario::Body => BODY_CONNS,
+            Scenario::Bulk => BULK_CONNS,
+        }
+    }
+
+    fn buf_size(self) -> usize {
+        match self {
+            Scenario::Short | Scenario::Body => SMALL_BUF,
+            Scenario::Bulk => DEFAULT_BUF,
+        }
+    }
+
+    /// Units per batch (requests, or bytes) and their name.
+    fn units(self) -> (f64, &'static str) {
+        match self {
+            Scenario::Short => ((SHORT_CONNS * SHORT_REQS) as f64, "req/s"),
+            Scenario::Body => ((BODY_CONNS * BODY_REQS * BODY) as f64, "MB/s"),
+            Scenario::Bulk => ((BULK_CONNS * BULK * 2) as f64, "MB/s"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Backend: OS threads, one per connection.
+// ---------------------------------------------------------------------
+
+/// Accepts `conns` connections and serves each on its own thread: an
+/// HTTP-like responder or an echo. Joined by [`Backend::join`] once the
+/// proxy has closed every connection.
+struct Backend {
+    addr: SocketAddr,
+    acceptor: JoinHandle<Vec<JoinHandle<()>>>,
+}
+
+impl Backend {
+    fn start(conns: usize, echo: bool) -> Backend {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body: Arc<[u8]> = (0..BODY).map(|i| i as u8).collect();
+        let acceptor = std::thread::spawn(move || {
+            (0..conns)
+                .map(|_| {
+                    let (s, _) = listener.accept().unwrap();
+                    s.set_nodelay(true).unwrap();
+                    let body = body.clone();
+                    std::thread::spawn(move || {
+                        if echo {
+                            serve_echo(s)
+                        } else {
+                            serve_http(s, &body)
+                        }
+                    })
+                })
+                .collect()
+        });
+        Backend { addr, acceptor }
+    }
+
+    fn join(self) {
+        for t in self.acceptor.join().unwrap() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn serve_echo(mut s: std::net::TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Answers each request (a header block ending in an empty line) with an
+/// empty response, or a 1 MiB body for `GET /1m`.
+fn serve_http(mut s: std::net::TcpStream, body: &[u8]) {
+    let empty = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let full = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let ok = if buf.starts_with(b"GET /1m ") {
+            s.write_all(full.as_bytes()).and_then(|_| s.write_all(body))
+        } else {
+            s.write_all(empty)
+        };
+        if ok.is_err() {
+            return;
+        }
+        buf.drain(..end);
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------
+// Proxies.
+// ---------------------------------------------------------------------
+
+/// A proxy accepting exactly `conns` connections; [`Proxy::join`] waits
+/// for them all to end (after the clients close) and stops its runtime.
+enum Proxy {
+    Greenrt {
+        rt: greenrt::Runtime,
+        done: greenrt::JoinHandle<()>,
+    },
+    Tokio {
+        rt: tokio::runtime::Runtime,
+        done: tokio::task::JoinHandle<()>,
+    },
+}
+
+impl Proxy {
+    fn start(
+        variant: Variant,
+        upstream: SocketAddr,
+        conns: usize,
+        buf: usize,
+    ) -> (SocketAddr, Proxy) {
+        match variant {
+            Variant::GreenrtSplice | Variant::GreenrtCopy => {
+                let mode = if variant == Variant::GreenrtSplice {
+                    CopyMode::Splice
+                } else {
+                    CopyMode::Buffered
+                };
+                let opts = CopyOptions::new().mode(mode).buffer_size(buf);
+                let rt = greenrt::Builder::new().workers(WORKERS).build().unwrap();
+                let listener = greenrt::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let done = rt.spawn(move || {
+                    let relays: Vec<_> = (0..conns)
+                        .map(|_| {
+                            let (mut c, _) = listener.accept().unwrap();
+                            greenrt::spawn(move || {
+                                let mut u = greenrt::net::TcpStream::connect(upstream).unwrap();
+                                c.set_nodelay(true).unwrap();
+                                u.set_nodelay(true).unwrap();
+                                greenrt::io::copy_bidirectional_with(&mut c, &mut u, opts).unwrap();
+                            })
+                        })
+                        .collect();
+                    for r in relays {
+                        r.join().unwrap();
+                    }
+                });
+                (addr, Proxy::Greenrt { rt, done })
+            }
+            Variant::Tokio => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(WORKERS)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let listener = rt
+                    .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                    .unwrap();
+                let addr = listener.local_addr().unwrap();
+                let done = rt.spawn(async move {
+                    let mut relays = Vec::new();
+                    for _ in 0..conns {
+                        let (mut c, _) = listener.accept().await.unwrap();
+                        relays.push(tokio::spawn(async move {
+                            let mut u = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                            c.set_nodelay(true).unwrap();
+                            u.set_nodelay(true).unwrap();
+                            tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, buf, buf)
+                                .await
+                                .unwrap();
+                        }));
+                    }
+                    for r in relays {
+                        r.await.unwrap();
+                    }
+                });
+                (addr, Proxy::Tokio { rt, done })
+            }
+        }
+    }
+
+    fn join(self) {
+        match self {
+            Proxy::Greenrt { rt, done } => {
+                done.join().unwrap();
+                drop(rt);
+            }
+            Proxy::Tokio { rt, done } => {
+                rt.block_on(done).unwrap();
+                drop(rt);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Clients: one batch on scoped OS threads over kept connections.
+// ---------------------------------------------------------------------
+
+/// Sends `reqs` requests in turn and reads each response.
+fn http_client(mut s: &std::net::TcpStream, req: &[u8], reqs: usize, buf: &mut [u8]) {
+    for _ in 0..reqs {
+        s.write_all(req).unwrap();
+        // Read the header block, then Content-Length bytes of body.
+        let mut have = 0;
+        let header_end = loop {
+            if let Some(i) = find(&buf[..have], b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = s.read(&mut buf[have..]).unwrap();
+            assert!(n > 0, "the proxy closed the connection");
+            have += n;
+        };
+        assert!(buf.starts_with(b"HTTP/1.1 200 "));
+        let header = std::str::from_utf8(&buf[..header_end]).unwrap();
+        let len: usize = header
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mut left = (header_end + len).saturating_sub(have);
+        assert!(have <= header_end + len, "no pipelining here");
+        while left > 0 {
+            let want = left.min(buf.len());
+            let n = s.read(&mut buf[..want]).unwrap();
+            assert!(n > 0, "the proxy closed the connection");
+            left -= n;
+        }
+    }
+}
+
+/// Sends BULK bytes and reads them back, at the same time.
+fn bulk_client(s: &std::net::TcpStream) {
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let data = vec![7u8; 1 << 20];
+            let mut w = s;
+            for _ in 0..BULK / data.len() {
+                w.write_all(&data).unwrap();
+            }
+        });
+        let mut buf = vec![0u8; 1 << 20];
+        let mut r = s;
+        let mut left = BULK;
+        while left > 0 {
+            let n = r.read(&mut buf[..left.min(1 << 20)]).unwrap();
+            assert!(n > 0, "the proxy closed the connection");
+            left -= n;
+        }
+    });
+}
+
+fn batch(scenario: Scenario, conns: &[std::net::TcpStream]) {
+    std::thread::scope(|scope| {
+        for s in conns {
+            scope.spawn(move || match scenario {
+                Scenario::Short => http_client(s, REQ_EMPTY, SHORT_REQS, &mut vec![0u8; 4096]),
+                Scenario::Body => http_client(s, REQ_BODY, BODY_REQS, &mut vec![0u8; 256 * 1024]),
+                Scenario::Bulk => bulk_client(s),
+            });
+        }
+    });
+}
+
+// ---------------------------------------------------------------------
+// The cells and the table.
+// ---------------------------------------------------------------------
+
+/// Wall and CPU seconds of the measured batches of one variant.
+#[derive(Default)]
+struct Batches {
+    calls: usize,
+    wall: Vec<f64>,
+    cpu: Vec<f64>,
+    stats: CopyStats,
+}
+
+impl Batches {
+    /// Adds another pass's batches and counters.
+    fn absorb(&mut self, other: Batches) {
+        self.calls += other.calls;
+        self.wall.extend(other.wall);
+        self.cpu.extend(other.cpu);
+        let (a, b) = (&mut self.stats, &other.stats);
+        a.spliced_bytes += b.spliced_bytes;
+        a.copied_bytes += b.copied_bytes;
+        a.splice_calls += b.splice_calls;
+        a.fallbacks += b.fallbacks;
+        a.pipes_created += b.pipes_created;
+        a.pipes_closed += b.pipes_closed;
+        a.pool_len = b.pool_len;
+    }
+}
+
+/// One scenario × variant: backend, proxy and connections set up on the
+/// first call, kept for the rest.
+struct Cell {
+    backend: Backend,
+    proxy: Proxy,
+    conns: Vec<std::net::TcpStream>,
+}
+
+impl Cell {
+    fn open(scenario: Scenario, variant: Variant) -> Cell {
+        let n = scenario.conns();
+        let backend = Backend::start(n, scenario == Scenario::Bulk);
+        let (addr, proxy) = Proxy::start(variant, backend.addr, n, scenario.buf_size());
+        let conns = (0..n)
+            .map(|_| {
+                let s = std::net::TcpStream::connect(addr).unwrap();
+                s.set_nodelay(true).unwrap();
+                s
+            })
+            .collect();
+        Cell {
+            backend,
+            proxy,
+            conns,
+        }
+    }
+
+    fn close(self) {
+        drop(self.conns);
+        self.proxy.join();
+        self.backend.join();
+    }
+}
+
+fn bench_variant(c: &mut Criterion, scenario: Scenario, variant: Variant, pass: usize) -> Batches {
+    let mut group = c.benchmark_group(format!("proxy_{}_pass{}", scenario.name(), pass + 1));
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_millis(1));
+    let before = greenrt::io::stats();
+    let mut cell = None;
+    let mut batches = Batches::default();
+    group.bench_function(variant.name(), |b| {
+        b.iter_custom(|iters| {
+            let cell = cell.get_or_insert_with(|| Cell::open(scenario, variant));
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (cpu, t) = (process_cpu(), Instant::now());
+                batch(scenario, &cell.conns);
+                let wall = t.elapsed();
+                total += wall;
+                // The first call is criterion's warm-up.
+                if batches.calls > 0 {
+                    batches.wall.push(wall.as_secs_f64());
+                    batches.cpu.push((process_cpu() - cpu).as_secs_f64());
+                }
+            }
+            batches.calls += 1;
+            total
+        })
+    });
+    group.finish();
+    if let Some(cell) = cell {
+        cell.close();
+    }
+    batches.stats = delta(&before, &greenrt::io::stats());
+    batches
+}
+
+/// A few unmeasured batches of every scenario through greenrt and tokio
+/// first: the first cell of the process otherwise runs measurably slower
+/// (page faults of fresh stacks and buffers, cold caches), which would
+/// count against whichever variant comes first.
+fn warm_up() {
+    for scenario in [Scenario::Short, Scenario::Body] {
+        for variant in [Variant::GreenrtCopy, Variant::Tokio] {
+            let cell = Cell::open(scenario, variant);
+            for _ in 0..3 {
+                batch(scenario, &cell.conns);
+            }
+            cell.close();
+        }
+    }
+    greenrt::io::clear_pipe_pool();
+}
+
+fn delta(a: &CopyStats, b: &CopyStats) -> CopyStats {
+    CopyStats {
+        spliced_bytes: b.spliced_bytes - a.spliced_bytes,
+        copied_bytes: b.copied_bytes - a.copied_bytes,
+        splice_calls: b.splice_calls - a.splice_calls,
+        fallbacks: b.fallbacks - a.fallbacks,
+        pipes_created: b.pipes_created - a.pipes_created,
+        pipes_closed: b.pipes_closed - a.pipes_closed,
+        pool_len: b.pool_len,
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    // Create greenrt's process-wide poller before counting fds.
+    drop(greenrt::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    println!(
+        "[proxy] load average {} on {} CPUs",
+        load_average(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let mut rows = Vec::new();
+    let mut leaks = Vec::new();
+    if benchmarking() {
+        warm_up();
+    }
+    for (i, scenario) in [Scenario::Short, Scenario::Body, Scenario::Bulk]
+        .into_iter()
+        .enumerate()
+    {
+        // Two passes over the variants in rotated orders (different for
+        // each scenario), so that no variant is always measured first:
+        // the first cell after a pause runs measurably slower on a busy
+        // machine. A variant's batches of both passes are pooled.
+        let mut results: Vec<Batches> = VARIANTS.iter().map(|_| Batches::default()).collect();
+        for pass in 0..PASSES {
+            for k in 0..VARIANTS.len() {
+                let v = (k + i + pass) % VARIANTS.len();
+                let variant = VARIANTS[v];
+                let fds = open_fds();
+                let b = bench_variant(&mut c, scenario, variant, pass);
+                results[v].absorb(b);
+                greenrt::io::clear_pipe_pool();
+                let after = open_fds();
+                if after != fds {
+                    leaks.push(format!(
+                        "{}/{}: {fds} fds before, {after} after",
+                        scenario.name(),
+                        variant.name()
+                    ));
+                }
+            }
+        }
+        if results.iter().all(|b| !b.wall.is_empty()) {
+            rows.push((scenario, results));
+        }
+    }
+    c.final_summary();
+    if !benchmarking() || rows.is_empty() {
+        return;
+    }
+    println!(
+        "\nproxy throughput ({WORKERS} proxy workers; median over batches), load average now {}:",
+        load_average()
+    );
+    println!(
+        "| scenario | greenrt splice | greenrt copy | tokio | splice / tokio | copy / tokio | \
+         CPU µs per unit (splice / copy / tokio) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (scenario, results) in &rows {
+        let (units, unit) = scenario.units();
+        let scale = if unit == "MB/s" { 1e-6 } else { 1.0 };
+        let tput: Vec<f64> = results
+            .iter()
+            .map(|b| median(&b.wall.iter().map(|w| units / w * scale).collect::<Vec<_>>()))
+            .collect();
+        let cpu: Vec<f64> = results
+            .iter()
+            .map(|b| mean(&b.cpu) / (units * scale) * 1e6)
+            .collect();
+        println!(
+            "| {} | {:.0} {unit} | {:.0} {unit} | {:.0} {unit} | {:.2} | {:.2} | {:.2} / {:.2} / {:.2} |",
+            scenario.name(),
+            tput[0],
+            tput[1],
+            tput[2],
+            tput[0] / tput[2],
+            tput[1] / tput[2],
+            cpu[0],
+            cpu[1],
+            cpu[2]
+        );
+    }
+    println!("\ngreenrt copy counters per cell (spliced bytes / copied bytes / splice calls / fallbacks / pipes created):");
+    for (scenario, results) in &rows {
+        for (variant, b) in VARIANTS.iter().zip(results) {
+            if *variant == Variant::Tokio {
+                continue;
+            }
+            let s = &b.stats;
+            println!(
+                "  {}/{}: {} / {} / {} / {} / {}",
+                scenario.name(),
+                variant.name(),
+                s.spliced_bytes,
+                s.copied_bytes,
+                s.splice_calls,
+                s.fallbacks,
+                s.pipes_created
+            );
+        }
+    }
+    if leaks.is_empty() {
+        println!("open fds after each cell equal to before it");
+    } else {
+        println!("WARNING: fds left open: {}", leaks.join("; "));
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+/// Whether criterion measures (`cargo bench`) rather than runs each
+/// function once as a test (`cargo test --benches`, `-- --test`).
+fn benchmarking() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test")
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// CPU time (user + system) of the whole process so far.
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer; this clock exists on every Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}

@@ -1,0 +1,269 @@
+//! Copying between streams: [`copy`] and [`copy_bidirectional`], which
+//! splice(2) between greenrt stream sockets (bulk data never crosses user
+//! space) and use a buffered read/write copy for everything else.
+//!
+//! ```no_run
+//! use greenrt::net::{TcpListener, TcpStream};
+//!
+//! // A TCP proxy: every connection to :8080 is relayed to :80.
+//! fn main() -> std::io::Result<()> {
+//!     greenrt::run(|| -> std::io::Result<()> {
+//!         let listener = TcpListener::bind("127.0.0.1:8080")?;
+//!         loop {
+//!             let (mut client, _) = listener.accept()?;
+//!             greenrt::spawn(move || -> std::io::Result<(u64, u64)> {
+//!                 let mut upstream = TcpStream::connect("127.0.0.1:80")?;
+//!                 greenrt::io::copy_bidirectional(&mut client, &mut upstream)
+//!             });
+//!         }
+//!     })
+//! }
+//! ```
+//!
+//! **Which path runs.** Rust has no specialisation, so the functions take
+//! owned (`'static`) types through `Any` and look at the concrete type:
+//! when both sides are [`net::TcpStream`](crate::net::TcpStream) or
+//! [`os::unix::net::UnixStream`](crate::os::unix::net::UnixStream), each
+//! burst of data is read into the copy buffer first; a burst that fills
+//! the buffer goes on by splice through a pooled pipe until the source
+//! runs dry, parking on the netpoller while a socket is not ready. So
+//! small messages (requests, responses) are copied, which is cheapest for
+//! them, and bulk data is spliced but for its first buffer. Anything else
+//! — files, `Vec`s, `Cursor`s, std's (blocking) sockets, references such
+//! as `&TcpStream`, wrappers — gets a plain buffered copy
+//! ([`DEFAULT_BUF_SIZE`] unless told otherwise). If the kernel refuses to
+//! splice (EINVAL/ENOSYS) the copy switches to read/write without losing a
+//! byte. [`CopyMode::Buffered`] never splices (to compare, or to work
+//! around a kernel). [`stats`] tells which path ran.
+//!
+//! Socket timeouts set with `set_read_timeout`/`set_write_timeout` bound
+//! each wait as they bound each read and write (an expired one is a
+//! `WouldBlock` error). A handle put in non-blocking mode is still waited
+//! on: a copy always runs to the end of the stream or an error.
+
+mod bidi;
+mod buffered;
+mod relay;
+pub(crate) mod stats;
+
+use std::any::Any;
+use std::io::{self, Read, Write};
+
+pub use stats::CopyStats;
+
+use crate::splice::{pipe, Endpoint};
+
+/// The buffer size of buffered copies unless [`CopyOptions::buffer_size`]
+/// says otherwise (as std's `io::copy`).
+pub const DEFAULT_BUF_SIZE: usize = 8 * 1024;
+
+/// The most idle pipes the splice pipe pool keeps (two fds each); a pipe
+/// given back to a full pool is closed. Pipes in use by copies are not
+/// limited: each direction of a copy holds one while it has bytes in
+/// flight, and none while its source is idle.
+pub const MAX_POOLED_PIPES: usize = pipe::MAX_POOLED;
+
+/// How [`copy_with`] and [`copy_bidirectional_with`] move bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CopyMode {
+    /// Between greenrt stream sockets, splice(2) what is left of a burst
+    /// after the first buffer; a buffered copy for other types or when
+    /// the kernel cannot splice (the default).
+    #[default]
+    Splice,
+    /// Always a buffered read/write copy.
+    Buffered,
+}
+
+/// Options for [`copy_with`] and [`copy_bidirectional_with`].
+///
+/// ```
+/// use greenrt::io::{CopyMode, CopyOptions};
+/// let opts = CopyOptions::new().mode(CopyMode::Buffered).buffer_size(1024);
+/// assert_eq!(opts.get_buffer_size(), 1024);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyOptions {
+    mode: CopyMode,
+    buffer_size: usize,
+}
+
+impl CopyOptions {
+    /// Splice where possible; buffered copies use [`DEFAULT_BUF_SIZE`].
+    pub const fn new() -> CopyOptions {
+        CopyOptions {
+            mode: CopyMode::Splice,
+            buffer_size: DEFAULT_BUF_SIZE,
+        }
+    }
+
+    /// Sets the mode.
+    pub const fn mode(mut self, mode: CopyMode) -> CopyOptions {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets the copy buffer's size (one buffer per direction; 0 counts as
+    /// 1). In splice mode it is also the threshold: a burst that fills it
+    /// is spliced onwards, up to a pipe's capacity (1 MiB where the kernel
+    /// allows) per call.
+    pub const fn buffer_size(mut self, bytes: usize) -> CopyOptions {
+        self.buffer_size = bytes;
+        self
+    }
+
+    /// The mode.
+    pub const fn get_mode(&self) -> CopyMode {
+        self.mode
+    }
+
+    /// The buffer size.
+    pub const fn get_buffer_size(&self) -> usize {
+        self.buffer_size
+    }
+}
+
+impl Default for CopyOptions {
+    fn default() -> CopyOptions {
+        CopyOptions::new()
+    }
+}
+
+/// Copies everything `reader` yields into `writer`, until end of stream;
+/// returns the byte count. Like `std::io::copy`, but between two greenrt
+/// stream sockets it splices (see the [module docs](self)); works on green
+/// threads (parking only the caller) and on OS threads.
+///
+/// `R` and `W` must be `'static` types (owned values; borrow them with
+/// `&mut`): the socket types are recognised through [`Any`]. Any other
+/// type is copied with a buffer.
+///
+/// On error, bytes already written stay written, as with std.
+pub fn copy<R, W>(reader: &mut R, writer: &mut W) -> io::Result<u64>
+where
+    R: Read + Any,
+    W: Write + Any,
+{
+    copy_with(reader, writer, CopyOptions::new())
+}
+
+/// [`copy`] with options (e.g. [`CopyMode::Buffered`] or a buffer size).
+pub fn copy_with<R, W>(reader: &mut R, writer: &mut W, opts: CopyOptions) -> io::Result<u64>
+where
+    R: Read + Any,
+    W: Write + Any,
+{
+    if let (Some(src), Some(dst)) = (endpoint(&*reader)?, endpoint(&*writer)?) {
+        return copy_sockets(&src, &dst, opts);
+    }
+    buffered::copy_generic(reader, writer, opts.buffer_size)
+}
+
+/// Relays between two greenrt stream sockets in both directions at once
+/// until both directions have ended; returns (bytes a → b, bytes b → a).
+///
+/// When one direction reaches end of stream, the write half of its
+/// destination is shut down, so that peer sees end of stream too (TCP
+/// half-close), and the other direction goes on. If either direction
+/// fails (e.g. a connection reset), both sockets are shut down entirely,
+/// so the other direction ends as well, and the first error is returned.
+/// The sockets stay open; dropping them closes them.
+///
+/// From a green thread, one direction runs on a helper green thread; from
+/// an OS thread, on a scoped helper OS thread.
+///
+/// `A` and `B` must be [`net::TcpStream`](crate::net::TcpStream) or
+/// [`os::unix::net::UnixStream`](crate::os::unix::net::UnixStream) (in
+/// any combination). For any other type this returns an
+/// [`Unsupported`](io::ErrorKind::Unsupported) error: one `&mut` object
+/// cannot be read and written concurrently without knowing that it is a
+/// full-duplex socket.
+pub fn copy_bidirectional<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+where
+    A: Read + Write + Any,
+    B: Read + Write + Any,
+{
+    copy_bidirectional_with(a, b, CopyOptions::new())
+}
+
+/// [`copy_bidirectional`] with options.
+pub fn copy_bidirectional_with<A, B>(
+    a: &mut A,
+    b: &mut B,
+    opts: CopyOptions,
+) -> io::Result<(u64, u64)>
+where
+    A: Read + Write + Any,
+    B: Read + Write + Any,
+{
+    match (endpoint(&*a)?, endpoint(&*b)?) {
+        (Some(a), Some(b)) => bidi::bidirectional(a, b, opts),
+        _ => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "greenrt::io::copy_bidirectional needs greenrt::net::TcpStream or \
+             greenrt::os::unix::net::UnixStream on both sides (one object of another type \
+             cannot be read and written at the same time)",
+        )),
+    }
+}
+
+/// The copy counters (process-wide, cumulative): bytes spliced and copied,
+/// splice calls, fallbacks, pipes created and closed, idle pipes pooled.
+pub fn stats() -> CopyStats {
+    stats::snapshot()
+}
+
+/// Closes every idle pipe in the splice pipe pool and returns how many.
+/// The pool keeps at most a few dozen pipes (two fds each) for reuse; call
+/// this to give them back, e.g. after a burst of connections or before
+/// counting open fds.
+pub fn clear_pipe_pool() -> usize {
+    pipe::clear()
+}
+
+/// Copies between two endpoints as `opts` say.
+pub(crate) fn copy_sockets(
+    src: &Endpoint<'_>,
+    dst: &Endpoint<'_>,
+    opts: CopyOptions,
+) -> io::Result<u64> {
+    let mut splice = opts.mode == CopyMode::Splice;
+    if splice && sigpipe_default() {
+        stats::FALLBACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        splice = false;
+    }
+    relay::relay(src, dst, opts.buffer_size, splice)
+}
+
+/// Is SIGPIPE at its default action (terminate)? splice(2) into a socket
+/// whose peer has gone raises SIGPIPE (there is no MSG_NOSIGNAL for it).
+/// Rust programs ignore SIGPIPE unless told otherwise, so this is rare;
+/// where it is the default, copies use send(MSG_NOSIGNAL) instead.
+fn sigpipe_default() -> bool {
+    // SAFETY: all-zero is a valid sigaction; querying (null new action)
+    // changes nothing.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_DFL
+    }
+}
+
+/// The endpoint `x` is, if it is a greenrt stream socket.
+fn endpoint(x: &dyn Any) -> io::Result<Option<Endpoint<'_>>> {
+    if let Some(s) = x.downcast_ref::<crate::net::TcpStream>() {
+        return Ok(Some(Endpoint::new(
+            s.net_fd(),
+            s.read_timeout()?,
+            s.write_timeout()?,
+        )));
+    }
+    if let Some(s) = x.downcast_ref::<crate::os::unix::net::UnixStream>() {
+        return Ok(Some(Endpoint::new(
+            s.net_fd(),
+            s.read_timeout()?,
+            s.write_timeout()?,
+        )));
+    }
+    Ok(None)
+}

@@ -1,0 +1,81 @@
+//! Process-wide counters of the copy paths, so tests and benchmarks can
+//! tell which path ran. Relaxed atomics: they count, they order nothing.
+//! Copy loops tally locally and add once per copy, not once per syscall.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::splice::pipe;
+
+pub(crate) static SPLICED_BYTES: AtomicU64 = AtomicU64::new(0);
+pub(crate) static COPIED_BYTES: AtomicU64 = AtomicU64::new(0);
+pub(crate) static SPLICE_CALLS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+/// Counters of [`copy`](super::copy) and
+/// [`copy_bidirectional`](super::copy_bidirectional), process-wide and
+/// cumulative (except `pool_len`); see [`stats`](super::stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyStats {
+    /// Bytes moved by splice(2) (out of a pipe into the destination).
+    pub spliced_bytes: u64,
+    /// Bytes moved through a user-space buffer (read then write): the
+    /// buffered mode, the fallback, and types that cannot be spliced.
+    pub copied_bytes: u64,
+    /// splice(2) system calls made, both into and out of pipes.
+    pub splice_calls: u64,
+    /// Copies that tried to splice and fell back to buffering: the kernel
+    /// refused splice for these fds (EINVAL/ENOSYS), or no pipe could be
+    /// made (e.g. EMFILE).
+    pub fallbacks: u64,
+    /// Pipes ever created.
+    pub pipes_created: u64,
+    /// Pipes ever closed (a full pool, a pipe left holding data, or
+    /// [`clear_pipe_pool`](super::clear_pipe_pool)).
+    pub pipes_closed: u64,
+    /// Idle pipes in the pool now.
+    pub pool_len: usize,
+}
+
+impl CopyStats {
+    /// Pipes open now that are not in the pool: held by copies in flight.
+    pub fn pipes_in_use(&self) -> u64 {
+        self.pipes_created
+            .saturating_sub(self.pipes_closed)
+            .saturating_sub(self.pool_len as u64)
+    }
+}
+
+pub(crate) fn snapshot() -> CopyStats {
+    CopyStats {
+        spliced_bytes: SPLICED_BYTES.load(Relaxed),
+        copied_bytes: COPIED_BYTES.load(Relaxed),
+        splice_calls: SPLICE_CALLS.load(Relaxed),
+        fallbacks: FALLBACKS.load(Relaxed),
+        pipes_created: pipe::CREATED.load(Relaxed),
+        pipes_closed: pipe::CLOSED.load(Relaxed),
+        pool_len: pipe::pooled(),
+    }
+}
+
+/// Adds a copy's tallies to the counters when dropped (also on the error
+/// paths).
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) spliced: u64,
+    pub(crate) copied: u64,
+    pub(crate) calls: u64,
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        for (counter, n) in [
+            (&SPLICED_BYTES, self.spliced),
+            (&COPIED_BYTES, self.copied),
+            (&SPLICE_CALLS, self.calls),
+        ] {
+            if n != 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        }
+    }
+}

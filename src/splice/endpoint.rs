@@ -1,0 +1,155 @@
+//! `Endpoint`: one side of a copy as the copy loops see it — a registered
+//! fd plus the read and write timeouts its owner set.
+
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use crate::netpoll::{last_os_error, Interest, NetFd};
+use crate::time;
+
+/// A greenrt stream socket (or, in tests, any registered fd) taking part in
+/// a copy. Waits for readiness through the poller, each bounded by the
+/// owner's timeout as one `read` or `write` of the owner would be.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Endpoint<'a> {
+    fd: &'a NetFd,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl<'a> Endpoint<'a> {
+    pub(crate) fn new(
+        fd: &'a NetFd,
+        read_timeout: Option<Duration>,
+        write_timeout: Option<Duration>,
+    ) -> Endpoint<'a> {
+        Endpoint {
+            fd,
+            read_timeout,
+            write_timeout,
+        }
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Waits until the fd may be ready for `interest`. `deadline` starts
+    /// as None and is set from the timeout at the first wait of one
+    /// logical read or write, so all its waits share one budget. An
+    /// expired timeout is WouldBlock, as std's SO_RCVTIMEO/SO_SNDTIMEO
+    /// give on Linux (and as greenrt's sockets do).
+    pub(crate) fn wait(&self, interest: Interest, deadline: &mut Option<u64>) -> io::Result<()> {
+        let timeout = match interest {
+            Interest::Read => self.read_timeout,
+            Interest::Write => self.write_timeout,
+        };
+        if deadline.is_none() {
+            *deadline = timeout.map(time::deadline_after);
+        }
+        self.fd.wait(interest, *deadline).map_err(|e| {
+            if e.kind() == io::ErrorKind::TimedOut && e.raw_os_error().is_none() {
+                io::Error::from_raw_os_error(libc::EAGAIN)
+            } else {
+                e
+            }
+        })
+    }
+
+    /// Runs `op` until it does not fail with EAGAIN or EINTR, waiting for
+    /// `interest` in between — and before the first try if `wait_first`
+    /// (the caller just saw EAGAIN on this fd: saves a syscall that would
+    /// fail again). All waits share one timeout budget.
+    fn io<T>(
+        &self,
+        interest: Interest,
+        wait_first: bool,
+        mut op: impl FnMut(RawFd) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut deadline = None;
+        if wait_first {
+            self.wait(interest, &mut deadline)?;
+        }
+        loop {
+            match op(self.raw()) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(interest, &mut deadline)?
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One read of at most `buf.len()` bytes (0: end of stream). With
+    /// `after_eagain` (the caller's last attempt on this fd, e.g. a
+    /// splice, failed with EAGAIN) it waits for readiness first.
+    ///
+    /// A short read is *not* taken as proof that the socket is drained
+    /// (as tokio does): a read can return the last bytes and consume the
+    /// FIN behind them, and with the FIN's edge already spent the next
+    /// wait would never end. Only EAGAIN says "wait".
+    pub(crate) fn read(&self, buf: &mut [u8], after_eagain: bool) -> io::Result<usize> {
+        self.io(Interest::Read, after_eagain, |fd| {
+            // SAFETY: `buf` is valid for writes of its length.
+            cvt(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
+        })
+    }
+
+    /// One write of at most `buf.len()` bytes. send(2) with MSG_NOSIGNAL,
+    /// so a closed peer is EPIPE and never SIGPIPE; write(2) for fds that
+    /// are not sockets (tests use eventfds).
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.io(Interest::Write, false, |fd| {
+            // SAFETY: `buf` is valid for reads of its length.
+            match cvt(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) })
+            {
+                // SAFETY: as above.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
+                    cvt(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })
+                }
+                other => other,
+            }
+        })
+    }
+
+    /// Writes all of `buf`.
+    pub(crate) fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.write(buf)? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => buf = &buf[n..],
+            }
+        }
+        Ok(())
+    }
+
+    /// shutdown(2). Wakes green threads parked on the socket: a reader
+    /// sees end of stream, a writer an error.
+    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let how = match how {
+            Shutdown::Read => libc::SHUT_RD,
+            Shutdown::Write => libc::SHUT_WR,
+            Shutdown::Both => libc::SHUT_RDWR,
+        };
+        // SAFETY: shutdown on an fd that stays open while `self.fd` is
+        // borrowed.
+        if unsafe { libc::shutdown(self.raw(), how) } < 0 {
+            return Err(last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// errno is read through `netpoll::last_os_error`, never inlined: after a
+/// wait the green thread may run on another OS thread, and an inlined
+/// errno address computed before the wait would read the old thread's.
+fn cvt(r: isize) -> io::Result<usize> {
+    if r < 0 {
+        Err(last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
