@@ -191,3 +191,16 @@ pub(crate) fn wakep_if_local_work() {
         m.rt.wakep();
     }
 }
+
+/// The id of the P the calling green thread runs on (None off a green
+/// thread or without a P). Only a hint: the G may move right after.
+pub(crate) fn current_p_id() -> Option<usize> {
+    let _np = crate::preempt::disable();
+    let m = m::current();
+    if m.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null CURRENT is the M living on this thread.
+    let m = unsafe { &*m };
+    m.has_p().then(|| m.p().id)
+}

@@ -6,19 +6,21 @@
 //! soon as the pipe is empty again — including while it waits for its
 //! source to become readable — so an idle connection holds no pipe.
 //!
-//! The pool is one process-wide, bounded stack behind a `parking_lot`
-//! mutex rather than one per P: a green thread can move to another P
-//! between taking a pipe and giving it back, pipes belong to no runtime
-//! (the pool outlives them, a per-P pool would have to be emptied when its
-//! runtime shuts down), and the lock is held only for a push or a pop.
-//! At most [`MAX_POOLED`] idle pipes are kept; a pipe given back to a
-//! full pool is closed, and so is a pipe that still holds data (those
+//! The pool is per worker: one shard per P id, each behind its own
+//! `parking_lot` mutex that only that worker's green threads normally take,
+//! so workers never contend for pipes. A green thread can move to another P
+//! between taking a pipe and giving it back; the pipe then simply lands in
+//! the other worker's shard. A worker whose shard is empty takes one from
+//! another shard before making a new pipe. Shards are process-wide (indexed
+//! by P id) rather than owned by the P, because pipes outlive runtimes and
+//! `greenrt::io::clear_pipe_pool` must reach every idle pipe.
+//! At most [`MAX_POOLED`] idle pipes are kept in all; a pipe given back to
+//! a full pool is closed, and so is a pipe that still holds data (those
 //! bytes belong to a copy that failed and must not leak into the next).
-//! `greenrt::io::clear_pipe_pool` closes the idle ones on demand.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 
@@ -31,7 +33,17 @@ pub(crate) const MAX_POOLED: usize = 64;
 /// /proc/sys/fs/pipe-max-size, so one splice can move up to this much.
 const PIPE_SIZE: libc::c_int = 1 << 20;
 
-static POOL: Mutex<Vec<Pipe>> = Mutex::new(Vec::new());
+/// Shards: P ids beyond this share (id modulo SHARDS).
+const SHARDS: usize = 16;
+
+static POOL: [Mutex<Vec<Pipe>>; SHARDS] = [const { Mutex::new(Vec::new()) }; SHARDS];
+/// Idle pipes over all shards.
+static POOLED: AtomicUsize = AtomicUsize::new(0);
+
+/// The calling worker's shard (0 off a green thread).
+fn home() -> usize {
+    crate::scheduler::current_p_id().unwrap_or(0) % SHARDS
+}
 
 pub(crate) static CREATED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static CLOSED: AtomicU64 = AtomicU64::new(0);
@@ -94,13 +106,25 @@ impl Drop for Pipe {
     }
 }
 
-/// A pipe from the pool, or a new one.
+/// A pipe from the pool (this worker's shard first), or a new one.
 pub(crate) fn get() -> io::Result<Pipe> {
     let pooled = {
-        // Never preempted while holding the lock (other green threads
+        // Never preempted while holding a shard lock (other green threads
         // would spin or block their worker on it).
         let _np = crate::preempt::disable();
-        POOL.lock().pop()
+        let home = home();
+        let take = |i: usize| {
+            let pipe = POOL[i].lock().pop();
+            if pipe.is_some() {
+                POOLED.fetch_sub(1, Relaxed);
+            }
+            pipe
+        };
+        take(home).or_else(|| {
+            (POOLED.load(Relaxed) > 0)
+                .then(|| (1..SHARDS).find_map(|k| take((home + k) % SHARDS)))
+                .flatten()
+        })
     };
     match pooled {
         Some(p) => Ok(p),
@@ -108,36 +132,36 @@ pub(crate) fn get() -> io::Result<Pipe> {
     }
 }
 
-/// Gives `pipe` back: pooled if it is empty and the pool has room, else
-/// closed (outside the lock).
+/// Gives `pipe` back: pooled in this worker's shard if it is empty and the
+/// pool has room, else closed (outside the lock).
 pub(crate) fn put(pipe: Pipe) {
     if pipe.data != 0 {
         return drop(pipe);
     }
-    let rejected = {
-        let _np = crate::preempt::disable();
-        let mut pool = POOL.lock();
-        if pool.len() < MAX_POOLED {
-            pool.push(pipe);
-            None
-        } else {
-            Some(pipe)
-        }
-    };
-    drop(rejected);
+    // Reserve a place first, so the total never exceeds the bound.
+    let reserved = POOLED
+        .fetch_update(Relaxed, Relaxed, |n| (n < MAX_POOLED).then_some(n + 1))
+        .is_ok();
+    if !reserved {
+        return drop(pipe);
+    }
+    let _np = crate::preempt::disable();
+    POOL[home()].lock().push(pipe);
 }
 
 /// Idle pipes in the pool.
 pub(crate) fn pooled() -> usize {
-    let _np = crate::preempt::disable();
-    POOL.lock().len()
+    POOLED.load(Relaxed)
 }
 
 /// Closes every idle pipe; returns how many.
 pub(crate) fn clear() -> usize {
-    let idle = {
+    let idle: Vec<Pipe> = {
         let _np = crate::preempt::disable();
-        std::mem::take(&mut *POOL.lock())
+        POOL.iter()
+            .flat_map(|shard| std::mem::take(&mut *shard.lock()))
+            .collect()
     };
+    POOLED.fetch_sub(idle.len(), Relaxed);
     idle.len()
 }
