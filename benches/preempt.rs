@@ -81,6 +81,10 @@ const COST_ROUND: Duration = Duration::from_millis(400);
 const SWITCH_ROUND: Duration = Duration::from_millis(300);
 /// How long the direct switch measurement records.
 const GAP_WINDOW: Duration = Duration::from_secs(1);
+/// How long each side of a time-accounting pair in `cost` records.
+const ACCOUNTING_WINDOW: Duration = Duration::from_millis(1500);
+/// Time-accounting pairs in `cost`.
+const ACCOUNTING_PAIRS: usize = 8;
 /// TSC gaps recorded per green thread in the direct measurement.
 const GAP_CAPACITY: usize = 1 << 17;
 
@@ -193,13 +197,14 @@ fn stats_since(before: Stats) -> Stats {
         preemptions: now.preemptions - before.preemptions,
         retakes: now.retakes - before.retakes,
         signals: now.signals - before.signals,
+        direct_handoffs: now.direct_handoffs - before.direct_handoffs,
     }
 }
 
 fn fmt_stats(s: Stats) -> String {
     format!(
-        "{} preemptions, {} retakes, {} signals",
-        s.preemptions, s.retakes, s.signals
+        "{} preemptions ({} handed directly to the next), {} retakes, {} signals",
+        s.preemptions, s.direct_handoffs, s.retakes, s.signals
     )
 }
 
@@ -711,6 +716,7 @@ fn fairness(c: &mut Criterion) {
                 preemptions: stats.preemptions / n,
                 retakes: stats.retakes / n,
                 signals: stats.signals / n,
+                direct_handoffs: stats.direct_handoffs / n,
             }),
             fmt_dur(Duration::from_secs_f64(slice)),
             1.0 - (FAIRNESS_THREADS - 1) as f64 * slice / last_mean
@@ -857,6 +863,7 @@ fn cost(c: &mut Criterion) {
         spread(&wall),
         spread(&cpu)
     );
+    cost_by_accounting();
 }
 
 // ---------------------------------------------------------------------------
@@ -913,21 +920,20 @@ fn fmt_ns_summary(sorted: &[f64]) -> String {
     )
 }
 
-/// Direct estimate: two recording hogs on one worker at the minimum
-/// quantum. Where neither runs, the worker is switching: a pause between
-/// one hog's last reading and the other's next is a switch (signal,
-/// trampoline, hand-offs, resume); a pause of one hog alone is a
-/// preemption that resumed the same hog, or an interrupt.
-///
-/// Without `quantum` (preemption off), one thread records alone: its
-/// pauses are the machine's own noise (interrupts, other processes).
-fn switch_gaps(quantum: Option<Duration>) {
+/// `threads` recording hogs on `workers` workers (preemptive at `quantum`,
+/// or cooperative), stopped after `window`: their traces, the preemption
+/// stats of the run, the TSC reading just before the stop, and ns per tick.
+fn record_hogs(
+    workers: usize,
+    threads: usize,
+    quantum: Option<Duration>,
+    window: Duration,
+) -> (Vec<Trace>, Stats, u64, f64) {
     let ns_per_tick = tsc_ns_per_tick();
     let threshold = (500.0 / ns_per_tick) as u64; // 0.5 µs
-    let threads = if quantum.is_some() { 2 } else { 1 };
     let stop = Arc::new(AtomicBool::new(false));
     let _stop_on_drop = StopOnDrop(stop.clone());
-    let rt = greenrt_rt(1, quantum);
+    let rt = greenrt_rt(workers, quantum);
     let before = greenrt::preempt::stats();
     let s = stop.clone();
     let hogs = rt.block_on(move || {
@@ -938,12 +944,15 @@ fn switch_gaps(quantum: Option<Duration>) {
             })
             .collect::<Vec<_>>()
     });
-    std::thread::sleep(GAP_WINDOW);
+    std::thread::sleep(window);
+    let stopped = tsc();
     stop.store(true, Relaxed);
-    let traces: Vec<Trace> = hogs.into_iter().map(|h| h.join().unwrap()).collect();
-    let stats = stats_since(before);
+    let traces = hogs.into_iter().map(|h| h.join().unwrap()).collect();
+    (traces, stats_since(before), stopped, ns_per_tick)
+}
 
-    // Running segments of both hogs, in time order.
+/// Each trace's running segments `(start, end, thread)`, in time order.
+fn running_segments(traces: &[Trace]) -> Vec<(u64, u64, usize)> {
     let mut segments = Vec::new();
     for (id, t) in traces.iter().enumerate() {
         let mut start = t.first;
@@ -954,6 +963,86 @@ fn switch_gaps(quantum: Option<Duration>) {
         segments.push((start, t.last, id));
     }
     segments.sort_unstable();
+    segments
+}
+
+/// Time accounting at one setting: `threads` recording hogs on [`WORKERS`]
+/// workers for [`ACCOUNTING_WINDOW`]. Returns the share of the workers'
+/// time in which no hog ran (from when the last hog first ran to the
+/// stop) and the run's stats. Unlike a round's duration this does not
+/// depend on how fast the (virtual) CPU happens to be running: it counts
+/// time taken from the hogs, by preemption or by anything else.
+fn lost_share(threads: usize, quantum: Option<Duration>) -> (f64, Stats) {
+    let (traces, stats, stopped, _) = record_hogs(WORKERS, threads, quantum, ACCOUNTING_WINDOW);
+    let from = traces.iter().map(|t| t.first).max().unwrap_or(stopped);
+    let running: u64 = running_segments(&traces)
+        .iter()
+        .map(|&(start, end, _)| end.min(stopped).saturating_sub(start.max(from)))
+        .sum();
+    let available = stopped.saturating_sub(from) * WORKERS as u64;
+    (1.0 - running as f64 / available.max(1) as f64, stats)
+}
+
+/// The cost by time accounting, in [`ACCOUNTING_PAIRS`] alternating pairs:
+/// 4 recording hogs at the default quantum (each worker switching between
+/// two) against one hog per worker with preemption off. The difference in
+/// lost share is the time preemption takes from the work: signals,
+/// trampoline, hand-offs, sysmon. Not included: a slower start after a
+/// switch because the resumed thread's data left the cache (negligible
+/// for these hogs, which keep their state in registers).
+fn cost_by_accounting() {
+    let mut pairs = Vec::new();
+    let mut preemptions = 0;
+    for _ in 0..ACCOUNTING_PAIRS {
+        let (on, stats) = lost_share(COST_THREADS as usize, Some(DEFAULT_QUANTUM));
+        let (off, _) = lost_share(WORKERS, None);
+        preemptions += stats.preemptions;
+        pairs.push((on, off));
+    }
+    let seconds = ACCOUNTING_WINDOW.as_secs_f64() * ACCOUNTING_PAIRS as f64;
+    let per_second = preemptions as f64 / seconds / WORKERS as f64;
+    let fmt = |v: &[(f64, f64)]| {
+        v.iter()
+            .map(|(on, off)| {
+                format!(
+                    "{:.2}%−{:.2}%={:+.2}%",
+                    on * 100.0,
+                    off * 100.0,
+                    (on - off) * 100.0
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut diffs: Vec<f64> = pairs.iter().map(|(on, off)| on - off).collect();
+    diffs.sort_by(f64::total_cmp);
+    let diff = median(&diffs);
+    println!(
+        "  time accounting, {ACCOUNTING_PAIRS} × {ACCOUNTING_WINDOW:?} of TSC-recording hogs: \
+         share of worker time lost, {COST_THREADS} hogs at {} minus {WORKERS} hogs off: {}",
+        label(Some(DEFAULT_QUANTUM)),
+        fmt(&pairs)
+    );
+    println!(
+        "  median {:+.2}% (target within 1%); {per_second:.0} preemptions/s per worker, \
+         so {:.1} µs of worker time per preemption",
+        diff * 100.0,
+        diff / per_second * 1e6
+    );
+}
+
+/// Direct estimate: two recording hogs on one worker at the minimum
+/// quantum. Where neither runs, the worker is switching: a pause between
+/// one hog's last reading and the other's next is a switch (signal,
+/// trampoline, hand-offs, resume); a pause of one hog alone is a
+/// preemption that resumed the same hog, or an interrupt.
+///
+/// Without `quantum` (preemption off), one thread records alone: its
+/// pauses are the machine's own noise (interrupts, other processes).
+fn switch_gaps(quantum: Option<Duration>) {
+    let threads = if quantum.is_some() { 2 } else { 1 };
+    let (traces, stats, _, ns_per_tick) = record_hogs(1, threads, quantum, GAP_WINDOW);
+    let segments = running_segments(&traces);
     let (mut switches, mut same, mut overlaps) = (Vec::new(), Vec::new(), 0);
     for w in segments.windows(2) {
         let ((_, end, a), (start, _, b)) = (w[0], w[1]);

@@ -89,6 +89,7 @@ fn since(before: Stats) -> Stats {
         preemptions: now.preemptions - before.preemptions,
         retakes: now.retakes - before.retakes,
         signals: now.signals - before.signals,
+        direct_handoffs: now.direct_handoffs - before.direct_handoffs,
     }
 }
 
@@ -227,6 +228,16 @@ fn cpu_bound_green_threads_share_one_worker_fairly() {
             on_stats.preemptions >= 50,
             "~{:.0} ms of CPU-bound work at a 1 ms quantum, but only {} preemptions",
             ms(*on.iter().max().unwrap()),
+            on_stats.preemptions
+        );
+        // Once every thread has started, the next to run is always a
+        // preempted one: its M should get the P straight from the preempted
+        // one's, with no spare M in between.
+        assert!(
+            2 * on_stats.direct_handoffs >= on_stats.preemptions,
+            "only {} of {} preemptions handed the P directly to the next preempted green \
+             thread",
+            on_stats.direct_handoffs,
             on_stats.preemptions
         );
         assert_eq!(

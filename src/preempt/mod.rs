@@ -29,6 +29,7 @@ mod trampoline;
 use std::time::Duration;
 
 pub use guard::PreemptGuard;
+pub(crate) use trampoline::count_direct_handoff;
 
 /// Default preemption quantum.
 pub const DEFAULT_QUANTUM: Duration = Duration::from_millis(10);
@@ -64,6 +65,9 @@ pub struct Stats {
     pub retakes: u64,
     /// SIGURGs sent by sysmon.
     pub signals: u64,
+    /// Preemptions whose P went straight to the M of the next preempted
+    /// green thread (one thread wake-up) rather than to a spare M.
+    pub direct_handoffs: u64,
 }
 
 /// Process-wide preemption counters (all runtimes), for tests and

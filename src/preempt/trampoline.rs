@@ -24,6 +24,7 @@ static greenrt_xsave_size: AtomicU64 = AtomicU64::new(0);
 static PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
 static RETAKES: AtomicU64 = AtomicU64::new(0);
 static SIGNALS: AtomicU64 = AtomicU64::new(0);
+static DIRECT_HANDOFFS: AtomicU64 = AtomicU64::new(0);
 
 /// Process-wide preemption counters (all runtimes).
 pub(crate) fn counters() -> Stats {
@@ -31,7 +32,12 @@ pub(crate) fn counters() -> Stats {
         preemptions: PREEMPTIONS.load(Ordering::Relaxed),
         retakes: RETAKES.load(Ordering::Relaxed),
         signals: SIGNALS.load(Ordering::Relaxed),
+        direct_handoffs: DIRECT_HANDOFFS.load(Ordering::Relaxed),
     }
+}
+
+pub(crate) fn count_direct_handoff() {
+    DIRECT_HANDOFFS.fetch_add(1, Ordering::Relaxed);
 }
 
 pub(super) fn count_retake() {

@@ -465,18 +465,23 @@ impl M {
         let Some(g) = self.rt.preempted.pop() else {
             return false;
         };
-        let m = g.locked_m.swap(std::ptr::null_mut(), Ordering::AcqRel);
-        // SAFETY: the preempting M stored its handle before queueing the G
-        // and waits on it; handles live as long as the runtime.
-        let m = unsafe { m.as_ref() }.expect("greenrt: preempted G without its M");
         let p = self.take_p().expect("greenrt: M without a P");
-        // Resuming a G is a scheduling round like `execute`: the tick
-        // moves (else the 1-in-61 branch would pick this path forever).
-        // SAFETY: we owned the P until the line above; nobody has it yet.
-        let id = unsafe { p.get() }.id;
-        self.rt.ticks[id].fetch_add(1, Ordering::Relaxed);
-        m.give(p, false);
+        self.rt.hand_to_preempted(&g, p);
         true
+    }
+
+    /// For the preemption path: the next preempted G, if the scheduler
+    /// would run it next (nothing queued on our P or globally, no timer
+    /// due). Lock-free and allocation-free; None when unsure.
+    fn preempted_successor(&self) -> Option<GRef> {
+        if self.rt.is_shutdown()
+            || self.local_work()
+            || !self.rt.injector.is_empty()
+            || self.rt.next_timer() <= crate::time::now()
+        {
+            return None;
+        }
+        self.rt.preempted.try_pop()
     }
 
     fn take_global(&self, p: &P) -> Option<GRef> {
@@ -754,10 +759,22 @@ fn park_preempted(m: &M, g: GRef) -> bool {
     if !m.has_p() && !retaken {
         return false;
     }
+    // The P goes straight to the M of the next preempted G when that is
+    // what the scheduler would run next anyway: one thread wake-up per
+    // preemption instead of two (spare M, then that G's M).
+    let successor = if retaken {
+        None
+    } else {
+        m.preempted_successor()
+    };
     // During shutdown nobody needs the P: park without a spare, so the
     // runtime can stop (it leaves preempted Ms parked).
-    let spare = if retaken { None } else { m.rt.claim_spare() };
-    if spare.is_none() && !retaken && !m.rt.is_shutdown() {
+    let spare = if retaken || successor.is_some() {
+        None
+    } else {
+        m.rt.claim_spare()
+    };
+    if successor.is_none() && spare.is_none() && !retaken && !m.rt.is_shutdown() {
         return false;
     }
     g.locked_m
@@ -766,8 +783,13 @@ fn park_preempted(m: &M, g: GRef) -> bool {
     let p = m.take_p();
     // SAFETY: `g` is our own running G, not queued.
     unsafe { m.rt.preempted.push(g) };
-    if let (Some(spare), Some(p)) = (spare, p) {
-        spare.give(p, false);
+    match (successor, spare, p) {
+        (Some(next), _, Some(p)) => {
+            m.rt.hand_to_preempted(&next, p);
+            crate::preempt::count_direct_handoff();
+        }
+        (None, Some(spare), Some(p)) => spare.give(p, false),
+        _ => {}
     }
     // Wait for our turn. After shutdown nobody comes: wait forever (the
     // runtime leaves this thread parked and keeps the G's stack).

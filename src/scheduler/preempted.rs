@@ -67,6 +67,53 @@ impl PreemptedQueue {
                 batch.push(unsafe { (*g.preempt_ref.get()).take() }.expect("queued G"));
             }
             ready.extend(batch.into_iter().rev());
+            // Room for as many again, so `try_pop` can take in the next
+            // pushes without allocating.
+            let len = ready.len();
+            ready.reserve(len);
+        }
+        let g = ready.pop_front()?;
+        self.len.fetch_sub(1, Ordering::Release);
+        Some(g)
+    }
+
+    /// The longest-waiting preempted G, for the preemption path itself:
+    /// never blocks (None if another M holds the queue) and never
+    /// allocates (None if the FIFO would have to grow to take in the
+    /// newly pushed Gs; the ordinary `pop` grows it).
+    pub(crate) fn try_pop(&self) -> Option<GRef> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut ready = self.ready.try_lock()?;
+        if ready.is_empty() {
+            // Holding the lock makes us the only consumer: pushers only
+            // prepend, so the chain under `head` is stable while we count
+            // it, and the exchange fails if a push came in meanwhile.
+            let head = self.incoming.load(Ordering::Acquire);
+            let mut n = 0;
+            let mut p = head;
+            while !p.is_null() {
+                n += 1;
+                // SAFETY: pushed Gs stay alive through `preempt_ref`; the
+                // chain is not consumed while we hold `ready`.
+                p = unsafe { &*p }.preempt_next.load(Ordering::Relaxed);
+            }
+            if n == 0 || ready.capacity() < n {
+                return None;
+            }
+            self.incoming
+                .compare_exchange(head, ptr::null_mut(), Ordering::Acquire, Ordering::Relaxed)
+                .ok()?;
+            // The chain is newest first: pushing each to the front leaves
+            // the oldest at the front. Capacity suffices: no allocation.
+            let mut p = head;
+            while !p.is_null() {
+                // SAFETY: as above, and the exchange made the chain ours.
+                let g = unsafe { &*p };
+                p = g.preempt_next.load(Ordering::Relaxed);
+                ready.push_front(unsafe { (*g.preempt_ref.get()).take() }.expect("queued G"));
+            }
         }
         let g = ready.pop_front()?;
         self.len.fetch_sub(1, Ordering::Release);

@@ -399,6 +399,23 @@ impl Shared {
     }
 
     /// Earliest timer over all Ps (u64::MAX if none).
+    /// Hands `p` to the M that holds the preempted G `g` (popped from
+    /// `preempted`), which resumes it. Lock-free: also used on the
+    /// preemption path.
+    pub(crate) fn hand_to_preempted(&self, g: &GRef, p: PPtr) {
+        let m = g.locked_m.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: the preempting M stored its handle before queueing the G
+        // and waits on it; handles live as long as the runtime.
+        let m = unsafe { m.as_ref() }.expect("greenrt: preempted G without its M");
+        // Resuming a G is a scheduling round like `execute`: the tick
+        // moves (else the 1-in-61 branch would pick this path forever,
+        // and sysmon would not see a fresh slice).
+        // SAFETY: we own the P until we give it away below.
+        let id = unsafe { p.get() }.id;
+        self.ticks[id].fetch_add(1, Ordering::Relaxed);
+        m.give(p, false);
+    }
+
     pub(crate) fn next_timer(&self) -> u64 {
         self.timers
             .iter()
