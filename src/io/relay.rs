@@ -2,11 +2,11 @@
 //!
 //! Each *burst* of data (what arrives after the source was idle) starts
 //! with a plain read into the copy buffer. If the read does not fill the
-//! buffer, that was probably the whole burst: it is written and the loop
-//! reads again (usually EAGAIN, then it waits) — a small message costs a
-//! read and a send, the cheapest way to move a few bytes (splicing it
-//! would cost a page and two splices, plus the one that fails). If the
-//! read fills the buffer, more is probably queued: the rest of the burst
+//! buffer, that was the whole burst (the socket is drained, and the next
+//! read waits for readiness before its syscall): it is written. A small
+//! message costs a read and a send, the cheapest way to move a few bytes
+//! (splicing it would cost a page and two splices, plus one that fails).
+//! If the read fills the buffer, more is probably queued: the rest of the burst
 //! is spliced (`splice_burst`) until the source runs dry. So
 //! request/response traffic is copied and bulk traffic is spliced, all
 //! but the first buffer of each burst. In buffered mode, or once the
@@ -14,8 +14,7 @@
 //! buffer-sized pieces.
 //!
 //! When a splice burst ends on EAGAIN the next read waits for readiness
-//! first. A short read is not enough to skip the read that would fail
-//! (see `Endpoint::read`).
+//! first, as after a short read (see `Endpoint::read`).
 
 use std::io;
 

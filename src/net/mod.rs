@@ -163,13 +163,13 @@ macro_rules! stream_io {
 
         impl std::io::Read for &$ty {
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                self.sock.recv(buf, 0)
+                self.sock.recv_stream(buf)
             }
             fn read_vectored(
                 &mut self,
                 bufs: &mut [std::io::IoSliceMut<'_>],
             ) -> std::io::Result<usize> {
-                self.sock.read_vectored(bufs)
+                self.sock.read_vectored_stream(bufs)
             }
         }
 

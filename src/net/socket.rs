@@ -161,8 +161,18 @@ impl Socket {
         interest: Interest,
         op: impl FnMut(RawFd) -> io::Result<T>,
     ) -> io::Result<T> {
+        self.timed(interest, |deadline| self.io_until(interest, deadline, op))
+    }
+
+    /// Runs `f` with the deadline of the read or write timeout; an expired
+    /// timeout is EAGAIN (WouldBlock), as with SO_RCVTIMEO/SO_SNDTIMEO.
+    fn timed<T>(
+        &self,
+        interest: Interest,
+        f: impl FnOnce(Option<u64>) -> io::Result<T>,
+    ) -> io::Result<T> {
         let deadline = self.timeout(interest).map(time::deadline_after);
-        self.io_until(interest, deadline, op).map_err(|e| {
+        f(deadline).map_err(|e| {
             // Only the wait's own TimedOut carries no OS error code; an
             // ETIMEDOUT from the socket passes through.
             if deadline.is_some()
@@ -200,18 +210,46 @@ impl Socket {
         self.fd.wait(interest, deadline)
     }
 
+    /// One read of a stream socket by `op` (at most `len` bytes): as `io`,
+    /// but a short read lets the next one wait without a syscall that
+    /// would fail (see `NetFd::read_stream`).
+    fn read_stream(
+        &self,
+        len: usize,
+        op: impl FnMut(RawFd) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        self.timed(Interest::Read, |deadline| {
+            if self.nonblocking.load(Ordering::Relaxed) {
+                self.io_until(Interest::Read, deadline, op)
+            } else {
+                self.fd.read_stream(deadline, len, op)
+            }
+        })
+    }
+
+    /// recv(2) on a stream socket (`Read` of TCP and Unix streams).
+    pub(crate) fn recv_stream(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let len = buf.len();
+        self.read_stream(len, |fd| {
+            // SAFETY: `buf` is valid for writes of its length.
+            cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) })
+        })
+    }
+
+    /// readv(2) on a stream socket.
+    pub(crate) fn read_vectored_stream(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.read_stream(len, |fd| {
+            // SAFETY: IoSliceMut is ABI-compatible with iovec on Unix, and
+            // every slice is valid for writes of its length.
+            cvt_size(unsafe { libc::readv(fd, bufs.as_ptr().cast(), iov_count(bufs.len())) })
+        })
+    }
+
     pub(crate) fn recv(&self, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
         self.io(Interest::Read, |fd| {
             // SAFETY: `buf` is valid for writes of its length.
             cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) })
-        })
-    }
-
-    pub(crate) fn read_vectored(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.io(Interest::Read, |fd| {
-            // SAFETY: IoSliceMut is ABI-compatible with iovec on Unix, and
-            // every slice is valid for writes of its length.
-            cvt_size(unsafe { libc::readv(fd, bufs.as_ptr().cast(), iov_count(bufs.len())) })
         })
     }
 

@@ -5,9 +5,25 @@
 //! event that a poller read just before the fd was closed still points at
 //! valid memory; the generation carried in the event's data (and bumped on
 //! every close) tells the poller the event is stale.
+//!
+//! **Drained streams.** A read of a stream socket that returns fewer bytes
+//! than asked (but some) emptied its receive queue. Epoll is edge-triggered,
+//! so whatever arrives after that read brings a fresh edge; the next read
+//! can wait for it instead of failing with EAGAIN first (`mark_drained`,
+//! `is_drained`; tokio does the same). Two things make that safe:
+//!
+//! - an edge notified *between* the start of that read and the marking may
+//!   stand for bytes that came after the read: the read records the count
+//!   of read edges before its syscall (`read_edges`) and the marking only
+//!   happens if no edge came since;
+//! - the last bytes can sit in front of an end of stream (or an error)
+//!   whose edge was notified before the read: a short read then leaves the
+//!   EOF unread and no edge will come for it. Events that say EOF, hang-up
+//!   or error set a sticky `read_closed`, and such a descriptor is never
+//!   marked drained.
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -109,6 +125,9 @@ impl Woken {
 struct State {
     gen: u16,
     closing: bool,
+    /// An event said end of stream, hang-up or error (sticky until the
+    /// descriptor is recycled): never mark it drained.
+    read_closed: bool,
     read: Slot,
     write: Slot,
 }
@@ -126,6 +145,10 @@ impl State {
 #[derive(Default)]
 pub(crate) struct PollDesc {
     state: Mutex<State>,
+    /// Notified read edges (changed under `state`'s lock).
+    read_edges: AtomicU32,
+    /// A short read emptied the socket and no read edge came since.
+    read_drained: AtomicBool,
 }
 
 /// Parked waiters over all descriptors: the poller only blocks in
@@ -147,6 +170,8 @@ impl PollDesc {
             .unwrap_or_else(|| Box::leak(Box::default()));
         let mut s = pd.state.lock();
         s.closing = false;
+        s.read_closed = false;
+        pd.read_drained.store(false, Ordering::Relaxed);
         s.read = Slot::default();
         s.write = Slot::default();
         drop(s);
@@ -176,14 +201,19 @@ impl PollDesc {
 
     /// Records readiness from an event of generation `gen`, returning the
     /// waiters to wake (stale events are ignored).
-    pub(crate) fn notify(&self, gen: u16, read: bool, write: bool) -> Woken {
+    pub(crate) fn notify(&self, gen: u16, ready: Readiness) -> Woken {
         let mut woken = Woken::default();
         let mut guard = self.state.lock();
         let s = &mut *guard;
         if s.gen != gen || s.closing {
             return woken;
         }
-        for (slot, hit) in [(&mut s.read, read), (&mut s.write, write)] {
+        if ready.read {
+            self.read_edges.fetch_add(1, Ordering::Release);
+            self.read_drained.store(false, Ordering::Release);
+        }
+        s.read_closed |= ready.closed;
+        for (slot, hit) in [(&mut s.read, ready.read), (&mut s.write, ready.write)] {
             if hit {
                 slot.ready = true;
                 slot.take_all(&mut woken);
@@ -233,6 +263,31 @@ impl PollDesc {
         }
     }
 
+    /// Read edges notified so far: a stream read takes this just before
+    /// its syscall, for [`PollDesc::mark_drained`].
+    pub(crate) fn read_edges(&self) -> u32 {
+        self.read_edges.load(Ordering::Acquire)
+    }
+
+    /// After a short read that started when `read_edges()` was `seen`:
+    /// the socket is empty and the next read should wait for an edge
+    /// first — unless an edge came since (it may stand for bytes the read
+    /// did not see) or the stream has ended (see the module docs).
+    pub(crate) fn mark_drained(&self, seen: u32) {
+        let mut s = self.state.lock();
+        if s.closing || s.read_closed || self.read_edges.load(Ordering::Acquire) != seen {
+            return;
+        }
+        // Any edge so far came before the read, which took its bytes.
+        s.read.ready = false;
+        self.read_drained.store(true, Ordering::Release);
+    }
+
+    /// Whether the last read drained the socket and nothing came since.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.read_drained.load(Ordering::Acquire)
+    }
+
     /// Marks the descriptor closed: wakes its waiters (they get an error)
     /// and makes any event still in flight stale. Then recycles it.
     pub(crate) fn close(&'static self) {
@@ -241,6 +296,7 @@ impl PollDesc {
             let mut s = self.state.lock();
             s.closing = true;
             s.gen = s.gen.wrapping_add(1);
+            self.read_drained.store(false, Ordering::Release);
             s.read.take_all(&mut woken);
             s.write.take_all(&mut woken);
         }
@@ -257,11 +313,97 @@ pub(crate) fn closed() -> io::Error {
     )
 }
 
+/// What an epoll event says about a descriptor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    pub(crate) read: bool,
+    pub(crate) write: bool,
+    /// End of stream, hang-up or error: reads will not block again.
+    pub(crate) closed: bool,
+}
+
 /// Which slots an epoll event makes ready: errors and hang-ups wake both
 /// sides, so the next read or write returns the error or EOF.
-pub(crate) fn readiness(events: u32) -> (bool, bool) {
+pub(crate) fn readiness(events: u32) -> Readiness {
     let err = events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
-    let read = err || events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32 != 0;
-    let write = err || events & libc::EPOLLOUT as u32 != 0;
-    (read, write)
+    Readiness {
+        read: err || events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32 != 0,
+        write: err || events & libc::EPOLLOUT as u32 != 0,
+        closed: err || events & libc::EPOLLRDHUP as u32 != 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A descriptor with no fd behind it, and its current generation.
+    fn desc() -> (&'static PollDesc, u16) {
+        let pd = PollDesc::alloc();
+        let gen = pd.state.lock().gen;
+        (pd, gen)
+    }
+
+    const READ: Readiness = Readiness {
+        read: true,
+        write: false,
+        closed: false,
+    };
+
+    #[test]
+    fn short_read_with_no_edge_since_drains_until_the_next_edge() {
+        let (pd, gen) = desc();
+        pd.notify(gen, READ);
+        let seen = pd.read_edges();
+        pd.mark_drained(seen);
+        assert!(pd.is_drained());
+        assert!(
+            !pd.state.lock().read.ready,
+            "the edge before the read is spent"
+        );
+        pd.notify(gen, READ);
+        assert!(!pd.is_drained());
+        assert!(pd.state.lock().read.ready);
+        pd.close();
+    }
+
+    #[test]
+    fn an_edge_during_the_read_keeps_the_socket_undrained() {
+        let (pd, gen) = desc();
+        let seen = pd.read_edges(); // the read starts
+        pd.notify(gen, READ); // bytes arrive after it; another M notifies
+        pd.mark_drained(seen); // the short read returns
+        assert!(!pd.is_drained());
+        assert!(pd.state.lock().read.ready, "the new edge must not be lost");
+        pd.close();
+    }
+
+    #[test]
+    fn an_ended_stream_is_never_drained() {
+        let (pd, gen) = desc();
+        pd.notify(gen, readiness((libc::EPOLLIN | libc::EPOLLRDHUP) as u32));
+        let seen = pd.read_edges();
+        pd.mark_drained(seen); // the last bytes, with the EOF behind them
+        assert!(!pd.is_drained());
+        // Sticky: later edges without RDHUP do not clear it.
+        pd.notify(gen, READ);
+        pd.mark_drained(pd.read_edges());
+        assert!(!pd.is_drained());
+        pd.close();
+        // A recycled descriptor starts afresh.
+        let (pd, gen) = desc();
+        pd.notify(gen, READ);
+        pd.mark_drained(pd.read_edges());
+        assert!(pd.is_drained());
+        pd.close();
+    }
+
+    #[test]
+    fn errors_and_hang_ups_count_as_ended() {
+        for ev in [libc::EPOLLERR, libc::EPOLLHUP, libc::EPOLLRDHUP] {
+            let r = readiness(ev as u32);
+            assert!(r.read && r.closed, "{ev:#x}: {r:?}");
+        }
+        assert!(!readiness(libc::EPOLLIN as u32).closed);
+    }
 }

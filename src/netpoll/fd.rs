@@ -52,6 +52,49 @@ impl NetFd {
     }
 
     /// Waits until the fd may be ready for `interest`.
+    /// One read of a stream socket through `op` (which reads at most `len`
+    /// bytes), as `io`. On a green thread a short read marks the socket
+    /// drained and a read of a drained socket waits for readiness before
+    /// its syscall: request/response traffic then costs one read per
+    /// message, not two (see the `desc` module docs).
+    pub(crate) fn read_stream(
+        &self,
+        deadline: Option<u64>,
+        len: usize,
+        mut op: impl FnMut(RawFd) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        if self.is_drained() {
+            self.wait(Interest::Read, deadline)?;
+        }
+        let mut seen = 0;
+        let n = self.io(Interest::Read, deadline, |fd| {
+            seen = self.read_edges();
+            op(fd)
+        })?;
+        self.note_read(seen, n, len);
+        Ok(n)
+    }
+
+    /// Read edges so far (see `PollDesc::read_edges`), taken just before
+    /// a read's syscall for [`NetFd::note_read`].
+    pub(crate) fn read_edges(&self) -> u32 {
+        self.pd.read_edges()
+    }
+
+    /// After a stream read of `n` of `len` bytes that started at `seen`
+    /// read edges: a short one drained the socket. Only green threads
+    /// track this (they wait through the poller; OS threads poll(2)).
+    pub(crate) fn note_read(&self, seen: u32, n: usize, len: usize) {
+        if n > 0 && n < len && blocks_green() {
+            self.pd.mark_drained(seen);
+        }
+    }
+
+    /// A green thread's next read should wait for readiness first.
+    pub(crate) fn is_drained(&self) -> bool {
+        blocks_green() && self.pd.is_drained()
+    }
+
     pub(crate) fn wait(&self, interest: Interest, deadline: Option<u64>) -> io::Result<()> {
         if blocks_green() {
             return self.pd.wait(interest, deadline);

@@ -109,8 +109,7 @@ impl Poller {
             }
             // SAFETY: every other token was made by PollDesc::token.
             let (pd, gen) = unsafe { PollDesc::from_token(token) };
-            let (read, write) = desc::readiness(ev.events);
-            woken += pd.notify(gen, read, write).wake_all();
+            woken += pd.notify(gen, desc::readiness(ev.events)).wake_all();
         }
         woken
     }

@@ -83,19 +83,20 @@ impl<'a> Endpoint<'a> {
         }
     }
 
-    /// One read of at most `buf.len()` bytes (0: end of stream). With
-    /// `after_eagain` (the caller's last attempt on this fd, e.g. a
-    /// splice, failed with EAGAIN) it waits for readiness first.
-    ///
-    /// A short read is *not* taken as proof that the socket is drained
-    /// (as tokio does): a read can return the last bytes and consume the
-    /// FIN behind them, and with the FIN's edge already spent the next
-    /// wait would never end. Only EAGAIN says "wait".
+    /// One read of at most `buf.len()` bytes (0: end of stream). It waits
+    /// for readiness first if the caller's last attempt on this fd (e.g.
+    /// a splice) failed with EAGAIN (`after_eagain`), or if the last read
+    /// was short, which drained the socket (see `NetFd::read_stream`).
     pub(crate) fn read(&self, buf: &mut [u8], after_eagain: bool) -> io::Result<usize> {
-        self.io(Interest::Read, after_eagain, |fd| {
+        let (len, mut seen) = (buf.len(), 0);
+        let wait_first = after_eagain || self.fd.is_drained();
+        let n = self.io(Interest::Read, wait_first, |fd| {
+            seen = self.fd.read_edges();
             // SAFETY: `buf` is valid for writes of its length.
             cvt(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
-        })
+        })?;
+        self.fd.note_read(seen, n, len);
+        Ok(n)
     }
 
     /// One write of at most `buf.len()` bytes. send(2) with MSG_NOSIGNAL,
