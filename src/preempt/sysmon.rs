@@ -29,6 +29,8 @@ const MIN_BUSY_DELAY: Duration = Duration::from_micros(50);
 struct Seen {
     tick: u32,
     since: u64,
+    /// When sysmon last asked this slice's M to preempt (0: never).
+    requested: u64,
 }
 
 /// Starts sysmon for `rt`; it stops when `rt.sysmon_stop` is set.
@@ -43,11 +45,14 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
     let quantum_ns = quantum.as_nanos() as u64;
     // Stuck this long past the quantum (not preemptible all along): retake.
     let grace_ns = quantum_ns.min(1_000_000);
-    // While green threads run, look every quarter quantum (at most 2 ms:
-    // overdue timers are noticed here too) for new slices, whose start is
-    // then known within ± an eighth of a quantum, unbiased; a running
-    // slice's end is slept to exactly (below). Each wake-up costs a
-    // running G some CPU, so no more often than that.
+    // After seeing a slice begin that sysmon did not cause (a green thread
+    // blocked or yielded), or while timers are pending, look every quarter
+    // quantum (at most 2 ms): a slice noticed then is dated within ± an
+    // eighth of a quantum, unbiased, and a due timer is noticed soon.
+    // Slices that follow sysmon's own preemption requests are dated by the
+    // request, so while every running slice is one sysmon knows it just
+    // sleeps to the earliest slice end (or retake): each wake-up costs a
+    // running G some CPU.
     let busy_delay = (quantum / 4).clamp(MIN_BUSY_DELAY, Duration::from_millis(2));
     let mut seen = vec![Seen::default(); rt.cfg.workers];
     let mut delay = MIN_DELAY;
@@ -60,11 +65,12 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
         // the midpoint, so slices come out right on average.
         let slice_start = last_round + (now - last_round) / 2;
         last_round = now;
-        // Any P held by an M (running a G or between two): keep watching
-        // at the busy cadence, so a slice that starts during a hand-off is
-        // not noticed late.
+        // Any P held by an M (running a G or between two).
         let mut busy = false;
-        // The earliest end of a running slice, to wake up right then.
+        // A slice began that sysmon did not ask for: look again soon.
+        let mut unexpected = false;
+        // When sysmon must look next: the earliest end of a running slice,
+        // or of a retake's grace period.
         let mut next_deadline = u64::MAX;
         // Overdue timers with every P busy: nobody will look at them until
         // some G leaves its P, so preempt the longest-running G now rather
@@ -75,15 +81,25 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
             let tick = rt.ticks[id].load(Ordering::Relaxed);
             let owner = rt.owner(id);
             busy |= owner.is_some();
-            let owner = owner.filter(|m| m.in_g.load(Ordering::Relaxed));
-            if tick != s.tick || owner.is_none() {
+            if tick != s.tick {
+                // Asked for by sysmon (lately): it began a few µs after
+                // the request (the hand-off), not at the midpoint.
+                let asked = s.requested != 0 && now - s.requested <= quantum_ns + grace_ns;
+                unexpected |= !asked;
                 *s = Seen {
                     tick,
-                    since: slice_start,
+                    since: if asked { s.requested } else { slice_start },
+                    requested: 0,
                 };
-                continue;
             }
-            let m = owner.expect("checked");
+            let Some(m) = owner.filter(|m| m.in_g.load(Ordering::Relaxed)) else {
+                // Idle, or its M is between two green threads: a slice
+                // may start any moment (keep `requested`: a hand-off that
+                // sysmon asked for may be under way).
+                s.since = slice_start;
+                unexpected |= owner.is_some();
+                continue;
+            };
             let held = now.saturating_sub(s.since);
             if held < quantum_ns {
                 next_deadline = next_deadline.min(s.since + quantum_ns);
@@ -95,13 +111,16 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
             let level = if held >= quantum_ns + grace_ns {
                 RETAKE
             } else {
+                next_deadline = next_deadline.min(s.since + quantum_ns + grace_ns);
                 PREEMPT
             };
             request(m, level, tick);
+            s.requested = now;
         }
         if let Some((id, _)) = longest.filter(|_| timers_overdue) {
             if let Some(m) = rt.owner(id).filter(|m| m.in_g.load(Ordering::Relaxed)) {
                 request(m, PREEMPT, seen[id].tick);
+                seen[id].requested = now;
             }
         }
         // Green threads whose P was retaken run on without one; stop them
@@ -111,6 +130,7 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
         // are not restarted) over and over.
         for m in rt.retaken_ms() {
             busy = true;
+            unexpected = true;
             if thread_is_running(m.tid.load(Ordering::Relaxed)) {
                 request(&m, PREEMPT, 0);
             }
@@ -122,8 +142,17 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
             rt.wakep();
         }
         delay = if busy {
-            let to_deadline = Duration::from_nanos(next_deadline.saturating_sub(now));
-            to_deadline.clamp(MIN_DELAY, busy_delay)
+            // Timers due while every P is busy need a look too; one that
+            // is added while sysmon sleeps long would be noticed late, so
+            // with timers about, keep the short cadence.
+            let next_timer = rt.next_timer();
+            let wake_at = next_deadline.min(next_timer);
+            let cap = if unexpected || next_timer != u64::MAX {
+                busy_delay
+            } else {
+                quantum.min(MAX_DELAY)
+            };
+            Duration::from_nanos(wake_at.saturating_sub(now)).clamp(MIN_DELAY, cap)
         } else {
             (delay * 2).min(MAX_DELAY)
         };
