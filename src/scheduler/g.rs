@@ -78,19 +78,27 @@ impl std::ops::Deref for GRef {
 }
 
 /// The scheduler's view of a green thread.
+///
+/// `repr(C)` with the fields every park and wake-up touches first, so they
+/// share one or two cache lines with the `Arc` counts in front of them:
+/// with thousands of parked green threads each wake-up finds its G cold.
+#[repr(C)]
 pub(crate) struct G {
-    pub(crate) id: u64,
-    pub(crate) name: Option<Box<str>>,
-    pub(crate) rt: Arc<Shared>,
     state: AtomicU8,
     /// A wake-up token, as for `std::thread::park`: set by `unpark`,
     /// consumed by `park`.
     notified: AtomicBool,
+    /// While non-zero the G must not be preempted: it is in runtime code
+    /// (or under `preempt::disable`). Read by the SIGURG handler.
+    pub(crate) nopreempt: AtomicU32,
     /// Saved stack pointer while the G is not running.
     pub(crate) sp: UnsafeCell<*mut u8>,
     /// Top of the stack (null until one is bound); the parent slot lives
     /// just below it.
     top: UnsafeCell<*mut u8>,
+    pub(crate) rt: Arc<Shared>,
+    pub(crate) id: u64,
+    pub(crate) name: Option<Box<str>>,
     /// Guard page range, kept outside `stack` so the SIGSEGV handler can
     /// read it without touching the Option.
     guard: UnsafeCell<(usize, usize)>,
@@ -98,9 +106,6 @@ pub(crate) struct G {
     pub(crate) stack_size: usize,
     stack: UnsafeCell<Option<Stack>>,
     pub(crate) locals: UnsafeCell<LocalMap>,
-    /// While non-zero the G must not be preempted: it is in runtime code
-    /// (or under `preempt::disable`). Read by the SIGURG handler.
-    pub(crate) nopreempt: AtomicU32,
     /// Set by the preemption path: the M that waits to resume this G.
     pub(crate) locked_m: AtomicPtr<MHandle>,
     /// Link in the runtime's queue of preempted Gs (intrusive: the
