@@ -41,6 +41,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod common;
+use common::{benchmarking, load_average, mean, median, open_fds, Rounds};
+
 /// Worker threads of both runtimes.
 const WORKERS: usize = 2;
 const CONNECTIONS: [usize; 3] = [1, 100, 1000];
@@ -231,14 +234,6 @@ impl Cell for TokioCell {
     }
 }
 
-/// Wall and process CPU time of each batch, in seconds.
-#[derive(Default)]
-struct Batches {
-    calls: usize,
-    wall: Vec<f64>,
-    cpu: Vec<f64>,
-}
-
 /// One cell's results for the summary.
 struct Row {
     connections: usize,
@@ -254,28 +249,13 @@ struct Row {
 fn bench_cell<C: Cell>(
     b: &mut criterion::Bencher<'_>,
     cell: &mut Option<C>,
-    batches: &mut Batches,
+    batches: &mut Rounds,
     connections: usize,
     size: usize,
     rounds: usize,
 ) {
     let cell = cell.get_or_insert_with(|| C::setup(connections, size));
-    b.iter_custom(|iters| {
-        let mut total = Duration::ZERO;
-        for _ in 0..iters {
-            let (t, cpu) = (Instant::now(), process_cpu());
-            cell.batch(rounds);
-            let wall = t.elapsed();
-            total += wall;
-            // The first call is criterion's one warm-up batch.
-            if batches.calls > 0 {
-                batches.wall.push(wall.as_secs_f64());
-                batches.cpu.push((process_cpu() - cpu).as_secs_f64());
-            }
-        }
-        batches.calls += 1;
-        total
-    });
+    b.iter_custom(|iters| batches.run(iters, || cell.batch(rounds)));
 }
 
 /// Greenrt / tokio requests/s of [`PAIRS`] pairs of batches run back to
@@ -325,11 +305,11 @@ fn echo(c: &mut Criterion) {
                 .throughput(Throughput::Elements((rounds * connections) as u64));
 
             let fds = open_fds();
-            let (mut g_cell, mut greenrt) = (None, Batches::default());
+            let (mut g_cell, mut greenrt) = (None, Rounds::default());
             group.bench_function("greenrt", |b| {
                 bench_cell::<GreenrtCell>(b, &mut g_cell, &mut greenrt, connections, size, rounds)
             });
-            let (mut t_cell, mut tokio) = (None, Batches::default());
+            let (mut t_cell, mut tokio) = (None, Rounds::default());
             group.bench_function("tokio", |b| {
                 bench_cell::<TokioCell>(b, &mut t_cell, &mut tokio, connections, size, rounds)
             });
@@ -350,7 +330,7 @@ fn echo(c: &mut Criterion) {
                 continue;
             }
             let per_batch = (rounds * connections) as f64;
-            let stats = |b: &Batches| {
+            let stats = |b: &Rounds| {
                 let rps: Vec<f64> = b.wall.iter().map(|w| per_batch / w).collect();
                 (median(&rps), mean(&b.cpu) / per_batch * 1e6)
             };
@@ -404,33 +384,6 @@ fn fmt_size(size: usize) -> String {
     }
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len() as f64
-}
-
-/// Whether criterion measures (`cargo bench`) rather than runs each
-/// function once as a test (`cargo test --benches`, `-- --test`).
-fn benchmarking() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test")
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
 /// Reports fds left open by a cell; returns whether there were none.
 fn check_fds(cell: &str, before: usize) -> bool {
     let after = open_fds();
@@ -438,17 +391,6 @@ fn check_fds(cell: &str, before: usize) -> bool {
         println!("WARNING: {cell}: {before} fds open before the cell, {after} after");
     }
     after == before
-}
-
-/// CPU time (user + system) of the whole process so far.
-fn process_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer; this clock exists on every Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Raises the soft limit on open files to the hard limit: 1 000

@@ -55,6 +55,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode};
 use greenrt::preempt::{Stats, DEFAULT_QUANTUM, MIN_QUANTUM};
 
+mod common;
+use common::{benchmarking, load_average, mean, timed, Rounds};
+
 /// Worker threads for `hog_latency` and `cost`, on both runtimes.
 const WORKERS: usize = 2;
 /// Spinning green threads (or tokio tasks) in `hog_latency`.
@@ -166,22 +169,6 @@ fn iters_for(cpu: Duration) -> u64 {
     (work_rate() * cpu.as_secs_f64()) as u64
 }
 
-/// Whether criterion measures (`cargo bench`) rather than runs each
-/// function once as a test (`cargo test --benches`, `-- --test`), by the
-/// rule criterion itself applies. Measurements outside criterion's
-/// functions only run when it measures.
-fn benchmarking() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test")
-}
-
-/// The load average, to judge how much other processes skew the figures.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 fn print_load(group: &str) {
     println!(
         "[{group}] load average {} on {} CPUs",
@@ -192,13 +179,7 @@ fn print_load(group: &str) {
 
 /// Counters accumulated between two `greenrt::preempt::stats()` calls.
 fn stats_since(before: Stats) -> Stats {
-    let now = greenrt::preempt::stats();
-    Stats {
-        preemptions: now.preemptions - before.preemptions,
-        retakes: now.retakes - before.retakes,
-        signals: now.signals - before.signals,
-        direct_handoffs: now.direct_handoffs - before.direct_handoffs,
-    }
+    greenrt::preempt::stats().since(&before)
 }
 
 fn fmt_stats(s: Stats) -> String {
@@ -229,10 +210,6 @@ fn median(values: &[f64]) -> f64 {
     quantile(&v, 0.5)
 }
 
-fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len() as f64
-}
-
 /// Rounds that take a second or so: one per sample, one warm-up round
 /// (criterion's warm-up stops after the first call that exceeds 1 ms).
 fn long_rounds(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>, round: Duration) {
@@ -241,65 +218,6 @@ fn long_rounds(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
         .sample_size(10)
         .warm_up_time(Duration::from_millis(1))
         .measurement_time(round.mul_f64(10.0));
-}
-
-/// CPU time (user + system) the whole process has used so far: unlike
-/// wall time, it leaves out time spent waiting for a CPU.
-fn process_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer; this clock exists on every Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// Wall and process CPU time of `f`, in seconds.
-fn timed(f: impl FnOnce()) -> (f64, f64) {
-    let (t, cpu) = (Instant::now(), process_cpu());
-    f();
-    (
-        t.elapsed().as_secs_f64(),
-        (process_cpu() - cpu).as_secs_f64(),
-    )
-}
-
-/// Round times measured through `iter_custom`, in seconds. The first call
-/// is criterion's warm-up (see [`long_rounds`]) and is kept apart.
-#[derive(Default)]
-struct Rounds {
-    calls: usize,
-    wall: Vec<f64>,
-    cpu: Vec<f64>,
-}
-
-impl Rounds {
-    /// Runs `round` `iters` times, for `iter_custom`.
-    fn run(&mut self, iters: u64, mut round: impl FnMut()) -> Duration {
-        let mut total = 0.0;
-        for _ in 0..iters {
-            let (wall, cpu) = timed(&mut round);
-            total += wall;
-            if self.calls > 0 {
-                self.wall.push(wall);
-                self.cpu.push(cpu);
-            }
-        }
-        self.calls += 1;
-        Duration::from_secs_f64(total)
-    }
-
-    /// Mean round time in seconds (criterion's mean, as each sample is one
-    /// round).
-    fn mean(&self) -> f64 {
-        mean(&self.wall)
-    }
-
-    /// Mean process CPU time of a round, in seconds.
-    fn mean_cpu(&self) -> f64 {
-        mean(&self.cpu)
-    }
 }
 
 // ---------------------------------------------------------------------------

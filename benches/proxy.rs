@@ -49,10 +49,13 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode};
 use greenrt::io::{CopyMode, CopyOptions, CopyStats};
+
+mod common;
+use common::{benchmarking, load_average, median, open_fds, Rounds};
 
 /// Worker threads of each proxy runtime.
 const WORKERS: usize = 2;
@@ -400,18 +403,14 @@ fn batch(scenario: Scenario, conns: &[std::net::TcpStream]) {
 /// Wall and CPU seconds of the measured batches of one variant.
 #[derive(Default)]
 struct Batches {
-    calls: usize,
-    wall: Vec<f64>,
-    cpu: Vec<f64>,
+    times: Rounds,
     stats: CopyStats,
 }
 
 impl Batches {
     /// Adds another pass's batches and counters.
     fn absorb(&mut self, other: Batches) {
-        self.calls += other.calls;
-        self.wall.extend(other.wall);
-        self.cpu.extend(other.cpu);
+        self.times.absorb(other.times);
         let (a, b) = (&mut self.stats, &other.stats);
         a.spliced_bytes += b.spliced_bytes;
         a.copied_bytes += b.copied_bytes;
@@ -470,27 +469,14 @@ fn bench_variant(c: &mut Criterion, scenario: Scenario, variant: Variant, pass: 
     group.bench_function(variant.name(), |b| {
         b.iter_custom(|iters| {
             let cell = cell.get_or_insert_with(|| Cell::open(scenario, variant));
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let (cpu, t) = (process_cpu(), Instant::now());
-                batch(scenario, &cell.conns);
-                let wall = t.elapsed();
-                total += wall;
-                // The first call is criterion's warm-up.
-                if batches.calls > 0 {
-                    batches.wall.push(wall.as_secs_f64());
-                    batches.cpu.push((process_cpu() - cpu).as_secs_f64());
-                }
-            }
-            batches.calls += 1;
-            total
+            batches.times.run(iters, || batch(scenario, &cell.conns))
         })
     });
     group.finish();
     if let Some(cell) = cell {
         cell.close();
     }
-    batches.stats = delta(&before, &greenrt::io::stats());
+    batches.stats = greenrt::io::stats().since(&before);
     batches
 }
 
@@ -509,18 +495,6 @@ fn warm_up() {
         }
     }
     greenrt::io::clear_pipe_pool();
-}
-
-fn delta(a: &CopyStats, b: &CopyStats) -> CopyStats {
-    CopyStats {
-        spliced_bytes: b.spliced_bytes - a.spliced_bytes,
-        copied_bytes: b.copied_bytes - a.copied_bytes,
-        splice_calls: b.splice_calls - a.splice_calls,
-        fallbacks: b.fallbacks - a.fallbacks,
-        pipes_created: b.pipes_created - a.pipes_created,
-        pipes_closed: b.pipes_closed - a.pipes_closed,
-        pool_len: b.pool_len,
-    }
 }
 
 fn main() {
@@ -564,7 +538,7 @@ fn main() {
                 }
             }
         }
-        if results.iter().all(|b| !b.wall.is_empty()) {
+        if results.iter().all(|b| !b.times.wall.is_empty()) {
             rows.push((scenario, results));
         }
     }
@@ -586,11 +560,19 @@ fn main() {
         let scale = if unit == "MB/s" { 1e-6 } else { 1.0 };
         let tput: Vec<f64> = results
             .iter()
-            .map(|b| median(&b.wall.iter().map(|w| units / w * scale).collect::<Vec<_>>()))
+            .map(|b| {
+                median(
+                    &b.times
+                        .wall
+                        .iter()
+                        .map(|w| units / w * scale)
+                        .collect::<Vec<_>>(),
+                )
+            })
             .collect();
         let cpu: Vec<f64> = results
             .iter()
-            .map(|b| mean(&b.cpu) / (units * scale) * 1e6)
+            .map(|b| b.times.mean_cpu() / (units * scale) * 1e6)
             .collect();
         println!(
             "| {} | {:.0} {unit} | {:.0} {unit} | {:.0} {unit} | {:.2} | {:.2} | {:.2} / {:.2} / {:.2} |",
@@ -629,42 +611,4 @@ fn main() {
     } else {
         println!("WARNING: fds left open: {}", leaks.join("; "));
     }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len() as f64
-}
-
-/// Whether criterion measures (`cargo bench`) rather than runs each
-/// function once as a test (`cargo test --benches`, `-- --test`).
-fn benchmarking() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test")
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
-/// CPU time (user + system) of the whole process so far.
-fn process_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer; this clock exists on every Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }

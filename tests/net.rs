@@ -488,22 +488,7 @@ fn peer_reset_gives_connection_reset() {
         let (mut client, server) = tcp_pair();
         let closer = greenrt::spawn(move || {
             greenrt::sleep(Duration::from_millis(20)); // let the reader park
-            let linger = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            // SAFETY: SO_LINGER with a valid linger struct on our socket.
-            let r = unsafe {
-                libc::setsockopt(
-                    server.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&linger as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(r, 0);
-            drop(server); // closing with linger 0 sends RST
+            common::close_with_reset(server);
         });
         let mut buf = [0u8; 8];
         let e = client.read(&mut buf).unwrap_err();
@@ -1020,23 +1005,10 @@ fn short_reads_never_lose_data_or_end_of_stream() {
                     }
                 }
                 if c % 4 == 3 {
-                    // SAFETY: SO_LINGER with a valid linger struct.
-                    let linger = libc::linger {
-                        l_onoff: 1,
-                        l_linger: 0,
-                    };
-                    let r = unsafe {
-                        libc::setsockopt(
-                            s.as_raw_fd(),
-                            libc::SOL_SOCKET,
-                            libc::SO_LINGER,
-                            (&linger as *const libc::linger).cast(),
-                            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                        )
-                    };
-                    assert_eq!(r, 0);
+                    common::close_with_reset(s);
+                } else {
+                    drop(s);
                 }
-                drop(s);
             }
         });
         let readers: Vec<_> = (0..CONNECTIONS)

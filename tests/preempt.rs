@@ -84,13 +84,7 @@ fn preemptive(workers: usize, quantum: Duration) -> greenrt::Runtime {
 
 /// Counter increments since `before`.
 fn since(before: Stats) -> Stats {
-    let now = preempt::stats();
-    Stats {
-        preemptions: now.preemptions - before.preemptions,
-        retakes: now.retakes - before.retakes,
-        signals: now.signals - before.signals,
-        direct_handoffs: now.direct_handoffs - before.direct_handoffs,
-    }
+    preempt::stats().since(&before)
 }
 
 fn ms(d: Duration) -> f64 {

@@ -20,7 +20,7 @@ use greenrt::io::{CopyMode, CopyOptions, CopyStats};
 use greenrt::net::{TcpListener, TcpStream};
 use greenrt::os::unix::net::UnixStream;
 
-use common::with_timeout;
+use common::{close_with_reset, with_timeout};
 
 /// Taken by every test on its own thread, outside `with_timeout`, so a
 /// test body that hangs (and is abandoned) does not keep it.
@@ -260,18 +260,6 @@ fn assert_mostly_spliced(d: &CopyStats, total: u64) {
     assert_eq!(d.fallbacks, 0, "{d:?}");
 }
 
-fn delta(before: &CopyStats, after: &CopyStats) -> CopyStats {
-    CopyStats {
-        spliced_bytes: after.spliced_bytes - before.spliced_bytes,
-        copied_bytes: after.copied_bytes - before.copied_bytes,
-        splice_calls: after.splice_calls - before.splice_calls,
-        fallbacks: after.fallbacks - before.fallbacks,
-        pipes_created: after.pipes_created - before.pipes_created,
-        pipes_closed: after.pipes_closed - before.pipes_closed,
-        pool_len: after.pool_len,
-    }
-}
-
 // ---------------------------------------------------------------------
 // 1 GiB each way through the proxy.
 // ---------------------------------------------------------------------
@@ -309,7 +297,7 @@ fn gib_through_proxy(opts: CopyOptions) -> CopyStats {
     let elapsed = started.elapsed();
     assert_eq!((there, back), (GIB, GIB), "bytes that arrived each way");
     assert_eq!(*results[0].as_ref().unwrap(), (GIB, GIB), "proxy counts");
-    let d = delta(&before, &greenrt::io::stats());
+    let d = greenrt::io::stats().since(&before);
     println!(
         "{:?}: 2 GiB (1 GiB each way) in {elapsed:.2?} = {:.0} MB/s; {d:?}",
         opts.get_mode(),
@@ -344,26 +332,6 @@ fn gib_buffered_arrives_intact() {
 // ---------------------------------------------------------------------
 // Resets.
 // ---------------------------------------------------------------------
-
-/// Closes `s` with SO_LINGER 0: the peer gets a RST, not a FIN.
-fn reset(s: std::net::TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on an open socket with a valid linger struct.
-    let r = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&s),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0);
-    drop(s);
-}
 
 /// Reads until end of stream or an error; returns the bytes read and
 /// whether it ended in an error.
@@ -422,7 +390,7 @@ fn reset_mid_transfer(opts: CopyOptions, client_resets: bool) {
             }
             stop_up.store(true, Ordering::Relaxed);
             writer.join().unwrap();
-            reset(s);
+            close_with_reset(s);
             None
         }
     });
@@ -441,7 +409,7 @@ fn reset_mid_transfer(opts: CopyOptions, client_resets: bool) {
         }
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap();
-        reset(client);
+        close_with_reset(client);
         let (n, _) = up.join().unwrap().expect("the upstream's report");
         assert!(n > 0);
     } else {
@@ -646,7 +614,7 @@ fn pool_stays_bounded_under_1000_connections() {
         for r in &results {
             assert_eq!(*r.as_ref().unwrap(), (EACH, EACH));
         }
-        let d = delta(&before, &greenrt::io::stats());
+        let d = greenrt::io::stats().since(&before);
         let (max_pool, max_in_use) = (
             max_pool.load(Ordering::Relaxed),
             max_in_use.load(Ordering::Relaxed),
@@ -712,7 +680,7 @@ fn socket_copy(opts: CopyOptions, unix: bool, total: u64) -> CopyStats {
         copied
     });
     assert_eq!(n, total);
-    delta(&before, &greenrt::io::stats())
+    greenrt::io::stats().since(&before)
 }
 
 #[test]
@@ -752,7 +720,7 @@ fn tcp_to_unix_uses_splice() {
         f.join().unwrap();
         assert_eq!(v.join().unwrap(), total);
     });
-    let d = delta(&before, &greenrt::io::stats());
+    let d = greenrt::io::stats().since(&before);
     assert_mostly_spliced(&d, total);
 }
 
@@ -784,7 +752,7 @@ fn small_messages_are_copied_not_spliced() {
         drop(client);
         let results = proxy.finish();
         assert_eq!(*results[0].as_ref().unwrap(), (100 * ROUNDS, 100 * ROUNDS));
-        let d = delta(&before, &greenrt::io::stats());
+        let d = greenrt::io::stats().since(&before);
         assert_eq!(d.copied_bytes, 200 * ROUNDS, "{d:?}");
         assert_eq!((d.spliced_bytes, d.splice_calls), (0, 0), "{d:?}");
     });
@@ -824,7 +792,7 @@ fn files_and_memory_fall_back_to_buffered() {
         assert_eq!(verify_pattern(&mut Cursor::new(&sink), 11).unwrap(), total);
     });
     std::fs::remove_file(&path).unwrap();
-    let d = delta(&before, &greenrt::io::stats());
+    let d = greenrt::io::stats().since(&before);
     assert_eq!(d.copied_bytes, 3 * total, "{d:?}");
     assert_eq!(d.spliced_bytes, 0, "{d:?}");
 }

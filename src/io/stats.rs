@@ -37,6 +37,20 @@ pub struct CopyStats {
 }
 
 impl CopyStats {
+    /// What the counters grew by since `earlier` (an older reading), with
+    /// `pool_len` as of `self`: the copies made in between.
+    pub fn since(&self, earlier: &CopyStats) -> CopyStats {
+        CopyStats {
+            spliced_bytes: self.spliced_bytes - earlier.spliced_bytes,
+            copied_bytes: self.copied_bytes - earlier.copied_bytes,
+            splice_calls: self.splice_calls - earlier.splice_calls,
+            fallbacks: self.fallbacks - earlier.fallbacks,
+            pipes_created: self.pipes_created - earlier.pipes_created,
+            pipes_closed: self.pipes_closed - earlier.pipes_closed,
+            pool_len: self.pool_len,
+        }
+    }
+
     /// Pipes open now that are not in the pool: held by copies in flight.
     pub fn pipes_in_use(&self) -> u64 {
         self.pipes_created

@@ -200,3 +200,36 @@ macro_rules! stream_io {
 }
 
 pub(crate) use stream_io;
+
+/// The read and write timeouts of a socket type with a `sock: Socket`
+/// field, as std's methods (written inside the type's `impl` block).
+macro_rules! timeout_methods {
+    () => {
+        /// Bounds how long one read, receive or peek waits for data. When
+        /// it expires the call fails with
+        /// [`WouldBlock`](std::io::ErrorKind::WouldBlock) (EAGAIN), as std's
+        /// SO_RCVTIMEO does on Linux. `None` waits forever;
+        /// `Some(Duration::ZERO)` is an `InvalidInput` error.
+        pub fn set_read_timeout(&self, dur: Option<std::time::Duration>) -> std::io::Result<()> {
+            self.sock.set_timeout(dur, crate::netpoll::Interest::Read)
+        }
+
+        /// Bounds how long one write or send waits for buffer space; on
+        /// expiry it fails with [`WouldBlock`](std::io::ErrorKind::WouldBlock).
+        /// As for [`set_read_timeout`](Self::set_read_timeout).
+        pub fn set_write_timeout(&self, dur: Option<std::time::Duration>) -> std::io::Result<()> {
+            self.sock.set_timeout(dur, crate::netpoll::Interest::Write)
+        }
+
+        /// The read timeout.
+        pub fn read_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
+            Ok(self.sock.timeout(crate::netpoll::Interest::Read))
+        }
+
+        /// The write timeout.
+        pub fn write_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
+            Ok(self.sock.timeout(crate::netpoll::Interest::Write))
+        }
+    };
+}
+pub(crate) use timeout_methods;

@@ -164,30 +164,7 @@ impl TcpStream {
         })
     }
 
-    /// Bounds how long one read (or `peek`) waits for data. When it
-    /// expires the call fails with [`WouldBlock`](io::ErrorKind::WouldBlock)
-    /// (EAGAIN), as std's SO_RCVTIMEO does on Linux. `None` waits forever;
-    /// `Some(Duration::ZERO)` is an `InvalidInput` error.
-    pub fn set_read_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
-        self.sock.set_timeout(dur, Interest::Read)
-    }
-
-    /// Bounds how long one write waits for buffer space; on expiry the
-    /// write fails with [`WouldBlock`](io::ErrorKind::WouldBlock). As for
-    /// [`set_read_timeout`](Self::set_read_timeout).
-    pub fn set_write_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
-        self.sock.set_timeout(dur, Interest::Write)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.sock.timeout(Interest::Read))
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.sock.timeout(Interest::Write))
-    }
+    super::timeout_methods!();
 
     /// Receives data without removing it from the queue (MSG_PEEK); waits
     /// like `read`.

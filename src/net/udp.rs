@@ -3,10 +3,8 @@
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::time::Duration;
 
 use super::socket::{each_addr, Socket, StdRef};
-use crate::netpoll::Interest;
 
 /// A UDP socket: std's [`UdpSocket`](std::net::UdpSocket) whose blocking
 /// calls park the calling green thread instead of blocking its worker.
@@ -66,28 +64,7 @@ impl UdpSocket {
         })
     }
 
-    /// Bounds how long one receive waits; on expiry it fails with
-    /// [`WouldBlock`](io::ErrorKind::WouldBlock). `Some(Duration::ZERO)` is
-    /// an `InvalidInput` error.
-    pub fn set_read_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
-        self.sock.set_timeout(dur, Interest::Read)
-    }
-
-    /// Bounds how long one send waits; as for
-    /// [`set_read_timeout`](Self::set_read_timeout).
-    pub fn set_write_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
-        self.sock.set_timeout(dur, Interest::Write)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.sock.timeout(Interest::Read))
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.sock.timeout(Interest::Write))
-    }
+    super::timeout_methods!();
 
     /// SO_BROADCAST.
     pub fn set_broadcast(&self, broadcast: bool) -> io::Result<()> {

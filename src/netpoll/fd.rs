@@ -82,15 +82,16 @@ impl NetFd {
     }
 
     /// After a stream read of `n` of `len` bytes that started at `seen`
-    /// read edges: a short one drained the socket. Only green threads
-    /// track this (they wait through the poller; OS threads poll(2)).
+    /// read edges: a short one drained the socket (whoever read it).
     pub(crate) fn note_read(&self, seen: u32, n: usize, len: usize) {
-        if n > 0 && n < len && blocks_green() {
+        if n > 0 && n < len {
             self.pd.mark_drained(seen);
         }
     }
 
-    /// A green thread's next read should wait for readiness first.
+    /// A green thread's next read should wait for readiness first. Only
+    /// green threads act on it: they wait through the poller, while OS
+    /// threads poll(2) the fd, which needs no edge.
     pub(crate) fn is_drained(&self) -> bool {
         blocks_green() && self.pd.is_drained()
     }

@@ -70,6 +70,18 @@ pub struct Stats {
     pub direct_handoffs: u64,
 }
 
+impl Stats {
+    /// What the counters grew by since `earlier` (an older reading).
+    pub fn since(&self, earlier: &Stats) -> Stats {
+        Stats {
+            preemptions: self.preemptions - earlier.preemptions,
+            retakes: self.retakes - earlier.retakes,
+            signals: self.signals - earlier.signals,
+            direct_handoffs: self.direct_handoffs - earlier.direct_handoffs,
+        }
+    }
+}
+
 /// Process-wide preemption counters (all runtimes), for tests and
 /// benchmarks.
 pub fn stats() -> Stats {

@@ -75,7 +75,8 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
         // Overdue timers with every P busy: nobody will look at them until
         // some G leaves its P, so preempt the longest-running G now rather
         // than at the end of its quantum.
-        let timers_overdue = rt.next_timer() <= now && rt.npidle.load(Ordering::Relaxed) == 0;
+        let next_timer = rt.next_timer();
+        let timers_overdue = next_timer <= now && rt.npidle.load(Ordering::Relaxed) == 0;
         let mut longest: Option<(usize, u64)> = None;
         for (id, s) in seen.iter_mut().enumerate() {
             let tick = rt.ticks[id].load(Ordering::Relaxed);
@@ -145,7 +146,6 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
             // Timers due while every P is busy need a look too; one that
             // is added while sysmon sleeps long would be noticed late, so
             // with timers about, keep the short cadence.
-            let next_timer = rt.next_timer();
             let wake_at = next_deadline.min(next_timer);
             let cap = if unexpected || next_timer != u64::MAX {
                 busy_delay

@@ -64,28 +64,7 @@ impl UnixStream {
         self.std().peer_addr()
     }
 
-    /// Bounds how long one read waits; on expiry it fails with
-    /// [`WouldBlock`](io::ErrorKind::WouldBlock). `Some(Duration::ZERO)` is
-    /// an `InvalidInput` error.
-    pub fn set_read_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
-        self.sock.set_timeout(dur, Interest::Read)
-    }
-
-    /// Bounds how long one write waits; as for
-    /// [`set_read_timeout`](Self::set_read_timeout).
-    pub fn set_write_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
-        self.sock.set_timeout(dur, Interest::Write)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.sock.timeout(Interest::Read))
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.sock.timeout(Interest::Write))
-    }
+    crate::net::timeout_methods!();
 
     /// With `true`, reads and writes that would wait return
     /// [`WouldBlock`](io::ErrorKind::WouldBlock) at once. This handle only.
