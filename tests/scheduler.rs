@@ -137,6 +137,35 @@ fn yielding_green_threads_all_make_progress_on_one_worker() {
 }
 
 #[test]
+fn green_threads_beyond_the_local_queue_are_not_starved() {
+    // A P's queue holds 256 Gs; the rest wait in the global queue, which a
+    // busy P serves only every 61st tick. Thousands of green threads that
+    // keep yielding until all of them have started must still all start:
+    // if the global queue starved behind the local one, this would hang
+    // (and fail on the timeout).
+    const N: usize = 3000;
+    let started = block_on_cooperative(1, || {
+        let started = Arc::new(AtomicUsize::new(0));
+        let hs: Vec<_> = (0..N)
+            .map(|_| {
+                let started = started.clone();
+                greenrt::spawn(move || {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    while started.load(Ordering::SeqCst) < N {
+                        greenrt::yield_now();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        started.load(Ordering::SeqCst)
+    });
+    assert_eq!(started, N);
+}
+
+#[test]
 fn ping_pong_pair_does_not_starve_a_queued_green_thread() {
     // Two green threads that keep waking each other go through the LIFO
     // "next" slot; a third, runnable one sitting in the queue must still

@@ -97,8 +97,10 @@ greenrt_switch:
  *   rbx: argument for the entry function
  *   r12: entry function, `extern "C" fn(*mut u8) -> !`
  *   rsp: stack top - 16 (16-byte aligned); the word at rsp+8 is the
- *        "parent slot", where every switch into this green thread stores
- *        the scheduler's (g0's) stack pointer.
+ *        "parent slot": the address of the cell where the M running this
+ *        green thread keeps the scheduler's (g0's) saved stack pointer
+ *        (the scheduler rewrites the slot when the green thread moves to
+ *        another M; src/scheduler/g.rs, `link_parent`).
  *
  * The CFI describes this frame as a call from the scheduler: the CFA is
  * the parent's saved stack pointer plus the 64-byte switch frame, and the
@@ -113,11 +115,12 @@ greenrt_switch:
     nop     /* keeps return-address-minus-one lookups inside this FDE */
 greenrt_start:
     .cfi_startproc
-    /* DW_CFA_def_cfa_expression: CFA = *(rsp + 8) + 64
-     *   0x77 0x08  DW_OP_breg7 (rsp) + 8
-     *   0x06       DW_OP_deref
-     *   0x23 0x40  DW_OP_plus_uconst 64 */
-    .cfi_escape 0x0f, 0x05, 0x77, 0x08, 0x06, 0x23, 0x40
+    /* DW_CFA_def_cfa_expression: CFA = **(rsp + 8) + 64
+     *   0x77 0x08  DW_OP_breg7 (rsp) + 8: the parent slot
+     *   0x06       DW_OP_deref: the M's cell
+     *   0x06       DW_OP_deref: the scheduler's saved stack pointer
+     *   0x23 0x40  DW_OP_plus_uconst 64: above its switch frame */
+    .cfi_escape 0x0f, 0x06, 0x77, 0x08, 0x06, 0x06, 0x23, 0x40
     .cfi_offset %rip, -8
     .cfi_offset %rbp, -16
     .cfi_offset %rbx, -24

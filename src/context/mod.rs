@@ -19,9 +19,10 @@ extern "C" {
 /// Entry point of a new context; it must never return.
 pub(crate) type EntryFn = extern "C" fn(arg: *mut u8) -> !;
 
-/// Bytes reserved at the top of every green stack: the parent slot (where a
-/// switch into the green thread stores the scheduler's stack pointer, read
-/// by the CFI of `greenrt_start`) and a padding word for 16-byte alignment.
+/// Bytes reserved at the top of every green stack: the parent slot (the
+/// address of the cell where the M running the green thread keeps the
+/// scheduler's stack pointer, read by the CFI of `greenrt_start`) and a
+/// padding word for 16-byte alignment.
 pub(crate) const TOP_RESERVED: usize = 16;
 
 /// Size of the frame `greenrt_switch` saves (see the layout in switch.S).

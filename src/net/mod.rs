@@ -150,6 +150,7 @@ pub(crate) use socket_traits;
 macro_rules! stream_io {
     ($ty:ty) => {
         impl std::io::Read for $ty {
+            #[inline]
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
                 (&*self).read(buf)
             }
@@ -162,6 +163,7 @@ macro_rules! stream_io {
         }
 
         impl std::io::Read for &$ty {
+            #[inline]
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
                 self.sock.recv_stream(buf)
             }
@@ -174,6 +176,7 @@ macro_rules! stream_io {
         }
 
         impl std::io::Write for $ty {
+            #[inline]
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
                 (&*self).write(buf)
             }
@@ -186,6 +189,7 @@ macro_rules! stream_io {
         }
 
         impl std::io::Write for &$ty {
+            #[inline]
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
                 self.sock.send(buf)
             }

@@ -156,6 +156,7 @@ impl Socket {
     /// for `interest`, for at most the read or write timeout; an expired
     /// timeout is EAGAIN (WouldBlock), as with SO_RCVTIMEO/SO_SNDTIMEO. In
     /// non-blocking mode WouldBlock is returned at once.
+    #[inline(always)]
     pub(crate) fn io<T>(
         &self,
         interest: Interest,
@@ -166,6 +167,7 @@ impl Socket {
 
     /// Runs `f` with the deadline of the read or write timeout; an expired
     /// timeout is EAGAIN (WouldBlock), as with SO_RCVTIMEO/SO_SNDTIMEO.
+    #[inline(always)]
     fn timed<T>(
         &self,
         interest: Interest,
@@ -188,6 +190,7 @@ impl Socket {
 
     /// As [`Socket::io`] with an explicit deadline (monotonic ns, TimedOut
     /// past it) and no timeout applied.
+    #[inline(always)]
     pub(crate) fn io_until<T>(
         &self,
         interest: Interest,
@@ -213,6 +216,7 @@ impl Socket {
     /// One read of a stream socket by `op` (at most `len` bytes): as `io`,
     /// but a short read lets the next one wait without a syscall that
     /// would fail (see `NetFd::read_stream`).
+    #[inline(always)]
     fn read_stream(
         &self,
         len: usize,
@@ -228,6 +232,7 @@ impl Socket {
     }
 
     /// recv(2) on a stream socket (`Read` of TCP and Unix streams).
+    #[inline]
     pub(crate) fn recv_stream(&self, buf: &mut [u8]) -> io::Result<usize> {
         let len = buf.len();
         self.read_stream(len, |fd| {
@@ -237,6 +242,7 @@ impl Socket {
     }
 
     /// readv(2) on a stream socket.
+    #[inline]
     pub(crate) fn read_vectored_stream(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         let len = bufs.iter().map(|b| b.len()).sum();
         self.read_stream(len, |fd| {
@@ -254,6 +260,7 @@ impl Socket {
     }
 
     /// send(2) with MSG_NOSIGNAL: a closed peer is EPIPE, never SIGPIPE.
+    #[inline]
     pub(crate) fn send(&self, buf: &[u8]) -> io::Result<usize> {
         self.io(Interest::Write, |fd| {
             // SAFETY: `buf` is valid for reads of its length.
@@ -262,6 +269,7 @@ impl Socket {
     }
 
     /// sendmsg(2) with MSG_NOSIGNAL.
+    #[inline]
     pub(crate) fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.io(Interest::Write, |fd| {
             // SAFETY: all-zero is a valid msghdr (no name, no control).
@@ -480,6 +488,7 @@ fn iov_count(n: usize) -> libc::c_int {
 /// A syscall's result as `io::Result`, errno read afresh (see
 /// `netpoll::last_os_error`: this code runs on green threads that move
 /// between OS threads).
+#[inline(always)]
 pub(crate) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
         Err(last_os_error())
@@ -488,6 +497,7 @@ pub(crate) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+#[inline(always)]
 fn cvt_size(r: isize) -> io::Result<usize> {
     if r < 0 {
         Err(last_os_error())

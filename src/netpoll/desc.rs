@@ -244,6 +244,10 @@ impl PollDesc {
     /// last wait), the descriptor is closed, or `deadline` (monotonic ns)
     /// passes. The caller must be able to park (a green thread), and must
     /// retry its operation after an `Ok` (which consumed the readiness).
+    ///
+    /// Never inlined, with the park inlined into it: this is the one
+    /// frame a socket operation adds to a parked green thread's stack.
+    #[inline(never)]
     pub(crate) fn wait(&self, interest: Interest, deadline: Option<u64>) -> io::Result<()> {
         // Never preempted while holding the state lock, which the poller
         // (scheduler context) takes too.

@@ -35,6 +35,16 @@ impl NetFd {
     /// `interest` in between; EINTR is retried. `deadline` (monotonic ns)
     /// bounds the waiting: past it the error is TimedOut (std's socket
     /// timeouts give WouldBlock or TimedOut; callers choose).
+    ///
+    /// `op` must read errno through [`last_os_error`] (as `cvt` does):
+    /// never inlined, so the errno address is computed afresh after a
+    /// wait, which may resume the green thread on another OS thread.
+    ///
+    /// Always inlined, with the wait in one never-inlined call: a parked
+    /// green thread's stack then holds just the caller's frame and the
+    /// wait's, and each wake-up reloads fewer cache lines of it (with
+    /// thousands of connections every parked stack is cold).
+    #[inline(always)]
     pub(crate) fn io<T>(
         &self,
         interest: Interest,
@@ -42,8 +52,7 @@ impl NetFd {
         mut op: impl FnMut(RawFd) -> io::Result<T>,
     ) -> io::Result<T> {
         loop {
-            // Through a call that is never inlined: see `run_op`.
-            match run_op(&mut op, self.raw()) {
+            match op(self.raw()) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(interest, deadline)?,
                 other => return other,
@@ -51,12 +60,12 @@ impl NetFd {
         }
     }
 
-    /// Waits until the fd may be ready for `interest`.
     /// One read of a stream socket through `op` (which reads at most `len`
     /// bytes), as `io`. On a green thread a short read marks the socket
     /// drained and a read of a drained socket waits for readiness before
     /// its syscall: request/response traffic then costs one read per
     /// message, not two (see the `desc` module docs).
+    #[inline(always)]
     pub(crate) fn read_stream(
         &self,
         deadline: Option<u64>,
@@ -96,12 +105,20 @@ impl NetFd {
         blocks_green() && self.pd.is_drained()
     }
 
+    /// Waits until the fd may be ready for `interest`.
+    #[inline(always)]
     pub(crate) fn wait(&self, interest: Interest, deadline: Option<u64>) -> io::Result<()> {
         if blocks_green() {
             return self.pd.wait(interest, deadline);
         }
-        // An OS thread (or a green thread that must not switch): poll(2)
-        // on the fd itself, without a P.
+        self.os_wait(interest, deadline)
+    }
+
+    /// `wait` for an OS thread (or a green thread that must not switch):
+    /// poll(2) on the fd itself, without a P.
+    #[cold]
+    #[inline(never)]
+    fn os_wait(&self, interest: Interest, deadline: Option<u64>) -> io::Result<()> {
         let _section = BlockingSection::enter();
         os_wait(self.raw(), interest, deadline)
     }
@@ -142,21 +159,13 @@ impl std::fmt::Debug for NetFd {
     }
 }
 
-/// Runs one attempt of an I/O operation. Never inlined, so that `op`
-/// reads errno afresh on every attempt: std's errno location is declared
-/// `ffi_const`, and with `op` inlined into [`NetFd::io`] LLVM computes the
-/// thread's errno address once and reuses it after `wait`, which may
-/// resume the green thread on another OS thread — the retry then reads
-/// the previous thread's errno (seen as a stale EAGAIN after EPIPE, which
-/// parked a writer forever).
-#[inline(never)]
-fn run_op<T>(op: &mut impl FnMut(RawFd) -> io::Result<T>, fd: RawFd) -> io::Result<T> {
-    op(fd)
-}
-
 /// The calling thread's last OS error, as `io::Error::last_os_error`, but
-/// never inlined: code that may switch green threads must not reuse an
-/// errno address computed before the switch (see [`run_op`]).
+/// never inlined. std's errno location is declared `ffi_const`: inlined
+/// into a retry loop, LLVM computes the thread's errno address once and
+/// reuses it after a wait, which may resume the green thread on another
+/// OS thread — the retry then reads the previous thread's errno (seen as
+/// a stale EAGAIN after EPIPE, which parked a writer forever). Every
+/// syscall wrapper that runs on green threads reads errno through here.
 #[inline(never)]
 pub(crate) fn last_os_error() -> io::Error {
     io::Error::last_os_error()

@@ -96,6 +96,9 @@ pub(crate) struct G {
     /// Top of the stack (null until one is bound); the parent slot lives
     /// just below it.
     top: UnsafeCell<*mut u8>,
+    /// What the stack's parent slot holds: the g0 stack pointer cell of
+    /// the M that last ran this G (see `link_parent`).
+    parent: UnsafeCell<*mut *mut u8>,
     pub(crate) rt: Arc<Shared>,
     pub(crate) id: u64,
     pub(crate) name: Option<Box<str>>,
@@ -134,6 +137,7 @@ impl G {
             notified: AtomicBool::new(false),
             sp: UnsafeCell::new(std::ptr::null_mut()),
             top: UnsafeCell::new(std::ptr::null_mut()),
+            parent: UnsafeCell::new(std::ptr::null_mut()),
             guard: UnsafeCell::new((0, 0)),
             stack_size,
             stack: UnsafeCell::new(None),
@@ -153,10 +157,27 @@ impl G {
     pub(crate) unsafe fn bind_stack(&self, stack: Stack) {
         let top = stack.top();
         *self.top.get() = top;
+        *self.parent.get() = std::ptr::null_mut();
         *self.guard.get() = stack.guard();
         *self.stack.get() = Some(stack);
         let arg = self as *const G as *mut u8;
         *self.sp.get() = context::prepare(top, super::m::g_entry, arg);
+    }
+
+    /// Points the stack's parent slot at `g0_sp`, the cell where the M
+    /// about to run this G keeps the scheduler's stack pointer, so that
+    /// unwinders walk from the G's frames into the scheduler (see
+    /// `greenrt_start` in switch.S). Written only when the G changes Ms:
+    /// the slot sits in the stack's top line, which the G's own frames
+    /// rarely touch, and a wake-up of a cold G should not pay for it.
+    ///
+    /// # Safety
+    /// The caller must own the G, which must have a stack bound.
+    pub(crate) unsafe fn link_parent(&self, g0_sp: *mut *mut u8) {
+        if *self.parent.get() != g0_sp {
+            *self.parent.get() = g0_sp;
+            *context::parent_slot(self.top()) = g0_sp.cast();
+        }
     }
 
     /// Whether a stack is bound (always, once the G has started).

@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell, UnsafeCell};
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
-use crossbeam_deque::Steal;
+use crossbeam_deque::{Injector, Steal};
 
 use super::g::{GRef, DEAD, G, RUNNABLE, RUNNING};
 use super::handoff::{MHandle, Wake};
@@ -14,8 +14,18 @@ use super::shared::{Shared, Stopped};
 use crate::context;
 use crate::stack::overflow::AltStack;
 
-/// Every 61st tick, the global queue is served before the local one.
+/// Every 61st tick, one G of the global queue is served before the local
+/// ones (Go's `schedule`).
 const GLOBAL_CHECK_INTERVAL: u32 = 61;
+/// Every 61st tick the netpoller is polled (without blocking) even though
+/// this P has Gs queued, as tokio's `event_interval`: Gs whose fds became
+/// ready join the queue's tail instead of waiting in the kernel until the
+/// queue runs dry. Under load that keeps a P cycling through the Gs it
+/// runs (their stacks and sockets still in cache) while the overflow
+/// waits in the global queue (see `P::put`); without it every connection
+/// of a busy server takes its turn through epoll's FIFO ready list, and
+/// with a thousand of them nothing stays in cache.
+const NETPOLL_CHECK_INTERVAL: u32 = 61;
 /// Rounds over all victims a spinning M makes before giving up.
 const STEAL_ROUNDS: usize = 4;
 
@@ -39,6 +49,10 @@ pub(crate) struct M {
     pub(crate) curg: Cell<*const G>,
     cur: UnsafeCell<Option<GRef>>,
     pub(crate) request: Cell<Request>,
+    /// The scheduler's (g0's) stack pointer while a G runs: saved by the
+    /// switch into the G, resumed by the G's switch out. The G's parent
+    /// slot points here (see `G::link_parent`).
+    g0_sp: UnsafeCell<*mut u8>,
     /// While this M polls the netpoller, Gs it makes runnable are gathered
     /// here instead of queued, so it can run them itself (see `netpolled`).
     polled: RefCell<Option<Vec<GRef>>>,
@@ -86,6 +100,7 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         curg: Cell::new(std::ptr::null()),
         cur: UnsafeCell::new(None),
         request: Cell::new(Request::Yield),
+        g0_sp: UnsafeCell::new(std::ptr::null_mut()),
         polled: RefCell::new(None),
     };
     CURRENT.with(|c| c.set(&m));
@@ -179,7 +194,9 @@ impl M {
         );
         g.set_state(RUNNING);
         self.curg.set(g.as_ptr());
-        let (slot, sp) = (context::parent_slot(g.top()), g.sp.get());
+        let (g0_sp, sp) = (self.g0_sp.get(), g.sp.get());
+        // SAFETY: we own the G (it came off a run queue) and it has a stack.
+        unsafe { g.link_parent(g0_sp) };
         // SAFETY: `cur` is only touched on this thread, here and by the G
         // while it runs (through `current()`), never both at once.
         unsafe { *self.cur.get() = Some(g) };
@@ -187,7 +204,7 @@ impl M {
         // SAFETY: the G is RUNNING, so only this M resumes it; its stack is
         // alive while `cur` holds it. Its context was saved by `switch` or
         // made by `prepare`.
-        unsafe { context::switch(slot, *sp) };
+        unsafe { context::switch(g0_sp, *sp) };
         self.handle.in_g.store(false, Ordering::Relaxed);
         self.curg.set(std::ptr::null());
         // SAFETY: as above; the G is suspended now.
@@ -231,7 +248,7 @@ impl M {
     fn requeue(&self, g: GRef, next: bool) {
         match self.p.get() {
             // SAFETY: the M owns its current P.
-            Some(p) => unsafe { p.get() }.put(g, next),
+            Some(p) => unsafe { p.get() }.put(g, next, &self.rt.injector),
             None => {
                 self.rt.injector.push(g);
                 self.rt.wakep();
@@ -325,6 +342,15 @@ impl M {
         }
     }
 
+    /// Polls the netpoller without blocking and queues the Gs it made
+    /// runnable on this P (see `run_polled`). Returns whether there were any.
+    fn run_netpolled(&self) -> bool {
+        let (_, polled) = self.gather_polled(crate::netpoll::poll_now);
+        let any = !polled.is_empty();
+        self.run_polled(polled);
+        any
+    }
+
     /// Runs `poll` (something that polls the netpoller) with the Gs it
     /// makes runnable gathered on this M rather than queued one by one
     /// with a wake-up each; returns its result and those Gs.
@@ -362,7 +388,10 @@ impl M {
         for g in gs {
             match self.p.get() {
                 // SAFETY: the M owns its current P.
-                Some(p) if Arc::ptr_eq(&g.rt, &self.rt) => unsafe { p.get() }.put(g, false),
+                Some(p) if Arc::ptr_eq(&g.rt, &self.rt) => {
+                    // SAFETY: the M owns its current P.
+                    unsafe { p.get() }.put(g, false, &self.rt.injector)
+                }
                 _ => {
                     let rt = g.rt.clone();
                     rt.injector.push(g);
@@ -418,11 +447,16 @@ impl M {
         // queue nor preempted Gs starve behind a busy local queue; they
         // alternate, so neither starves the other.
         let tick = self.rt.ticks[p.id].load(Ordering::Relaxed);
+        if tick % NETPOLL_CHECK_INTERVAL == 0 {
+            self.run_netpolled();
+        }
         if tick % GLOBAL_CHECK_INTERVAL == 0 {
             if tick % (2 * GLOBAL_CHECK_INTERVAL) == 0 && self.resume_preempted() {
                 return None;
             }
-            if let Some(g) = self.take_global(p) {
+            // One G, as Go's `schedule` takes: a batch would move the
+            // global queue's head in front of the local Gs (see `P::put`).
+            if let Some(g) = self.take_global_one() {
                 return Some(g);
             }
             if self.resume_preempted() {
@@ -439,9 +473,7 @@ impl M {
             return None;
         }
         // Green threads whose fds became ready: run them here.
-        let (_, polled) = self.gather_polled(crate::netpoll::poll_now);
-        if !polled.is_empty() {
-            self.run_polled(polled);
+        if self.run_netpolled() {
             if let Some(g) = p.pop() {
                 return Some(g);
             }
@@ -482,6 +514,16 @@ impl M {
             return None;
         }
         self.rt.preempted.try_pop()
+    }
+
+    fn take_global_one(&self) -> Option<GRef> {
+        loop {
+            match self.rt.injector.steal() {
+                Steal::Success(g) => return Some(g),
+                Steal::Empty => return None,
+                Steal::Retry => continue,
+            }
+        }
     }
 
     fn take_global(&self, p: &P) -> Option<GRef> {
@@ -532,7 +574,7 @@ impl M {
         }
         let p = self.p();
         for timers in self.rt.timers.iter().filter(|t| t.next() <= now) {
-            timers.run_expired(now, |g| unpark_into(g, p));
+            timers.run_expired(now, |g| unpark_into(g, p, &self.rt.injector));
         }
     }
 
@@ -570,16 +612,16 @@ impl M {
     pub(crate) unsafe fn switch_to_scheduler(&self, req: Request) {
         self.request.set(req);
         let g = self.curg.get();
-        // SAFETY: the caller runs on `g`'s stack; the parent slot holds the
-        // scheduler's stack pointer, stored when this M switched in.
-        context::switch((*g).sp.get(), *context::parent_slot((*g).top()));
+        // SAFETY: the caller runs on `g`'s stack; `g0_sp` holds the
+        // scheduler's stack pointer, saved when this M switched in.
+        context::switch((*g).sp.get(), *self.g0_sp.get());
     }
 }
 
 /// Makes a PARKED G runnable directly into `p` (used for timers).
-fn unpark_into(g: GRef, p: &P) {
+fn unpark_into(g: GRef, p: &P, global: &Injector<GRef>) {
     if g.wake_token() {
-        p.put(g, true);
+        p.put(g, true, global);
     }
 }
 

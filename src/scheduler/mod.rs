@@ -34,7 +34,7 @@ pub(crate) fn ready(mut g: GRef) {
             None => return,
         }
         if m.has_p() && Arc::ptr_eq(&m.rt, &g.rt) {
-            m.p().put(g, true);
+            m.p().put(g, true, &m.rt.injector);
             m.rt.wakep();
             return;
         }
@@ -82,22 +82,28 @@ pub(crate) fn blocks_green() -> bool {
     in_green_thread() && !std::thread::panicking()
 }
 
+#[inline(always)]
 fn switch_out(req: Request, what: &str) {
     let _np = crate::preempt::disable();
     let m = m::current();
     // SAFETY: a non-null CURRENT is this thread's M.
     if m.is_null() || unsafe { (*m).curg.get() }.is_null() {
-        panic!(
-            "greenrt::{what} called outside a green thread (use greenrt::run or Runtime::block_on)"
-        );
+        not_in_green_thread(what);
     }
     // SAFETY: we are running on the M's current G.
     unsafe { (*m).switch_to_scheduler(req) };
 }
 
+#[cold]
+#[inline(never)]
+fn not_in_green_thread(what: &str) -> ! {
+    panic!("greenrt::{what} called outside a green thread (use greenrt::run or Runtime::block_on)")
+}
+
 /// Parks the running G until `G::unpark` (returns at once if a wake-up
 /// token is pending). May return spuriously: callers re-check their
 /// condition.
+#[inline(always)]
 pub(crate) fn park() {
     let pending = with_current_g(|g| g.map(|g| g.take_token()));
     if pending == Some(true) {

@@ -35,6 +35,11 @@ impl Waker {
 
 /// Blocks the caller until it is woken or `deadline` (monotonic ns) passes.
 /// May return spuriously: callers loop on their own condition.
+///
+/// Always inlined (and `park` into it): a parked green thread's stack
+/// should hold as few frames as possible, since a wake-up reloads every
+/// line of them (see `NetFd::io`).
+#[inline(always)]
 pub(crate) fn block(deadline: Option<u64>) {
     if blocks_green() {
         if let Some(when) = deadline {
@@ -45,16 +50,23 @@ pub(crate) fn block(deadline: Option<u64>) {
         }
         park();
     } else {
-        // A green thread that may not switch (it is unwinding) blocks its
-        // OS thread, handing its P to another M meanwhile.
-        let _section = super::BlockingSection::enter();
-        match deadline {
-            None => thread::park(),
-            Some(when) => {
-                let now = time::now();
-                if when > now {
-                    thread::park_timeout(std::time::Duration::from_nanos(when - now));
-                }
+        block_os_thread(deadline);
+    }
+}
+
+/// `block` for an OS thread, or a green thread that may not switch (it
+/// is unwinding): blocks the OS thread, handing its P to another M
+/// meanwhile.
+#[cold]
+#[inline(never)]
+fn block_os_thread(deadline: Option<u64>) {
+    let _section = super::BlockingSection::enter();
+    match deadline {
+        None => thread::park(),
+        Some(when) => {
+            let now = time::now();
+            if when > now {
+                thread::park_timeout(std::time::Duration::from_nanos(when - now));
             }
         }
     }
