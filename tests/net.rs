@@ -521,6 +521,45 @@ fn half_close_then_reply() {
     });
 }
 
+#[test]
+fn read_exact_across_pieces_and_eof() {
+    on_runtime(2, || {
+        let (mut client, mut server) = tcp_pair();
+        let srv = greenrt::spawn(move || {
+            // Three pieces with pauses, so read_exact parks between them.
+            for piece in [&b"abc"[..], b"defg", b"hi"] {
+                server.write_all(piece).unwrap();
+                greenrt::sleep(Duration::from_millis(5));
+            }
+            // Then fewer bytes than the next read_exact wants, and EOF.
+            server.write_all(b"xyz").unwrap();
+        });
+        let mut buf = [0u8; 9];
+        client.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"abcdefghi");
+        let mut rest = [0u8; 8];
+        let e = (&client).read_exact(&mut rest).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+        srv.join().unwrap();
+        // write_all to a reset peer fails rather than looping.
+        let (mut client, server) = tcp_pair();
+        common::close_with_reset(server);
+        let kind = loop {
+            match client.write_all(&[0u8; 64 * 1024]) {
+                Ok(()) => greenrt::sleep(Duration::from_millis(1)),
+                Err(e) => break e.kind(),
+            }
+        };
+        assert!(
+            matches!(
+                kind,
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ),
+            "{kind:?}"
+        );
+    });
+}
+
 /// Writes to a stream whose peer is closed until a write fails; returns
 /// the error kind.
 fn write_until_error<W: Write>(mut w: W) -> io::ErrorKind {

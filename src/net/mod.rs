@@ -154,6 +154,10 @@ macro_rules! stream_io {
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
                 (&*self).read(buf)
             }
+            #[inline]
+            fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+                (&*self).read_exact(buf)
+            }
             fn read_vectored(
                 &mut self,
                 bufs: &mut [std::io::IoSliceMut<'_>],
@@ -166,6 +170,10 @@ macro_rules! stream_io {
             #[inline]
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
                 self.sock.recv_stream(buf)
+            }
+            #[inline]
+            fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+                self.sock.recv_exact(buf)
             }
             fn read_vectored(
                 &mut self,
@@ -180,6 +188,10 @@ macro_rules! stream_io {
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
                 (&*self).write(buf)
             }
+            #[inline]
+            fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+                (&*self).write_all(buf)
+            }
             fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
                 (&*self).write_vectored(bufs)
             }
@@ -192,6 +204,10 @@ macro_rules! stream_io {
             #[inline]
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
                 self.sock.send(buf)
+            }
+            #[inline]
+            fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+                self.sock.send_all(buf)
             }
             fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
                 self.sock.write_vectored(bufs)

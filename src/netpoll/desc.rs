@@ -37,9 +37,8 @@ pub(crate) enum Interest {
     Write,
 }
 
-/// One direction's readiness and waiters. Small (40 bytes) so that a
-/// descriptor's lock, state and read slot share one cache line (see
-/// [`PollDesc`]).
+/// One direction's waiters. Small (32 bytes) so that a descriptor's
+/// lock, state and read slot share one cache line (see [`PollDesc`]).
 #[derive(Default)]
 #[repr(C)]
 struct Slot {
@@ -51,8 +50,6 @@ struct Slot {
     /// which keeps the read slot inside the descriptor's first line.
     #[allow(clippy::box_collection)]
     more: Option<Box<Vec<Waker>>>,
-    /// An edge arrived since the last wait consumed one.
-    ready: bool,
 }
 
 impl Slot {
@@ -124,8 +121,8 @@ impl Woken {
     /// Wakes them all; returns how many.
     pub(crate) fn wake_all(self) -> usize {
         let mut n = 0;
-        for w in self.first.iter().flatten().chain(&self.more) {
-            w.wake();
+        for w in self.first.into_iter().flatten().chain(self.more) {
+            w.wake_by_value();
             n += 1;
         }
         n
@@ -140,6 +137,14 @@ struct State {
     /// An event said end of stream, hang-up or error (sticky until the
     /// descriptor is recycled): never mark it drained.
     read_closed: bool,
+    /// An edge arrived since the last wait consumed one, per direction.
+    read_ready: bool,
+    write_ready: bool,
+    /// The write slot holds a waiter. Kept here, in the first line, so
+    /// that a write edge nobody waits for (one comes with nearly every
+    /// ACK of a request/response connection) leaves the second line of
+    /// the descriptor alone.
+    write_waited: bool,
     read: Slot,
     write: Slot,
 }
@@ -150,6 +155,18 @@ impl State {
             Interest::Read => &mut self.read,
             Interest::Write => &mut self.write,
         }
+    }
+
+    fn ready(&mut self, interest: Interest) -> &mut bool {
+        match interest {
+            Interest::Read => &mut self.read_ready,
+            Interest::Write => &mut self.write_ready,
+        }
+    }
+
+    /// Brings `write_waited` up to date after the write slot changed.
+    fn note_write_waiters(&mut self) {
+        self.write_waited = self.write.waiter.is_some();
     }
 }
 
@@ -187,11 +204,11 @@ impl PollDesc {
             .pop()
             .unwrap_or_else(|| Box::leak(Box::default()));
         let mut s = pd.state.lock();
-        s.closing = false;
-        s.read_closed = false;
+        *s = State {
+            gen: s.gen,
+            ..State::default()
+        };
         pd.read_drained.store(false, Ordering::Relaxed);
-        s.read = Slot::default();
-        s.write = Slot::default();
         drop(s);
         pd
     }
@@ -231,10 +248,15 @@ impl PollDesc {
             self.read_drained.store(false, Ordering::Release);
         }
         s.read_closed |= ready.closed;
-        for (slot, hit) in [(&mut s.read, ready.read), (&mut s.write, ready.write)] {
-            if hit {
-                slot.ready = true;
-                slot.take_all(&mut woken);
+        if ready.read {
+            s.read_ready = true;
+            s.read.take_all(&mut woken);
+        }
+        if ready.write {
+            s.write_ready = true;
+            if s.write_waited {
+                s.write.take_all(&mut woken);
+                s.write_waited = false;
             }
         }
         woken
@@ -257,32 +279,51 @@ impl PollDesc {
         loop {
             {
                 let mut s = self.state.lock();
-                if s.closing {
-                    s.slot(interest).remove(&me);
-                    return Err(closed());
-                }
-                let slot = s.slot(interest);
-                // An event took us out of the slot (it may have woken
-                // others too, and one of them may have consumed `ready`
-                // first), or an edge came since the last wait.
-                let woken = parked && !slot.contains(&me);
-                if woken || slot.ready {
-                    slot.ready = false;
-                    slot.remove(&me);
-                    return Ok(());
-                }
-                if deadline.is_some_and(|d| time::now() >= d) {
-                    slot.remove(&me);
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-                if !parked {
-                    slot.push(me.clone());
+                let done = Self::check(&mut s, interest, &me, parked, deadline);
+                if done.is_none() && !parked {
+                    s.slot(interest).push(me.clone());
                     parked = true;
+                }
+                if interest == Interest::Write {
+                    s.note_write_waiters();
+                }
+                if let Some(result) = done {
+                    return result;
                 }
             }
             super::poller_needed();
             block(deadline);
         }
+    }
+
+    /// One look at the state for `wait`: Some(result) when the wait is
+    /// over (and `me` is out of the slot), None to park.
+    fn check(
+        s: &mut State,
+        interest: Interest,
+        me: &Waker,
+        parked: bool,
+        deadline: Option<u64>,
+    ) -> Option<io::Result<()>> {
+        if s.closing {
+            s.slot(interest).remove(me);
+            return Some(Err(closed()));
+        }
+        // An event took us out of the slot (it may have woken others too,
+        // and one of them may have consumed the readiness first), or an
+        // edge came since the last wait.
+        let woken = parked && !s.slot(interest).contains(me);
+        let ready = s.ready(interest);
+        if woken || *ready {
+            *ready = false;
+            s.slot(interest).remove(me);
+            return Some(Ok(()));
+        }
+        if deadline.is_some_and(|d| time::now() >= d) {
+            s.slot(interest).remove(me);
+            return Some(Err(io::ErrorKind::TimedOut.into()));
+        }
+        None
     }
 
     /// Read edges notified so far: a stream read takes this just before
@@ -301,7 +342,7 @@ impl PollDesc {
             return;
         }
         // Any edge so far came before the read, which took its bytes.
-        s.read.ready = false;
+        s.read_ready = false;
         self.read_drained.store(true, Ordering::Release);
     }
 
@@ -321,6 +362,7 @@ impl PollDesc {
             self.read_drained.store(false, Ordering::Release);
             s.read.take_all(&mut woken);
             s.write.take_all(&mut woken);
+            s.write_waited = false;
         }
         woken.wake_all();
         FREE.lock().push(self);
@@ -380,12 +422,12 @@ mod tests {
         pd.mark_drained(seen);
         assert!(pd.is_drained());
         assert!(
-            !pd.state.lock().read.ready,
+            !pd.state.lock().read_ready,
             "the edge before the read is spent"
         );
         pd.notify(gen, READ);
         assert!(!pd.is_drained());
-        assert!(pd.state.lock().read.ready);
+        assert!(pd.state.lock().read_ready);
         pd.close();
     }
 
@@ -396,7 +438,7 @@ mod tests {
         pd.notify(gen, READ); // bytes arrive after it; another M notifies
         pd.mark_drained(seen); // the short read returns
         assert!(!pd.is_drained());
-        assert!(pd.state.lock().read.ready, "the new edge must not be lost");
+        assert!(pd.state.lock().read_ready, "the new edge must not be lost");
         pd.close();
     }
 
@@ -432,6 +474,34 @@ mod tests {
             "read slot ends at byte {}",
             read_end - base
         );
+        let flags = &s.write_waited as *const bool as usize;
+        assert!(flags - base < 64, "write_waited at byte {}", flags - base);
+    }
+
+    #[test]
+    fn a_write_edge_wakes_a_parked_writer_only() {
+        let (pd, gen) = desc();
+        let write = Readiness {
+            write: true,
+            ..Readiness::default()
+        };
+        // Nobody waits: the edge is remembered, nothing is woken.
+        assert_eq!(pd.notify(gen, write).wake_all(), 0);
+        assert!(pd.state.lock().write_ready);
+        // A (fake) writer waits: the next edge takes it out of the slot.
+        let me = Waker::Os(std::thread::current());
+        {
+            let mut s = pd.state.lock();
+            s.write_ready = false;
+            s.write.push(me.clone());
+            s.note_write_waiters();
+        }
+        assert!(pd.state.lock().write_waited);
+        assert_eq!(pd.notify(gen, write).wake_all(), 1);
+        let s = pd.state.lock();
+        assert!(!s.write_waited && !s.write.contains(&me) && s.write_ready);
+        drop(s);
+        pd.close();
     }
 
     #[test]

@@ -66,6 +66,13 @@ impl GRef {
             super::ready(self.clone());
         }
     }
+
+    /// As `unpark`, queueing this reference itself.
+    pub(crate) fn unpark_owned(self) {
+        if self.wake_token() {
+            super::ready(self);
+        }
+    }
 }
 
 impl std::ops::Deref for GRef {

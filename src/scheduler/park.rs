@@ -31,6 +31,15 @@ impl Waker {
             Waker::Os(t) => t.unpark(),
         }
     }
+
+    /// As `wake`, handing this reference to the run queue rather than
+    /// cloning one: the woken G's reference count is not touched.
+    pub(crate) fn wake_by_value(self) {
+        match self {
+            Waker::Green(g) => g.unpark_owned(),
+            Waker::Os(t) => t.unpark(),
+        }
+    }
 }
 
 /// Blocks the caller until it is woken or `deadline` (monotonic ns) passes.
