@@ -22,6 +22,9 @@ pub(crate) enum Wake {
     Polled,
 }
 
+/// In lines of its own: its M writes `in_g` on every switch, and two
+/// handles allocated one after the other would otherwise share a line.
+#[repr(align(64))]
 pub(crate) struct MHandle {
     /// A P handed to this M, or null.
     p: AtomicPtr<P>,

@@ -193,7 +193,12 @@ pub(crate) fn wakep_if_local_work() {
     }
     // SAFETY: a non-null CURRENT is the M living on this thread.
     let m = unsafe { &*m };
-    if m.local_work() {
+    // Only a hint for parallelism (this M runs its queue itself after the
+    // park; nothing new became runnable here, so no wake-up can be lost):
+    // skip `wakep`'s fence unless a P is idle. Parking green threads pass
+    // here once per wait, and the fence's RMW lands on a stack line below
+    // the frame that a woken green thread would otherwise not touch.
+    if m.rt.npidle.load(std::sync::atomic::Ordering::Relaxed) > 0 && m.local_work() {
         m.rt.wakep();
     }
 }

@@ -23,6 +23,9 @@ pub(crate) const LOCAL_QUEUE_CAPACITY: usize = 256;
 /// Stacks kept per P.
 const STACK_POOL_PER_P: usize = 64;
 
+/// In lines of its own: its M writes the queue slot, streak and random
+/// state all the time, and the Ps are allocated one after the other.
+#[repr(align(64))]
 pub(crate) struct P {
     pub(crate) id: usize,
     pub(crate) runq: Worker<GRef>,

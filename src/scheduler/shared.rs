@@ -42,7 +42,7 @@ pub(crate) struct Shared {
     /// One per P, indexed by P id.
     pub(crate) stealers: Box<[Stealer<GRef>]>,
     /// Timers, one queue per P, indexed by P id.
-    pub(crate) timers: Box<[TimerQueue]>,
+    pub(crate) timers: Box<[Padded<TimerQueue>]>,
     sched: Mutex<SchedState>,
     pub(crate) npidle: AtomicUsize,
     pub(crate) nmspinning: AtomicUsize,
@@ -54,7 +54,7 @@ pub(crate) struct Shared {
     all_ps: Box<[PPtr]>,
     /// Per P, for sysmon: the schedule tick (bumped per G run) and the M
     /// holding the P (null when idle).
-    pub(crate) ticks: Box<[AtomicU32]>,
+    pub(crate) ticks: Box<[Padded<AtomicU32>]>,
     owners: Box<[AtomicPtr<MHandle>]>,
     /// Ms parked off the idle list, ready to take a P from the preemption
     /// path without a lock (filled by sysmon).
@@ -97,7 +97,9 @@ impl Shared {
             let p = Box::new(P::new(id, w));
             ps.push(PPtr(std::ptr::NonNull::from(Box::leak(p))));
         }
-        let timers = (0..cfg.workers).map(|_| TimerQueue::default()).collect();
+        let timers = (0..cfg.workers)
+            .map(|_| Padded(TimerQueue::default()))
+            .collect();
         let workers = cfg.workers;
         Arc::new(Shared {
             cfg,
@@ -118,7 +120,7 @@ impl Shared {
             stacks: Mutex::new(StackPool::new(GLOBAL_STACK_POOL)),
             next_gid: AtomicU64::new(1),
             all_ps: ps.into_boxed_slice(),
-            ticks: (0..workers).map(|_| AtomicU32::new(0)).collect(),
+            ticks: (0..workers).map(|_| Padded(AtomicU32::new(0))).collect(),
             owners: (0..workers)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
@@ -489,5 +491,18 @@ impl Drop for Shared {
             // use it once the last reference to Shared is gone.
             drop(unsafe { Box::from_raw(p.0.as_ptr()) });
         }
+    }
+}
+
+/// A value alone in its cache line. Per-P state that its own M writes
+/// often (the scheduling tick, on every switch) and others read would
+/// otherwise share a line with the next P's and bounce between cores.
+#[repr(align(64))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
     }
 }
