@@ -560,6 +560,35 @@ fn read_exact_across_pieces_and_eof() {
     });
 }
 
+#[test]
+fn exact_reads_of_back_to_back_messages() {
+    // Reads that fill their buffer exactly learn from the kernel whether
+    // bytes are left (TCP_INQ): after the first 8 of 16 bytes sent at once
+    // they are, and the second read must not wait for an edge. The writer
+    // waits for the reader's acknowledgement before the next message, so
+    // no edge would come: a read wrongly taken to have emptied the socket
+    // hangs here.
+    on_runtime(2, || {
+        let (mut client, mut server) = tcp_pair();
+        let (ack_tx, ack_rx) = greenrt::sync::mpsc::channel::<()>();
+        let srv = greenrt::spawn(move || {
+            for round in 0..200u8 {
+                server.write_all(&[round; 16]).unwrap();
+                ack_rx.recv().unwrap();
+            }
+        });
+        for round in 0..200u8 {
+            for _ in 0..2 {
+                let mut buf = [0u8; 8];
+                client.read_exact(&mut buf).unwrap();
+                assert_eq!(buf, [round; 8]);
+            }
+            ack_tx.send(()).unwrap();
+        }
+        srv.join().unwrap();
+    });
+}
+
 /// Writes to a stream whose peer is closed until a write fails; returns
 /// the error kind.
 fn write_until_error<W: Write>(mut w: W) -> io::ErrorKind {

@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::inq::{self, InqState};
 use crate::netpoll::{last_os_error, Interest, NetFd};
 use crate::time;
 
@@ -24,6 +25,8 @@ pub(crate) struct Socket {
     write_timeout: AtomicU64,
     /// `set_nonblocking(true)`: never park, return WouldBlock.
     nonblocking: AtomicBool,
+    /// Whether stream reads learn what is left (see `net::inq`).
+    inq: InqState,
 }
 
 /// A std socket type viewing a [`Socket`]'s fd for a call, never closing
@@ -48,6 +51,7 @@ impl Socket {
             read_timeout: AtomicU64::new(0),
             write_timeout: AtomicU64::new(0),
             nonblocking: AtomicBool::new(false),
+            inq: InqState::default(),
         })
     }
 
@@ -213,32 +217,39 @@ impl Socket {
         self.fd.wait(interest, deadline)
     }
 
-    /// One read of a stream socket by `op` (at most `len` bytes): as `io`,
-    /// but a short read lets the next one wait without a syscall that
-    /// would fail (see `NetFd::read_stream`).
+    /// One read of a stream socket into `bufs` (`len` bytes in all): as
+    /// `io`, but a read that empties the socket lets the next one wait
+    /// without a syscall that would fail (see `NetFd::read_stream`).
     #[inline(always)]
-    fn read_stream(
-        &self,
-        len: usize,
-        op: impl FnMut(RawFd) -> io::Result<usize>,
-    ) -> io::Result<usize> {
-        self.timed(Interest::Read, |deadline| {
-            if self.nonblocking.load(Ordering::Relaxed) {
-                self.io_until(Interest::Read, deadline, op)
-            } else {
-                self.fd.read_stream(deadline, len, op)
+    fn read_stream(&self, bufs: &mut [IoSliceMut<'_>], len: usize) -> io::Result<usize> {
+        let with_inq = self.inq.is_on();
+        let mut op = |fd| {
+            if with_inq {
+                return inq::recv(fd, bufs);
             }
-        })
+            // SAFETY: IoSliceMut is ABI-compatible with iovec on Unix, and
+            // every slice is valid for writes of its length.
+            cvt_size(unsafe { libc::readv(fd, bufs.as_ptr().cast(), iov_count(bufs.len())) })
+                .map(|n| (n, false))
+        };
+        let n = self.timed(Interest::Read, |deadline| {
+            if self.nonblocking.load(Ordering::Relaxed) {
+                self.io_until(Interest::Read, deadline, op).map(|(n, _)| n)
+            } else {
+                self.fd.read_stream(deadline, len, &mut op)
+            }
+        })?;
+        if n == len && len > 0 {
+            self.inq.full_read(self.raw());
+        }
+        Ok(n)
     }
 
     /// recv(2) on a stream socket (`Read` of TCP and Unix streams).
     #[inline]
     pub(crate) fn recv_stream(&self, buf: &mut [u8]) -> io::Result<usize> {
         let len = buf.len();
-        self.read_stream(len, |fd| {
-            // SAFETY: `buf` is valid for writes of its length.
-            cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) })
-        })
+        self.read_stream(&mut [IoSliceMut::new(buf)], len)
     }
 
     /// `Read::read_exact` on a stream socket: std's loop, written here so
@@ -285,11 +296,7 @@ impl Socket {
     #[inline]
     pub(crate) fn read_vectored_stream(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         let len = bufs.iter().map(|b| b.len()).sum();
-        self.read_stream(len, |fd| {
-            // SAFETY: IoSliceMut is ABI-compatible with iovec on Unix, and
-            // every slice is valid for writes of its length.
-            cvt_size(unsafe { libc::readv(fd, bufs.as_ptr().cast(), iov_count(bufs.len())) })
-        })
+        self.read_stream(bufs, len)
     }
 
     pub(crate) fn recv(&self, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
@@ -538,7 +545,7 @@ pub(crate) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 #[inline(always)]
-fn cvt_size(r: isize) -> io::Result<usize> {
+pub(crate) fn cvt_size(r: isize) -> io::Result<usize> {
     if r < 0 {
         Err(last_os_error())
     } else {

@@ -60,27 +60,30 @@ impl NetFd {
         }
     }
 
-    /// One read of a stream socket through `op` (which reads at most `len`
-    /// bytes), as `io`. On a green thread a short read marks the socket
-    /// drained and a read of a drained socket waits for readiness before
-    /// its syscall: request/response traffic then costs one read per
-    /// message, not two (see the `desc` module docs).
+    /// One read of a stream socket through `op`, as `io`. `op` reads at
+    /// most `len` bytes and returns how many, and whether the kernel said
+    /// the receive queue is empty after them (see `net::inq`). On a green
+    /// thread a read that emptied the socket (a short one, or one the
+    /// kernel says did) marks it drained, and a read of a drained socket
+    /// waits for readiness before its syscall: request/response traffic
+    /// then costs one read per message, not two (see the `desc` module
+    /// docs).
     #[inline(always)]
     pub(crate) fn read_stream(
         &self,
         deadline: Option<u64>,
         len: usize,
-        mut op: impl FnMut(RawFd) -> io::Result<usize>,
+        mut op: impl FnMut(RawFd) -> io::Result<(usize, bool)>,
     ) -> io::Result<usize> {
         if self.is_drained() {
             self.wait(Interest::Read, deadline)?;
         }
         let mut seen = 0;
-        let n = self.io(Interest::Read, deadline, |fd| {
+        let (n, emptied) = self.io(Interest::Read, deadline, |fd| {
             seen = self.read_edges();
             op(fd)
         })?;
-        self.note_read(seen, n, len);
+        self.note_read(seen, n, len, emptied);
         Ok(n)
     }
 
@@ -91,9 +94,10 @@ impl NetFd {
     }
 
     /// After a stream read of `n` of `len` bytes that started at `seen`
-    /// read edges: a short one drained the socket (whoever read it).
-    pub(crate) fn note_read(&self, seen: u32, n: usize, len: usize) {
-        if n > 0 && n < len {
+    /// read edges: a short one drained the socket (whoever read it), as
+    /// did one after which the kernel said nothing is left (`emptied`).
+    pub(crate) fn note_read(&self, seen: u32, n: usize, len: usize, emptied: bool) {
+        if n > 0 && (n < len || emptied) {
             self.pd.mark_drained(seen);
         }
     }

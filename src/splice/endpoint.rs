@@ -95,7 +95,7 @@ impl<'a> Endpoint<'a> {
             // SAFETY: `buf` is valid for writes of its length.
             cvt(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
         })?;
-        self.fd.note_read(seen, n, len);
+        self.fd.note_read(seen, n, len, false);
         Ok(n)
     }
 
