@@ -589,6 +589,24 @@ fn exact_reads_of_back_to_back_messages() {
     });
 }
 
+#[test]
+fn empty_read_after_a_short_read_returns_at_once() {
+    // A short read marks the socket drained (the next read waits for an
+    // edge); a read into an empty buffer must still return Ok(0) at once,
+    // as std's does, while the peer sends nothing.
+    on_runtime(2, || {
+        let (mut client, mut server) = tcp_pair();
+        server.write_all(b"abcd").unwrap();
+        let mut buf = [0u8; 8];
+        let mut got = 0;
+        while got < 4 {
+            got += client.read(&mut buf[got..]).unwrap();
+        }
+        assert_eq!(client.read(&mut []).unwrap(), 0);
+        drop(server);
+    });
+}
+
 /// Writes to a stream whose peer is closed until a write fails; returns
 /// the error kind.
 fn write_until_error<W: Write>(mut w: W) -> io::ErrorKind {
