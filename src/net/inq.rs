@@ -20,7 +20,7 @@ use std::mem;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use super::socket::cvt_size;
+use super::socket::{cvt_size, iov_count};
 
 /// Whether a socket's reads use TCP_INQ.
 #[derive(Default)]
@@ -70,7 +70,7 @@ pub(crate) fn recv(fd: RawFd, bufs: &mut [IoSliceMut<'_>]) -> io::Result<(usize,
     // SAFETY: all-zero is a valid msghdr (no name, no buffers yet).
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_iov = bufs.as_mut_ptr().cast();
-    msg.msg_iovlen = bufs.len().min(1024);
+    msg.msg_iovlen = iov_count(bufs.len()) as usize;
     msg.msg_control = control.0.as_mut_ptr().cast();
     msg.msg_controllen = control.0.len();
     // SAFETY: IoSliceMut is ABI-compatible with iovec on Unix and every

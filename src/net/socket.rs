@@ -254,7 +254,8 @@ impl Socket {
 
     /// `Read::read_exact` on a stream socket: std's loop, written here so
     /// that it inlines with the read into one frame (a parked green
-    /// thread's stack holds fewer frames; see `NetFd::io`).
+    /// thread's stack holds fewer frames; see `NetFd::io`). EINTR never
+    /// reaches it: `NetFd::io` retries.
     #[inline]
     pub(crate) fn recv_exact(&self, mut buf: &mut [u8]) -> io::Result<()> {
         while !buf.is_empty() {
@@ -266,7 +267,6 @@ impl Socket {
                     ))
                 }
                 Ok(n) => buf = &mut buf[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
@@ -285,7 +285,6 @@ impl Socket {
                     ))
                 }
                 Ok(n) => buf = &buf[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
@@ -528,7 +527,7 @@ pub(crate) fn each_addr<A: ToSocketAddrs, T>(
 
 /// At most IOV_MAX buffers per call (the rest wait for the next call, as
 /// with any short transfer).
-fn iov_count(n: usize) -> libc::c_int {
+pub(crate) fn iov_count(n: usize) -> libc::c_int {
     n.min(1024) as libc::c_int
 }
 

@@ -116,14 +116,14 @@ impl NetFd {
         if blocks_green() {
             return self.pd.wait(interest, deadline);
         }
-        self.os_wait(interest, deadline)
+        self.wait_os_thread(interest, deadline)
     }
 
     /// `wait` for an OS thread (or a green thread that must not switch):
     /// poll(2) on the fd itself, without a P.
     #[cold]
     #[inline(never)]
-    fn os_wait(&self, interest: Interest, deadline: Option<u64>) -> io::Result<()> {
+    fn wait_os_thread(&self, interest: Interest, deadline: Option<u64>) -> io::Result<()> {
         let _section = BlockingSection::enter();
         os_wait(self.raw(), interest, deadline)
     }

@@ -447,7 +447,8 @@ impl M {
         // queue nor preempted Gs starve behind a busy local queue; they
         // alternate, so neither starves the other.
         let tick = self.rt.ticks[p.id].load(Ordering::Relaxed);
-        if tick % NETPOLL_CHECK_INTERVAL == 0 {
+        let polled_this_tick = tick % NETPOLL_CHECK_INTERVAL == 0;
+        if polled_this_tick {
             self.run_netpolled();
         }
         if tick % GLOBAL_CHECK_INTERVAL == 0 {
@@ -472,8 +473,9 @@ impl M {
         if self.resume_preempted() {
             return None;
         }
-        // Green threads whose fds became ready: run them here.
-        if self.run_netpolled() {
+        // Green threads whose fds became ready: run them here (unless the
+        // poll at the top just looked).
+        if !polled_this_tick && self.run_netpolled() {
             if let Some(g) = p.pop() {
                 return Some(g);
             }

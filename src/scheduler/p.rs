@@ -62,12 +62,13 @@ impl P {
     /// it; no G starves, since the global queue is served every 61 ticks
     /// and by idle Ms.
     pub(crate) fn put(&self, g: GRef, next: bool, global: &Injector<GRef>) {
-        let g = match next {
-            true => match self.runnext.replace(Some(g)) {
+        let g = if next {
+            match self.runnext.replace(Some(g)) {
                 Some(old) => old,
                 None => return,
-            },
-            false => g,
+            }
+        } else {
+            g
         };
         if self.runq.len() < LOCAL_QUEUE_CAPACITY {
             self.runq.push(g);
