@@ -273,7 +273,7 @@ impl PollDesc {
     pub(crate) fn wait(&self, interest: Interest, deadline: Option<u64>) -> io::Result<()> {
         // Never preempted while holding the state lock, which the poller
         // (scheduler context) takes too.
-        let _np = crate::preempt::disable();
+        let _np = crate::preempt::no_preempt();
         let me = Waker::current();
         let mut parked = false;
         loop {

@@ -20,6 +20,7 @@
 //! code could hold: futexes, atomics and intrusive queues only.
 
 mod guard;
+mod no_preempt;
 pub(crate) mod sched_class;
 mod signal;
 pub(crate) mod sysmon;
@@ -29,6 +30,7 @@ mod trampoline;
 use std::time::Duration;
 
 pub use guard::PreemptGuard;
+pub(crate) use no_preempt::NoPreempt;
 pub(crate) use trampoline::count_direct_handoff;
 
 /// Default preemption quantum.
@@ -48,6 +50,12 @@ pub const MIN_QUANTUM: Duration = Duration::from_micros(100);
 /// ```
 pub fn disable() -> PreemptGuard {
     PreemptGuard::new()
+}
+
+/// The runtime's own no-preemption section (see [`NoPreempt`]).
+#[inline(always)]
+pub(crate) fn no_preempt() -> NoPreempt {
+    NoPreempt::new()
 }
 
 /// Process-wide set-up: signal handler and XSAVE area size. Returns false

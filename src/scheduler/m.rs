@@ -647,7 +647,7 @@ pub(crate) extern "C" fn g_entry(_header: *mut u8) -> ! {
     }
     // Every value of this G has been dropped; leave for good (not to be
     // preempted on the way: the guard is never dropped, the G is done).
-    std::mem::forget(crate::preempt::disable());
+    std::mem::forget(crate::preempt::no_preempt());
     // SAFETY: we run on the G's stack, and CURRENT is this thread's M.
     unsafe { (*current()).switch_to_scheduler(Request::Exit) };
     unreachable!("greenrt: a finished green thread was resumed")
@@ -665,7 +665,7 @@ pub(crate) struct BlockingSection {
 impl BlockingSection {
     /// Releases the current M's P, if the caller is a green thread.
     pub(crate) fn enter() -> BlockingSection {
-        let _np = crate::preempt::disable();
+        let _np = crate::preempt::no_preempt();
         let m = current();
         if !m.is_null() {
             // SAFETY: a non-null CURRENT is this thread's M.
@@ -680,7 +680,7 @@ impl BlockingSection {
 
 impl Drop for BlockingSection {
     fn drop(&mut self) {
-        let _np = crate::preempt::disable();
+        let _np = crate::preempt::no_preempt();
         if self.m.is_null() {
             return;
         }

@@ -23,7 +23,7 @@ pub(crate) use shared::Shared;
 /// queue. Wakes an idle M if there is one to spare.
 pub(crate) fn ready(mut g: GRef) {
     // Runtime code: never preempted (it touches the P and runtime locks).
-    let _np = crate::preempt::disable();
+    let _np = crate::preempt::no_preempt();
     let m = m::current();
     if !m.is_null() {
         // SAFETY: a non-null CURRENT is the M living on this thread.
@@ -84,7 +84,7 @@ pub(crate) fn blocks_green() -> bool {
 
 #[inline(always)]
 fn switch_out(req: Request, what: &str) {
-    let _np = crate::preempt::disable();
+    let _np = crate::preempt::no_preempt();
     let m = m::current();
     // SAFETY: a non-null CURRENT is this thread's M.
     if m.is_null() || unsafe { (*m).curg.get() }.is_null() {
@@ -140,7 +140,7 @@ pub(crate) fn guard_hit(addr: usize) -> Option<&'static [u8]> {
 /// A stack of `size` usable bytes: from the current P's pool, the
 /// runtime's pool, or a fresh mapping.
 pub(crate) fn alloc_stack(rt: &Arc<Shared>, size: usize) -> std::io::Result<crate::stack::Stack> {
-    let _np = crate::preempt::disable();
+    let _np = crate::preempt::no_preempt();
     let m = m::current();
     if !m.is_null() {
         // SAFETY: a non-null CURRENT is the M living on this thread.
@@ -164,7 +164,7 @@ pub(crate) fn alloc_stack(rt: &Arc<Shared>, size: usize) -> std::io::Result<crat
 /// Arms a timer that unparks `g` at `when` (monotonic ns), on the current
 /// P's timer queue (or P 0's when called off the runtime's Ms).
 pub(crate) fn add_timer(when: u64, g: GRef) {
-    let _np = crate::preempt::disable();
+    let _np = crate::preempt::no_preempt();
     let m = m::current();
     let rt = g.rt.clone();
     let mut id = 0;
@@ -206,7 +206,7 @@ pub(crate) fn wakep_if_local_work() {
 /// The id of the P the calling green thread runs on (None off a green
 /// thread or without a P). Only a hint: the G may move right after.
 pub(crate) fn current_p_id() -> Option<usize> {
-    let _np = crate::preempt::disable();
+    let _np = crate::preempt::no_preempt();
     let m = m::current();
     if m.is_null() {
         return None;

@@ -111,7 +111,7 @@ pub(crate) fn get() -> io::Result<Pipe> {
     let pooled = {
         // Never preempted while holding a shard lock (other green threads
         // would spin or block their worker on it).
-        let _np = crate::preempt::disable();
+        let _np = crate::preempt::no_preempt();
         let home = home();
         let take = |i: usize| {
             let pipe = POOL[i].lock().pop();
@@ -145,7 +145,7 @@ pub(crate) fn put(pipe: Pipe) {
     if !reserved {
         return drop(pipe);
     }
-    let _np = crate::preempt::disable();
+    let _np = crate::preempt::no_preempt();
     POOL[home()].lock().push(pipe);
 }
 
@@ -157,7 +157,7 @@ pub(crate) fn pooled() -> usize {
 /// Closes every idle pipe; returns how many.
 pub(crate) fn clear() -> usize {
     let idle: Vec<Pipe> = {
-        let _np = crate::preempt::disable();
+        let _np = crate::preempt::no_preempt();
         POOL.iter()
             .flat_map(|shard| std::mem::take(&mut *shard.lock()))
             .collect()

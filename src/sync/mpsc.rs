@@ -67,7 +67,7 @@ impl<T> Chan<T> {
     /// Pushes `t`, waiting for room if `wait`.
     fn push(&self, t: T, wait: bool) -> Result<(), TrySendError<T>> {
         // Runtime locks are never held by a preempted green thread.
-        let _np = crate::preempt::disable();
+        let _np = crate::preempt::no_preempt();
         loop {
             let mut s = self.state.lock();
             if !s.receiver_alive {
@@ -109,7 +109,7 @@ impl<T> Chan<T> {
     /// Rendezvous: waits until the receiver took message number `ticket`.
     fn await_taken(&self, ticket: u64) -> Result<(), TrySendError<T>> {
         // Runtime locks are never held by a preempted green thread.
-        let _np = crate::preempt::disable();
+        let _np = crate::preempt::no_preempt();
         loop {
             let mut s = self.state.lock();
             if s.taken >= ticket {
@@ -134,7 +134,7 @@ impl<T> Chan<T> {
     /// Pops a message, waiting until `deadline` if `wait`.
     fn pop(&self, wait: bool, deadline: Option<u64>) -> Result<T, RecvTimeoutError> {
         // Runtime locks are never held by a preempted green thread.
-        let _np = crate::preempt::disable();
+        let _np = crate::preempt::no_preempt();
         loop {
             let mut s = self.state.lock();
             if let Some(t) = s.buf.pop_front() {
@@ -236,7 +236,7 @@ macro_rules! sender_common {
     ($ty:ident) => {
         impl<T> Clone for $ty<T> {
             fn clone(&self) -> Self {
-                let _np = crate::preempt::disable();
+                let _np = crate::preempt::no_preempt();
                 self.chan.state.lock().senders += 1;
                 $ty {
                     chan: self.chan.clone(),
@@ -246,7 +246,7 @@ macro_rules! sender_common {
 
         impl<T> Drop for $ty<T> {
             fn drop(&mut self) {
-                let _np = crate::preempt::disable();
+                let _np = crate::preempt::no_preempt();
                 let mut s = self.chan.state.lock();
                 s.senders -= 1;
                 let w = if s.senders == 0 {
@@ -304,7 +304,7 @@ impl<T> Receiver<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        let _np = crate::preempt::disable();
+        let _np = crate::preempt::no_preempt();
         let mut s = self.chan.state.lock();
         s.receiver_alive = false;
         // A rendezvous sender takes its untaken message back itself.

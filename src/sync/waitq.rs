@@ -37,7 +37,7 @@ impl WaitQueue {
         deadline: Option<u64>,
     ) -> bool {
         // Runtime locks are never held by a preempted green thread.
-        let _np = crate::preempt::disable();
+        let _np = crate::preempt::no_preempt();
         let me = {
             let mut q = self.waiters.lock();
             if !should_wait() {
@@ -68,7 +68,7 @@ impl WaitQueue {
 
     /// Wakes the longest waiter; returns whether there was one.
     pub(crate) fn wake_one(&self) -> bool {
-        let _np = crate::preempt::disable();
+        let _np = crate::preempt::no_preempt();
         let w = self.waiters.lock().pop_front();
         match w {
             Some(w) => {
@@ -82,7 +82,7 @@ impl WaitQueue {
 
     /// Wakes every waiter.
     pub(crate) fn wake_all(&self) {
-        let _np = crate::preempt::disable();
+        let _np = crate::preempt::no_preempt();
         let all = std::mem::take(&mut *self.waiters.lock());
         for w in all {
             w.woken.store(true, Ordering::Release);

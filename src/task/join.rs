@@ -30,7 +30,7 @@ impl<T> Packet<T> {
     }
 
     pub(crate) fn complete(&self, r: thread::Result<T>) {
-        let _np = crate::preempt::disable();
+        let _np = crate::preempt::no_preempt();
         // SAFETY: only the green thread writes, once, before `done`.
         unsafe { *self.result.get() = Some(r) };
         self.done.store(true, Ordering::Release);
@@ -83,7 +83,7 @@ impl<T> JoinHandle<T> {
     /// Waits for the green thread to finish and returns its result. Works
     /// from green threads (parks only the caller) and from OS threads.
     pub fn join(self) -> thread::Result<T> {
-        let _np = crate::preempt::disable();
+        let _np = crate::preempt::no_preempt();
         let p = self.slot.packet();
         if !p.done.load(Ordering::Acquire) {
             {

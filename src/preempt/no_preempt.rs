@@ -1,0 +1,48 @@
+//! The runtime's own no-preemption sections.
+//!
+//! Runtime code that touches its P or a runtime lock must not be
+//! preempted (a preempted green thread would keep holding them). It
+//! raises the running G's no-preempt count for a lexical scope with a
+//! [`NoPreempt`], which never leaves the function that made it: unlike the
+//! public [`PreemptGuard`](super::PreemptGuard) it needs no reference
+//! count, so the hot paths stay free of extra atomic read-modify-writes.
+
+use std::sync::atomic::{compiler_fence, Ordering};
+
+use crate::scheduler::{self, G};
+
+/// Holds off preemption of the running green thread while alive. Made and
+/// dropped by the same runtime function on the same green thread; never
+/// stored or returned to user code.
+pub(crate) struct NoPreempt {
+    g: *const G,
+}
+
+impl NoPreempt {
+    #[inline(always)]
+    pub(crate) fn new() -> NoPreempt {
+        let g = scheduler::current_g_ptr();
+        if !g.is_null() {
+            // SAFETY: the running G is alive while it runs, and this guard
+            // is dropped by the same G before the function that made it
+            // returns (it may switch OS threads meanwhile: the G stays).
+            unsafe { (*g).nopreempt.fetch_add(1, Ordering::Relaxed) };
+            // The handler runs on this thread: keep the increment before
+            // the guarded code, as the compiler sees it.
+            compiler_fence(Ordering::SeqCst);
+        }
+        NoPreempt { g }
+    }
+}
+
+impl Drop for NoPreempt {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if !self.g.is_null() {
+            compiler_fence(Ordering::SeqCst);
+            // SAFETY: as in `new`: the G that made the guard is still
+            // running (the guard never outlives its function).
+            unsafe { (*self.g).nopreempt.fetch_sub(1, Ordering::Relaxed) };
+        }
+    }
+}
