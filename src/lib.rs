@@ -38,9 +38,9 @@ pub mod sync;
 pub mod task;
 pub mod time;
 
-pub use scheduler::{run, Builder, Runtime};
+pub use scheduler::{run, Builder, Runtime, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use stack::DEFAULT_STACK_SIZE;
-pub use task::{spawn, yield_now, JoinHandle};
+pub use task::{spawn, yield_now, Cancelled, JoinHandle};
 pub use time::sleep;
 
 /// The README's Rust examples, compiled and run as doctests.

@@ -292,8 +292,22 @@ impl PollDesc {
                 }
             }
             super::poller_needed();
+            // A cancelled green thread unwinds out of `block`: take it out
+            // of the slot (an event would otherwise wake a finished G,
+            // and the slot would keep it counted as waiting).
+            let leave = LeaveOnUnwind {
+                desc: self,
+                interest,
+                me: &me,
+            };
             block(deadline);
+            std::mem::forget(leave);
         }
+    }
+
+    /// Takes `me` out of `interest`'s slot (see `LeaveOnUnwind`).
+    fn leave(&self, interest: Interest, me: &Waker) {
+        self.state.lock().slot(interest).remove(me);
     }
 
     /// One look at the state for `wait`: Some(result) when the wait is
@@ -394,6 +408,20 @@ pub(crate) fn readiness(events: u32) -> Readiness {
         read: err || events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32 != 0,
         write: err || events & libc::EPOLLOUT as u32 != 0,
         closed: err || events & libc::EPOLLRDHUP as u32 != 0,
+    }
+}
+
+/// Leaves a poll descriptor's slot if dropped (only on unwind: `wait`
+/// forgets it otherwise).
+struct LeaveOnUnwind<'a> {
+    desc: &'a PollDesc,
+    interest: Interest,
+    me: &'a Waker,
+}
+
+impl Drop for LeaveOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.desc.leave(self.interest, self.me);
     }
 }
 

@@ -228,6 +228,15 @@ pub(crate) fn poll_if_stale(now: u64) -> usize {
     }
 }
 
+/// Whether green threads wait for I/O and nobody has polled for
+/// [`STALE_POLL_NS`] (sysmon then has the errand thread poll). Lock-free.
+pub(crate) fn poll_is_stale(now: u64) -> bool {
+    POLLER.get().is_some()
+        && has_waiters()
+        && !BLOCKED.load(Ordering::Relaxed)
+        && now.saturating_sub(LAST_POLL.load(Ordering::Relaxed)) >= STALE_POLL_NS
+}
+
 /// Blocks the calling M in epoll_wait for up to `timeout_ns`, unless
 /// another M already does, no green thread waits for I/O, or
 /// `interrupted()` (checked after this M announced itself through

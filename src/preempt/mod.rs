@@ -19,6 +19,9 @@
 //! The preemption path neither allocates nor takes a lock the interrupted
 //! code could hold: futexes, atomics and intrusive queues only.
 
+mod alloc;
+pub(crate) mod chores;
+mod critical;
 mod guard;
 mod no_preempt;
 pub(crate) mod sched_class;
@@ -29,8 +32,11 @@ mod trampoline;
 
 use std::time::Duration;
 
+pub use alloc::NoPreempt;
+pub use critical::in_critical_path;
+pub(crate) use critical::Critical;
 pub use guard::PreemptGuard;
-pub(crate) use no_preempt::NoPreempt;
+pub(crate) use no_preempt::NoPreemptScope;
 pub(crate) use trampoline::count_direct_handoff;
 
 /// Default preemption quantum.
@@ -52,10 +58,10 @@ pub fn disable() -> PreemptGuard {
     PreemptGuard::new()
 }
 
-/// The runtime's own no-preemption section (see [`NoPreempt`]).
+/// The runtime's own no-preemption section (see [`NoPreemptScope`]).
 #[inline(always)]
-pub(crate) fn no_preempt() -> NoPreempt {
-    NoPreempt::new()
+pub(crate) fn no_preempt() -> NoPreemptScope {
+    NoPreemptScope::new()
 }
 
 /// Process-wide set-up: signal handler and XSAVE area size. Returns false

@@ -3,7 +3,7 @@
 //! Runtime code that touches its P or a runtime lock must not be
 //! preempted (a preempted green thread would keep holding them). It
 //! raises the running G's no-preempt count for a lexical scope with a
-//! [`NoPreempt`], which never leaves the function that made it: unlike the
+//! [`NoPreemptScope`], which never leaves the function that made it: unlike the
 //! public [`PreemptGuard`](super::PreemptGuard) it needs no reference
 //! count, so the hot paths stay free of extra atomic read-modify-writes.
 
@@ -14,13 +14,13 @@ use crate::scheduler::{self, G};
 /// Holds off preemption of the running green thread while alive. Made and
 /// dropped by the same runtime function on the same green thread; never
 /// stored or returned to user code.
-pub(crate) struct NoPreempt {
+pub(crate) struct NoPreemptScope {
     g: *const G,
 }
 
-impl NoPreempt {
+impl NoPreemptScope {
     #[inline(always)]
-    pub(crate) fn new() -> NoPreempt {
+    pub(crate) fn new() -> NoPreemptScope {
         let g = scheduler::current_g_ptr();
         if !g.is_null() {
             // SAFETY: the running G is alive while it runs, and this guard
@@ -31,11 +31,11 @@ impl NoPreempt {
             // the guarded code, as the compiler sees it.
             compiler_fence(Ordering::SeqCst);
         }
-        NoPreempt { g }
+        NoPreemptScope { g }
     }
 }
 
-impl Drop for NoPreempt {
+impl Drop for NoPreemptScope {
     #[inline(always)]
     fn drop(&mut self) {
         if !self.g.is_null() {

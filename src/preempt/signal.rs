@@ -69,6 +69,7 @@ pub(super) fn install() -> bool {
 }
 
 extern "C" fn on_sigurg(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+    let _critical = super::Critical::enter();
     // SAFETY: the kernel passes valid siginfo and ucontext pointers.
     let (code, pid) = unsafe { ((*info).si_code, (*info).si_pid()) };
     // SAFETY: getpid is async-signal-safe.

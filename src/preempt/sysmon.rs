@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use super::trampoline;
+use super::{chores, trampoline};
 use crate::scheduler::{MHandle, Shared, PREEMPT, RETAKE};
 use crate::time;
 
@@ -24,6 +24,11 @@ const MIN_DELAY: Duration = Duration::from_micros(20);
 /// Shortest cadence for noticing new slices: each sysmon wake-up costs a
 /// running G about 10 µs of its CPU when sysmon is real-time.
 const MIN_BUSY_DELAY: Duration = Duration::from_micros(50);
+/// First wait before signalling a retaken M again after a signal that did
+/// not stop its G; it doubles per failed attempt.
+const RETAKEN_SIGNAL_BACKOFF_NS: u64 = 200_000;
+/// Longest wait between two signals to one M.
+const MAX_SIGNAL_BACKOFF_NS: u64 = 20_000_000;
 
 #[derive(Clone, Copy, Default)]
 struct Seen {
@@ -57,9 +62,16 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
     let mut seen = vec![Seen::default(); rt.cfg.workers];
     let mut delay = MIN_DELAY;
     let mut last_round = time::now();
+    // From here on sysmon neither allocates nor takes a lock: it is what
+    // gets a preempted green thread its P back, and that green thread may
+    // hold the allocator's lock. Errands that need either go to the
+    // errand thread (`chores`).
+    let _critical = super::Critical::enter();
     while !rt.sysmon_stop.load(Ordering::Acquire) {
         thread::sleep(delay);
-        rt.ensure_spares();
+        if rt.spares_missing() {
+            rt.chores.request(chores::SPARES);
+        }
         let now = time::now();
         // A slice noticed now began somewhere since the last round: take
         // the midpoint, so slices come out right on average.
@@ -129,18 +141,34 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
         // Only while its thread actually runs: one still blocked in its
         // system call would just get EINTR (poll, nanosleep and friends
         // are not restarted) over and over.
-        for m in rt.retaken_ms() {
+        rt.for_each_m(|m| {
+            if !(m.retaken.load(Ordering::Acquire) && m.in_g.load(Ordering::Relaxed)) {
+                m.retaken_attempts.store(0, Ordering::Relaxed);
+                return;
+            }
             busy = true;
             unexpected = true;
-            if thread_is_running(m.tid.load(Ordering::Relaxed)) {
-                request(&m, PREEMPT, 0);
+            if now >= m.retaken_next_signal.load(Ordering::Relaxed)
+                && thread_is_running(m.tid.load(Ordering::Relaxed))
+            {
+                request(m, PREEMPT, 0);
+                // A G computing in libc is not preempted by a signal that
+                // lands there: back off (doubling, capped) rather than
+                // signal it every round.
+                let n = m.retaken_attempts.fetch_add(1, Ordering::Relaxed).min(16);
+                let wait = (RETAKEN_SIGNAL_BACKOFF_NS << n).min(MAX_SIGNAL_BACKOFF_NS);
+                m.retaken_next_signal.store(now + wait, Ordering::Relaxed);
             }
+        });
+        // Nobody polled for a while (every M busy): have fds looked at.
+        if crate::netpoll::poll_is_stale(now) {
+            rt.chores.request(chores::POLL);
         }
-        // Nobody polled for a while (every M busy): look for ready fds.
-        crate::netpoll::poll_if_stale(now);
         if !rt.preempted.is_empty() {
             busy = true;
-            rt.wakep();
+            if rt.npidle.load(Ordering::Relaxed) > 0 {
+                rt.chores.request(chores::WAKEP);
+            }
         }
         delay = if busy {
             // Timers due while every P is busy need a look too; one that
@@ -172,13 +200,86 @@ fn request(m: &MHandle, level: u8, tick: u32) {
 }
 
 /// Is thread `tid` of this process running or runnable (not sleeping in
-/// the kernel)? Reads its state from /proc.
+/// the kernel)? Reads its state from /proc with raw system calls and
+/// buffers on the stack: sysmon may not allocate.
 fn thread_is_running(tid: libc::pid_t) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
+    let mut path = [0u8; 48];
+    let len = stat_path(tid, &mut path);
+    let mut buf = [0u8; 512];
+    // SAFETY: `path` is NUL-terminated (stat_path leaves a zero after
+    // `len` bytes); the fd is closed below on every path.
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 || len == 0 {
+        return false;
+    }
+    // SAFETY: reading at most buf.len() bytes into our own buffer.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: `fd` is ours and still open.
+    unsafe { libc::close(fd) };
+    let Ok(n) = usize::try_from(n) else {
         return false;
     };
-    // "tid (comm) S ...": the state follows the last ')'.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next())
-        .is_some_and(|state| state == 'R')
+    thread_state(&buf[..n]) == Some(b'R')
+}
+
+/// Writes "/proc/self/task/<tid>/stat" and a NUL into `out`; returns the
+/// path's length (0 if `tid` is negative).
+fn stat_path(tid: libc::pid_t, out: &mut [u8; 48]) -> usize {
+    const PREFIX: &[u8] = b"/proc/self/task/";
+    const SUFFIX: &[u8] = b"/stat";
+    let Ok(mut t) = u32::try_from(tid) else {
+        return 0;
+    };
+    let mut digits = [0u8; 10];
+    let mut nd = 0;
+    loop {
+        digits[nd] = b'0' + (t % 10) as u8;
+        nd += 1;
+        t /= 10;
+        if t == 0 {
+            break;
+        }
+    }
+    let mut len = 0;
+    for &b in PREFIX.iter().chain(digits[..nd].iter().rev()).chain(SUFFIX) {
+        out[len] = b;
+        len += 1;
+    }
+    out[len] = 0;
+    len
+}
+
+/// The state letter of a /proc/<pid>/task/<tid>/stat line: "tid (comm) S
+/// ...", where it follows the last ')' (comm may itself hold one).
+fn thread_state(stat: &[u8]) -> Option<u8> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat[close + 1..].iter().copied().find(|&b| b != b' ')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_path_names_the_thread() {
+        let mut out = [0u8; 48];
+        let len = stat_path(12345, &mut out);
+        assert_eq!(&out[..len], b"/proc/self/task/12345/stat");
+        assert_eq!(out[len], 0);
+        assert_eq!(stat_path(-1, &mut out), 0);
+    }
+
+    #[test]
+    fn thread_state_follows_the_last_paren() {
+        assert_eq!(thread_state(b"42 (a) b) R 1 2"), Some(b'R'));
+        assert_eq!(thread_state(b"42 (sleepy) S 1"), Some(b'S'));
+        assert_eq!(thread_state(b"garbage"), None);
+    }
+
+    #[test]
+    fn this_thread_is_running() {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        assert!(thread_is_running(tid));
+    }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use super::handoff::MHandle;
+use super::registry::Links;
 use super::shared::Shared;
 use crate::context;
 use crate::stack::Stack;
@@ -123,6 +124,11 @@ pub(crate) struct G {
     pub(crate) preempt_next: AtomicPtr<G>,
     /// The queue's reference to this G while it is queued there.
     pub(crate) preempt_ref: UnsafeCell<Option<GRef>>,
+    /// Set when its runtime shuts down: every blocking call of the G
+    /// unwinds with [`crate::Cancelled`] from then on.
+    cancelled: AtomicBool,
+    /// Membership in the runtime's registry of live Gs.
+    pub(crate) links: Links,
 }
 
 // SAFETY: the UnsafeCell fields are only touched by the M that currently
@@ -153,7 +159,21 @@ impl G {
             locked_m: AtomicPtr::new(std::ptr::null_mut()),
             preempt_next: AtomicPtr::new(std::ptr::null_mut()),
             preempt_ref: UnsafeCell::new(None),
+            cancelled: AtomicBool::new(false),
+            links: Links::default(),
         }
+    }
+
+    /// Marks the G cancelled (see [`crate::Cancelled`]). SeqCst: pairs
+    /// with the wake-up token, so a G that sees the token the canceller
+    /// set after this also sees the mark.
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the G's runtime cancelled it.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
     }
 
     /// Gives the G its stack and prepares the first switch into it.

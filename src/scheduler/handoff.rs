@@ -5,7 +5,9 @@
 //! locks, can hand a P to another M.
 
 use std::ptr;
-use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{
+    fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering,
+};
 
 use super::p::{PPtr, P};
 use crate::time;
@@ -52,6 +54,12 @@ pub(crate) struct MHandle {
     /// Blocked in the netpoller's epoll_wait rather than on the futex:
     /// waking it takes an eventfd write too.
     in_poll: AtomicBool,
+    /// Next handle in `Shared::allm` (written once, before publication).
+    pub(crate) next_all: AtomicPtr<MHandle>,
+    /// sysmon's own back-off for signalling this M while its P is
+    /// retaken: failed attempts so far, and when to try next (ns).
+    pub(crate) retaken_attempts: AtomicU32,
+    pub(crate) retaken_next_signal: AtomicU64,
 }
 
 /// `MHandle::preempt_req` levels.
@@ -73,6 +81,9 @@ impl MHandle {
             preempt_waiting: AtomicBool::new(false),
             retaken: AtomicBool::new(false),
             in_poll: AtomicBool::new(false),
+            next_all: AtomicPtr::new(ptr::null_mut()),
+            retaken_attempts: AtomicU32::new(0),
+            retaken_next_signal: AtomicU64::new(0),
         }
     }
 
@@ -147,7 +158,7 @@ impl MHandle {
 
 /// Sleeps while `*word == seen` (or until `timeout_ns`); spurious returns
 /// are fine, callers loop.
-fn futex_wait(word: &AtomicU32, seen: u32, timeout_ns: Option<u64>) {
+pub(crate) fn futex_wait(word: &AtomicU32, seen: u32, timeout_ns: Option<u64>) {
     let ts = timeout_ns.map(|ns| libc::timespec {
         tv_sec: (ns / 1_000_000_000) as libc::time_t,
         tv_nsec: (ns % 1_000_000_000) as libc::c_long,
@@ -168,7 +179,7 @@ fn futex_wait(word: &AtomicU32, seen: u32, timeout_ns: Option<u64>) {
     }
 }
 
-fn futex_wake(word: &AtomicU32) {
+pub(crate) fn futex_wake(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE only uses the address as a key.
     unsafe {
         libc::syscall(

@@ -106,7 +106,12 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
     CURRENT.with(|c| c.set(&m));
     match p {
         Some(p) => m.set_p(Some(p)),
-        // A spare: wait (off the idle list) until handed a P.
+        // A new spare: std's thread start-up (which allocates) is over,
+        // so take a spare slot, then wait (off the idle list) for a P.
+        None if !m.rt.spare_ready(&m.handle) => {
+            CURRENT.with(|c| c.set(std::ptr::null()));
+            return;
+        }
         None => loop {
             match m.handle.wait(None, false) {
                 Wake::P(p, spinning) => {
@@ -225,6 +230,7 @@ impl M {
                 if let Some(stack) = unsafe { g.take_stack() } {
                     self.recycle_stack(stack);
                 }
+                drop(self.rt.registry.remove(&g));
             }
         }
     }
@@ -241,6 +247,7 @@ impl M {
         if std::panic::catch_unwind(fail).is_err() {
             eprintln!("greenrt: panic while dropping an unstarted green thread");
         }
+        drop(self.rt.registry.remove(&g));
     }
 
     /// Queues a G that just switched out: on our P, or — if the G gave
@@ -276,6 +283,14 @@ impl M {
     fn find_runnable(&self) -> Option<GRef> {
         loop {
             if self.rt.is_shutdown() {
+                if let Some(p) = self.p.get() {
+                    // Gs queued here will never run: give their joiners
+                    // the news (shutdown drains the other queues).
+                    // SAFETY: the M owns its current P.
+                    for g in unsafe { p.get() }.drain() {
+                        self.rt.abandon_queued(g);
+                    }
+                }
                 self.drop_p();
                 return None;
             }
@@ -308,7 +323,13 @@ impl M {
             // A spinner that gives up re-checks everything (and resumes
             // spinning if it finds work); anyone re-checks the lock-free
             // global queue, which has no other way to wake it.
-            if (was_spinning && self.work_anywhere()) || !self.rt.injector.is_empty() {
+            // So are preempted Gs: one queued without a P to hand on (a
+            // retaken one) finds no idle P if it looked before ours went
+            // idle (pairs with the fence in `park_preempted`).
+            if (was_spinning && self.work_anywhere())
+                || !self.rt.injector.is_empty()
+                || !self.rt.preempted.is_empty()
+            {
                 if let Some(p) = self.rt.get_idle_p() {
                     self.set_p(Some(p));
                     if was_spinning {
@@ -496,6 +517,9 @@ impl M {
     /// preempted G keeps its OS thread) and returns true; we are then
     /// without a P.
     fn resume_preempted(&self) -> bool {
+        // The preempted G may hold the allocator's lock: from here to the
+        // hand-off nothing allocates (see `preempt::in_critical_path`).
+        let _critical = crate::preempt::Critical::enter();
         let Some(g) = self.rt.preempted.pop() else {
             return false;
         };
@@ -767,12 +791,23 @@ impl SignalTarget {
         if self.interruptible_g().is_none() || !self.m.has_p() {
             return false;
         }
-        let Some(spare) = self.m.rt.claim_spare() else {
+        let rt = &self.m.rt;
+        // A spare M runs the P's queue. With none left (the errand thread
+        // that makes them may itself wait behind a preempted green thread,
+        // in the allocator say), the P goes to the longest-preempted G's
+        // M: that G may hold what the stuck one waits for.
+        if let Some(spare) = rt.claim_spare() {
+            let p = self.m.take_p().expect("checked: the M holds a P");
+            self.m.handle.retaken.store(true, Ordering::Release);
+            spare.give(p, false);
+            return true;
+        }
+        let Some(next) = rt.preempted.try_pop() else {
             return false;
         };
         let p = self.m.take_p().expect("checked: the M holds a P");
         self.m.handle.retaken.store(true, Ordering::Release);
-        spare.give(p, false);
+        rt.hand_to_preempted(&next, p);
         true
     }
 }
@@ -783,6 +818,7 @@ impl SignalTarget {
 /// until some M hands it a P for the G's next turn. Allocation-free and
 /// lock-free. Returns false if it could not preempt (no spare M yet).
 pub(crate) fn preempt_park() -> bool {
+    let _critical = crate::preempt::Critical::enter();
     let m = current();
     // SAFETY: the handler only redirects threads with an M to the
     // trampoline, and CURRENT is this thread's M.
@@ -811,20 +847,25 @@ fn park_preempted(m: &M, g: GRef) -> bool {
     } else {
         m.preempted_successor()
     };
-    // During shutdown nobody needs the P: park without a spare, so the
-    // runtime can stop (it leaves preempted Ms parked).
+    // Once the runtime has stopped, nobody would resume the G: let it run
+    // on (it is detached, see `Shared::shutdown`).
+    if m.rt.is_shutdown() {
+        return false;
+    }
     let spare = if retaken || successor.is_some() {
         None
     } else {
         m.rt.claim_spare()
     };
-    if successor.is_none() && spare.is_none() && !retaken && !m.rt.is_shutdown() {
+    if successor.is_none() && spare.is_none() && !retaken {
         return false;
     }
     g.locked_m
         .store(Arc::as_ptr(&m.handle) as *mut MHandle, Ordering::Release);
     m.handle.preempt_waiting.store(true, Ordering::Release);
     let p = m.take_p();
+    // Our G's header stays alive while we run it (`cur` holds it).
+    let me: *const G = g.as_ptr();
     // SAFETY: `g` is our own running G, not queued.
     unsafe { m.rt.preempted.push(g) };
     match (successor, spare, p) {
@@ -833,18 +874,28 @@ fn park_preempted(m: &M, g: GRef) -> bool {
             crate::preempt::count_direct_handoff();
         }
         (None, Some(spare), Some(p)) => spare.give(p, false),
-        _ => {}
+        _ => m.rt.resume_preempted_on_idle_p(),
     }
-    // Wait for our turn. After shutdown nobody comes: wait forever (the
-    // runtime leaves this thread parked and keeps the G's stack).
+    // Wait for our turn. If the runtime stops first, shutdown takes the G
+    // out of the queue and kicks us: the G runs on without a P (detached)
+    // until its next blocking call, where it unwinds as cancelled.
     let p = loop {
-        if let Wake::P(p, _) = m.handle.wait(None, false) {
-            break p;
+        match m.handle.wait(None, false) {
+            Wake::P(p, _) => break Some(p),
+            // SAFETY: `me` is the running G, alive (see above).
+            _ if m.rt.is_shutdown()
+                && unsafe { &*me }.locked_m.load(Ordering::Acquire).is_null() =>
+            {
+                break None
+            }
+            _ => {}
         }
     };
     m.handle.preempt_waiting.store(false, Ordering::Release);
     // The tick already moved when our P was handed over (see
     // `resume_preempted`), so sysmon starts a fresh slice for us.
-    m.set_p(Some(p));
+    if p.is_some() {
+        m.set_p(p);
+    }
     true
 }

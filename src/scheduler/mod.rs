@@ -7,15 +7,17 @@ mod m;
 mod p;
 pub(crate) mod park;
 mod preempted;
+mod registry;
 mod runtime;
 mod shared;
+mod shutdown;
 
 use std::sync::Arc;
 
 pub(crate) use g::{GBody, GRef, G};
-pub(crate) use handoff::{MHandle, PREEMPT, RETAKE};
+pub(crate) use handoff::{futex_wait, futex_wake, MHandle, PREEMPT, RETAKE};
 pub(crate) use m::{preempt_park, signal_target, BlockingSection, Request};
-pub use runtime::{run, Builder, Runtime};
+pub use runtime::{run, Builder, Runtime, DEFAULT_SHUTDOWN_TIMEOUT};
 pub(crate) use shared::Shared;
 
 /// Makes a runnable G (just unparked) eligible to run: into the current P's
@@ -42,6 +44,25 @@ pub(crate) fn ready(mut g: GRef) {
     let rt = g.rt.clone();
     rt.injector.push(g);
     rt.wakep();
+}
+
+/// Lists a new G in its runtime's registry (so shutdown can cancel it);
+/// one spawned while the runtime shuts down is born cancelled.
+pub(crate) fn register(rt: &Arc<Shared>, g: &GRef) {
+    let hint = current_p_id().unwrap_or(g.id as usize);
+    rt.registry.insert(g, hint);
+    // SeqCst on both sides (here and `Shared::cancel_all`): either the
+    // canceller's snapshot lists this G or we see `cancelling`.
+    if rt.cancelling.load(std::sync::atomic::Ordering::SeqCst) {
+        g.cancel();
+    }
+}
+
+/// Gives up every G in `rt`'s global queue (after it stopped).
+pub(crate) fn abandon_global_queue(rt: &Arc<Shared>) {
+    while let crossbeam_deque::Steal::Success(g) = rt.injector.steal() {
+        rt.abandon_queued(g);
+    }
 }
 
 /// The running green thread, if the caller is one.
@@ -103,23 +124,61 @@ fn not_in_green_thread(what: &str) -> ! {
 /// Parks the running G until `G::unpark` (returns at once if a wake-up
 /// token is pending). May return spuriously: callers re-check their
 /// condition.
+///
+/// A cancelled G (its runtime is shutting down) unwinds from here with
+/// [`crate::Cancelled`] instead of parking, and so on every later call.
 #[inline(always)]
 pub(crate) fn park() {
-    let pending = with_current_g(|g| g.map(|g| g.take_token()));
-    if pending == Some(true) {
+    let (pending, cancelled) =
+        with_current_g(|g| g.map_or((false, false), |g| (g.take_token(), g.is_cancelled())));
+    if cancelled {
+        unwind_cancelled();
+    }
+    if pending {
         return;
     }
     switch_out(Request::Park, "park");
     // Resumed, perhaps on another M. The token that woke us is spent.
-    with_current_g(|g| g.map(|g| g.take_token()));
+    let cancelled = with_current_g(|g| {
+        g.is_some_and(|g| {
+            g.take_token();
+            g.is_cancelled()
+        })
+    });
+    if cancelled {
+        unwind_cancelled();
+    }
 }
 
-/// Puts the running G at the back of its P's queue and runs others.
+/// Puts the running G at the back of its P's queue and runs others. A
+/// cancelled G unwinds instead (see `park`).
 pub(crate) fn yield_now() {
     if in_green_thread() && std::thread::panicking() {
         return std::thread::yield_now();
     }
+    if current_is_cancelled() {
+        unwind_cancelled();
+    }
     switch_out(Request::Yield, "yield_now");
+    if current_is_cancelled() {
+        unwind_cancelled();
+    }
+}
+
+/// Whether the running G (if any) has been cancelled.
+pub(crate) fn current_is_cancelled() -> bool {
+    with_current_g(|g| g.is_some_and(|g| g.is_cancelled()))
+}
+
+/// Unwinds the running, cancelled G with a [`crate::Cancelled`] payload
+/// (without the panic hook: cancellation is not a failure). Does nothing
+/// while the G is already unwinding: a second panic would abort.
+#[cold]
+#[inline(never)]
+fn unwind_cancelled() {
+    if !std::thread::panicking() {
+        std::panic::resume_unwind(Box::new(crate::task::Cancelled::new()));
+    }
 }
 
 /// If `addr` lies in the guard page of the G running on this thread,

@@ -1,25 +1,49 @@
 //! The queue of preempted Gs.
 //!
 //! A preempted G keeps its M (see `preempt`), so it is queued here, not on
-//! a run queue: whichever M picks it up hands its P to the waiting M. The
-//! push side runs on the preemption path, which must not allocate or take
-//! a lock the interrupted code could hold: it is an intrusive lock-free
-//! stack. Consumers (ordinary scheduler code) move pushed Gs, oldest
-//! first, into a FIFO under a lock, so preempted Gs take turns fairly.
+//! a run queue: whichever M picks it up hands its P to the waiting M. Both
+//! sides may run where nothing may allocate and no lock that interrupted
+//! code could hold may be taken (the preemption path pushes; the
+//! preemption path, the handler's retake and the scheduler pop), so the
+//! queue is intrusive through the Gs' own `preempt_next` links:
+//!
+//! - `incoming`: a lock-free stack the pushers prepend to;
+//! - `ready`: a FIFO that consumers fill, when it is empty, by
+//!   reversing the whole `incoming` chain, oldest first, under a lock that
+//!   is only ever held for a few pointer moves (never across an
+//!   allocation, a free or a preemption point), so preempted Gs take
+//!   turns fairly.
 
-use std::collections::VecDeque;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use super::g::{GRef, G};
 
-#[derive(Default)]
+/// The FIFO is refilled only when empty, so it needs no tail.
+struct Fifo {
+    head: *const G,
+}
+
+// SAFETY: the raw pointers are only followed under the queue's lock, and
+// every queued G is kept alive by its `preempt_ref`.
+unsafe impl Send for Fifo {}
+
 pub(crate) struct PreemptedQueue {
     incoming: AtomicPtr<G>,
-    ready: Mutex<VecDeque<GRef>>,
+    ready: Mutex<Fifo>,
     len: AtomicUsize,
+}
+
+impl Default for PreemptedQueue {
+    fn default() -> Self {
+        PreemptedQueue {
+            incoming: AtomicPtr::new(ptr::null_mut()),
+            ready: Mutex::new(Fifo { head: ptr::null() }),
+            len: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl PreemptedQueue {
@@ -29,10 +53,13 @@ impl PreemptedQueue {
     /// `g` must be the caller's own running G, not queued here already.
     pub(crate) unsafe fn push(&self, g: GRef) {
         let raw = g.as_ptr() as *mut G;
-        *(*raw).preempt_ref.get() = Some(g);
+        // SAFETY: the caller runs `g`, so nobody else touches its queue
+        // fields until the exchange below publishes it.
+        unsafe { *(*raw).preempt_ref.get() = Some(g) };
         let mut head = self.incoming.load(Ordering::Relaxed);
         loop {
-            (*raw).preempt_next.store(head, Ordering::Relaxed);
+            // SAFETY: as above.
+            unsafe { (*raw).preempt_next.store(head, Ordering::Relaxed) };
             match self.incoming.compare_exchange_weak(
                 head,
                 raw,
@@ -50,74 +77,56 @@ impl PreemptedQueue {
         self.len.load(Ordering::Acquire) == 0
     }
 
-    /// The longest-waiting preempted G.
+    /// The longest-waiting preempted G. Allocation-free; takes the
+    /// queue's own short lock.
     pub(crate) fn pop(&self) -> Option<GRef> {
         if self.is_empty() {
             return None;
         }
-        let mut ready = self.ready.lock();
-        if ready.is_empty() {
-            let mut batch = Vec::new();
-            let mut p = self.incoming.swap(ptr::null_mut(), Ordering::Acquire);
-            while !p.is_null() {
-                // SAFETY: pushed Gs stay alive through `preempt_ref`, and
-                // the swap gave us exclusive ownership of this chain.
-                let g = unsafe { &*p };
-                p = g.preempt_next.load(Ordering::Relaxed);
-                batch.push(unsafe { (*g.preempt_ref.get()).take() }.expect("queued G"));
-            }
-            ready.extend(batch.into_iter().rev());
-            // Room for as many again, so `try_pop` can take in the next
-            // pushes without allocating.
-            let len = ready.len();
-            ready.reserve(len);
-        }
-        let g = ready.pop_front()?;
-        self.len.fetch_sub(1, Ordering::Release);
-        Some(g)
+        self.pop_locked(self.ready.lock())
     }
 
-    /// The longest-waiting preempted G, for the preemption path itself:
-    /// never blocks (None if another M holds the queue) and never
-    /// allocates (None if the FIFO would have to grow to take in the
-    /// newly pushed Gs; the ordinary `pop` grows it).
+    /// As `pop`, but gives up rather than wait for the lock: for the
+    /// signal handler, which may have interrupted the lock's holder on
+    /// this very thread.
     pub(crate) fn try_pop(&self) -> Option<GRef> {
         if self.is_empty() {
             return None;
         }
-        let mut ready = self.ready.try_lock()?;
-        if ready.is_empty() {
-            // Holding the lock makes us the only consumer: pushers only
-            // prepend, so the chain under `head` is stable while we count
-            // it, and the exchange fails if a push came in meanwhile.
-            let head = self.incoming.load(Ordering::Acquire);
-            let mut n = 0;
-            let mut p = head;
+        self.pop_locked(self.ready.try_lock()?)
+    }
+
+    fn pop_locked(&self, mut fifo: MutexGuard<'_, Fifo>) -> Option<GRef> {
+        if fifo.head.is_null() {
+            // Take the whole pushed chain (newest first) and append it
+            // reversed, so the oldest comes out first.
+            let mut p = self.incoming.swap(ptr::null_mut(), Ordering::Acquire) as *const G;
+            let mut reversed: *const G = ptr::null();
             while !p.is_null() {
-                n += 1;
-                // SAFETY: pushed Gs stay alive through `preempt_ref`; the
-                // chain is not consumed while we hold `ready`.
-                p = unsafe { &*p }.preempt_next.load(Ordering::Relaxed);
-            }
-            if n == 0 || ready.capacity() < n {
-                return None;
-            }
-            self.incoming
-                .compare_exchange(head, ptr::null_mut(), Ordering::Acquire, Ordering::Relaxed)
-                .ok()?;
-            // The chain is newest first: pushing each to the front leaves
-            // the oldest at the front. Capacity suffices: no allocation.
-            let mut p = head;
-            while !p.is_null() {
-                // SAFETY: as above, and the exchange made the chain ours.
+                // SAFETY: pushed Gs stay alive through `preempt_ref`, and
+                // the swap made this chain ours alone.
                 let g = unsafe { &*p };
-                p = g.preempt_next.load(Ordering::Relaxed);
-                ready.push_front(unsafe { (*g.preempt_ref.get()).take() }.expect("queued G"));
+                let next = g.preempt_next.load(Ordering::Relaxed);
+                g.preempt_next.store(reversed as *mut G, Ordering::Relaxed);
+                reversed = p;
+                p = next;
             }
+            fifo.head = reversed;
         }
-        let g = ready.pop_front()?;
+        let first = fifo.head;
+        if first.is_null() {
+            return None;
+        }
+        // SAFETY: as above: the FIFO's Gs are ours under the lock.
+        let g = unsafe { &*first };
+        fifo.head = g.preempt_next.load(Ordering::Relaxed);
+        g.preempt_next.store(ptr::null_mut(), Ordering::Relaxed);
+        // SAFETY: the G left the queue under the lock; its reference is
+        // ours to take.
+        let r = unsafe { (*g.preempt_ref.get()).take() }.expect("greenrt: queued G");
+        drop(fifo);
         self.len.fetch_sub(1, Ordering::Release);
-        Some(g)
+        Some(r)
     }
 
     /// Removes every queued G (shutdown).

@@ -115,11 +115,18 @@ impl Builder {
             preempt: (wanted && preempt::init()).then_some(self.quantum),
         };
         let shared = Shared::new(cfg);
-        let sysmon = match shared.cfg.preempt {
-            Some(q) => Some(preempt::sysmon::start(shared.clone(), q)?),
-            None => None,
+        let mut rt = Runtime {
+            shared,
+            sysmon: None,
+            errands: None,
+            stopped: false,
         };
-        Ok(Runtime { shared, sysmon })
+        if let Some(q) = rt.shared.cfg.preempt {
+            // The errand thread first: sysmon asks it for spare Ms at once.
+            rt.errands = Some(preempt::chores::start(rt.shared.clone())?);
+            rt.sysmon = Some(preempt::sysmon::start(rt.shared.clone(), q)?);
+        }
+        Ok(rt)
     }
 }
 
@@ -135,14 +142,21 @@ fn default_workers() -> io::Result<usize> {
     }
 }
 
+/// How long dropping a [`Runtime`] waits for its cancelled green threads
+/// to unwind (see [`Runtime::shutdown_timeout`]).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A greenrt runtime: a set of worker OS threads running green threads.
 ///
-/// Dropping the runtime stops its workers once their running green threads
-/// reach a scheduling point; green threads still blocked then are
-/// abandoned (their stacks are freed, values on them are not dropped).
+/// Dropping the runtime shuts it down as
+/// [`shutdown_timeout`](Runtime::shutdown_timeout) does, waiting at most
+/// [`DEFAULT_SHUTDOWN_TIMEOUT`] (one second).
 pub struct Runtime {
     shared: Arc<Shared>,
     sysmon: Option<std::thread::JoinHandle<()>>,
+    /// sysmon's errand thread (see `preempt::chores`).
+    errands: Option<std::thread::JoinHandle<()>>,
+    stopped: bool,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -208,15 +222,77 @@ impl Runtime {
     }
 }
 
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.shared.shutdown();
+impl Runtime {
+    /// Shuts the runtime down, waiting at most `timeout` for its green
+    /// threads to finish.
+    ///
+    /// Every green thread that has not finished is cancelled: one blocked
+    /// in a runtime call (a socket, a channel, a `greenrt::sync` lock, a
+    /// sleep, a join) wakes and unwinds from that call with a
+    /// [`Cancelled`](crate::Cancelled) payload, so its destructors run,
+    /// its sockets close and the locks it holds are released (without
+    /// poisoning). A running or preempted green thread runs on until its
+    /// next blocking call, where it unwinds. Every later blocking call of
+    /// a cancelled green thread unwinds at once, so catching the unwind
+    /// cannot keep it alive. [`JoinHandle::join`](crate::JoinHandle::join)
+    /// of a cancelled green thread returns `Err` with a `Cancelled`
+    /// payload.
+    ///
+    /// A green thread that reaches no blocking call within `timeout` (it
+    /// computes, or is blocked in a system call outside the runtime) is
+    /// detached: it keeps running on its own OS thread without a worker
+    /// slot, like a plain thread, and unwinds at its next blocking call.
+    /// The function reports how many were detached on stderr.
+    ///
+    /// Afterwards every thread, fd and stack mapping the runtime made has
+    /// been returned, except those of detached green threads (returned
+    /// when they end) and the process-wide netpoller's epoll and eventfd,
+    /// which the next runtime reuses.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let rt = greenrt::Runtime::new().unwrap();
+    /// let listener = greenrt::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let addr = listener.local_addr().unwrap();
+    /// // Parked in accept for ever, until the runtime shuts down.
+    /// rt.spawn(move || listener.accept().map(|_| ()));
+    /// rt.shutdown_timeout(Duration::from_secs(1));
+    /// // The listener was dropped when its green thread unwound.
+    /// std::net::TcpListener::bind(addr).unwrap();
+    /// ```
+    pub fn shutdown_timeout(mut self, timeout: Duration) {
+        self.stop(timeout);
+    }
+
+    fn stop(&mut self, timeout: Duration) {
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
+        }
+        let detached = self.shared.shutdown(timeout);
+        if detached > 0 {
+            eprintln!(
+                "greenrt: {detached} green thread(s) did not reach a blocking call within \
+                 {timeout:?} of shutdown and were detached: they run on without the runtime \
+                 and unwind at their next blocking call"
+            );
+        }
         self.shared
             .sysmon_stop
             .store(true, std::sync::atomic::Ordering::Release);
         if let Some(t) = self.sysmon.take() {
             let _ = t.join();
         }
+        self.shared.chores.stop();
+        if let Some(t) = self.errands.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop(DEFAULT_SHUTDOWN_TIMEOUT);
     }
 }
 

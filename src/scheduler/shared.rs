@@ -15,6 +15,8 @@ use super::g::GRef;
 use super::m;
 use super::p::{PPtr, P};
 use super::preempted::PreemptedQueue;
+use super::registry::Registry;
+use crate::preempt::chores::Chores;
 use crate::stack::StackPool;
 use crate::time::TimerQueue;
 
@@ -43,7 +45,7 @@ pub(crate) struct Shared {
     pub(crate) stealers: Box<[Stealer<GRef>]>,
     /// Timers, one queue per P, indexed by P id.
     pub(crate) timers: Box<[Padded<TimerQueue>]>,
-    sched: Mutex<SchedState>,
+    pub(super) sched: Mutex<SchedState>,
     pub(crate) npidle: AtomicUsize,
     pub(crate) nmspinning: AtomicUsize,
     pub(crate) shutdown: AtomicBool,
@@ -59,9 +61,31 @@ pub(crate) struct Shared {
     /// Ms parked off the idle list, ready to take a P from the preemption
     /// path without a lock (filled by sysmon).
     spares: Box<[AtomicPtr<MHandle>]>,
+    /// New spare Ms whose threads have not yet taken a slot. A new thread
+    /// runs std's start-up first, which allocates: published before that,
+    /// a spare could be handed a P while it waits for an allocator lock
+    /// held by the very green thread that P is for. So a new spare
+    /// publishes itself (`publish_spare`) once it is ready to wait.
+    spares_starting: AtomicUsize,
     pub(crate) preempted: PreemptedQueue,
     /// Tells sysmon to exit (set after the Ms are gone).
     pub(crate) sysmon_stop: AtomicBool,
+    /// Every M handle ever made, as an intrusive push-only list (`MHandle::
+    /// next_all`), each holding one reference: handles live as long as
+    /// the runtime, so the lock-free paths (sysmon, the handler, spare
+    /// slots) may keep raw pointers to them. Freed in `Drop`.
+    allm: AtomicPtr<MHandle>,
+    /// M threads, for shutdown to join. Its own lock, apart from `sched`:
+    /// starting a thread allocates, and nothing may allocate under
+    /// `sched` (see `stop_m`).
+    pub(super) threads: Mutex<Vec<(thread::JoinHandle<()>, Arc<MHandle>)>>,
+    /// Every live G, so shutdown can cancel them.
+    pub(crate) registry: Registry,
+    /// Shutdown has begun: Gs are being cancelled (new ones are born
+    /// cancelled). `shutdown` is set only once they are gone.
+    pub(crate) cancelling: AtomicBool,
+    /// sysmon's errands that may allocate or lock (see `preempt::chores`).
+    pub(crate) chores: Chores,
 }
 
 // SAFETY: the PPtrs in `all_ps` are only dereferenced by their current
@@ -70,12 +94,16 @@ unsafe impl Sync for Shared {}
 // SAFETY: as above.
 unsafe impl Send for Shared {}
 
-struct SchedState {
-    pidle: Vec<PPtr>,
-    midle: Vec<Arc<MHandle>>,
+/// The scheduler lock's state. Nothing under this lock allocates or
+/// frees: a thread blocked in a locking allocator (behind a preempted
+/// green thread holding its lock) must never hold it, or every M that
+/// looks for a P would wait behind it. `pidle` is sized for every P up
+/// front, `midle` grows outside the lock (`stop_m`), and the handles
+/// dropped here are never the last reference (`allm` holds one).
+pub(super) struct SchedState {
+    pub(super) pidle: Vec<PPtr>,
+    pub(super) midle: Vec<Arc<MHandle>>,
     watcher: Option<Arc<MHandle>>,
-    threads: Vec<(thread::JoinHandle<()>, Arc<MHandle>)>,
-    nm: usize,
 }
 
 /// What `stop_m` came back with.
@@ -107,11 +135,13 @@ impl Shared {
             stealers: stealers.into_boxed_slice(),
             timers,
             sched: Mutex::new(SchedState {
-                pidle: ps.iter().rev().copied().collect(),
-                midle: Vec::new(),
+                pidle: {
+                    let mut pidle = Vec::with_capacity(workers);
+                    pidle.extend(ps.iter().rev().copied());
+                    pidle
+                },
+                midle: Vec::with_capacity(2 * workers + 4),
                 watcher: None,
-                threads: Vec::new(),
-                nm: 0,
             }),
             npidle: AtomicUsize::new(workers),
             nmspinning: AtomicUsize::new(0),
@@ -127,8 +157,14 @@ impl Shared {
             spares: (0..workers)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
+            spares_starting: AtomicUsize::new(0),
             preempted: PreemptedQueue::default(),
             sysmon_stop: AtomicBool::new(false),
+            allm: AtomicPtr::new(std::ptr::null_mut()),
+            threads: Mutex::new(Vec::new()),
+            registry: Registry::new(workers),
+            cancelling: AtomicBool::new(false),
+            chores: Chores::default(),
         })
     }
 
@@ -204,23 +240,23 @@ impl Shared {
         p: Option<PPtr>,
         spinning: bool,
     ) -> Result<Arc<MHandle>, Option<PPtr>> {
-        let mut s = self.sched.lock();
+        let mut threads = self.threads.lock();
         // Shutdown kicks and joins the Ms listed under this lock; a thread
         // started after that would wait forever.
         if self.is_shutdown() {
             return Err(p);
         }
-        s.nm += 1;
-        let name = format!("{}-{}", self.cfg.thread_name, s.nm);
+        let name = format!("{}-{}", self.cfg.thread_name, threads.len() + 1);
         let rt = self.clone();
         let handle = Arc::new(MHandle::new());
+        self.register_m(handle.clone());
         let h = handle.clone();
         match thread::Builder::new()
             .name(name)
             .spawn(move || m::m_main(rt, h, p, spinning))
         {
             Ok(jh) => {
-                s.threads.push((jh, handle.clone()));
+                threads.push((jh, handle.clone()));
                 Ok(handle)
             }
             Err(e) => {
@@ -237,20 +273,39 @@ impl Shared {
 
     /// The M holding P `id`, if any. Handles live as long as the runtime.
     pub(crate) fn owner(&self, id: usize) -> Option<&MHandle> {
-        // SAFETY: every MHandle is kept alive by `threads` until drop.
+        // SAFETY: every MHandle is kept alive by `allm` until drop.
         unsafe { self.owners[id].load(Ordering::Acquire).as_ref() }
     }
 
-    /// Ms whose P was retaken while their G still runs (for sysmon, which
-    /// stops such a G once it can be preempted).
-    pub(crate) fn retaken_ms(&self) -> Vec<Arc<MHandle>> {
-        let s = self.sched.lock();
-        s.threads
-            .iter()
-            .map(|(_, m)| m)
-            .filter(|m| m.retaken.load(Ordering::Acquire) && m.in_g.load(Ordering::Relaxed))
-            .cloned()
-            .collect()
+    /// Lists a new M's handle in `allm` (which keeps it alive until the
+    /// runtime drops). Lock-free.
+    fn register_m(&self, handle: Arc<MHandle>) {
+        let raw = Arc::into_raw(handle) as *mut MHandle;
+        let mut head = self.allm.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: `raw` came from Arc::into_raw just above and is not
+            // published until the exchange succeeds.
+            unsafe { (*raw).next_all.store(head, Ordering::Relaxed) };
+            match self
+                .allm
+                .compare_exchange_weak(head, raw, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(h) => head = h,
+            }
+        }
+    }
+
+    /// Calls `f` with every M handle ever made. Lock-free and
+    /// allocation-free (sysmon walks it).
+    pub(crate) fn for_each_m(&self, mut f: impl FnMut(&MHandle)) {
+        let mut p = self.allm.load(Ordering::Acquire);
+        // SAFETY: listed handles live until `Drop` (see `allm`), and each
+        // `next_all` was written before its handle was published.
+        while let Some(m) = unsafe { p.as_ref() } {
+            f(m);
+            p = m.next_all.load(Ordering::Relaxed);
+        }
     }
 
     /// Takes a spare M, lock-free (the preemption path uses this).
@@ -262,12 +317,29 @@ impl Shared {
         })
     }
 
-    /// Keeps a spare M in every empty spare slot: an idle M if there is
-    /// one, else a new thread. Ordinary context only (locks, allocates).
+    /// Empty spare slots that no starting spare M will fill.
+    fn spares_wanted(&self) -> usize {
+        let empty = self
+            .spares
+            .iter()
+            .filter(|slot| slot.load(Ordering::Acquire).is_null())
+            .count();
+        empty.saturating_sub(self.spares_starting.load(Ordering::Acquire))
+    }
+
+    /// Some spare slot needs an M (lock-free: sysmon asks).
+    pub(crate) fn spares_missing(&self) -> bool {
+        !self.is_shutdown() && self.spares_wanted() > 0
+    }
+
+    /// Keeps a spare M for every empty spare slot: an idle M if there is
+    /// one, else a new thread (which publishes itself when ready, see
+    /// `spares_starting`). Ordinary context only (locks, allocates); only
+    /// the errand thread calls it, so slots fill from one place.
     pub(crate) fn ensure_spares(self: &Arc<Self>) {
-        for slot in self.spares.iter() {
-            if !slot.load(Ordering::Acquire).is_null() || self.is_shutdown() {
-                continue;
+        for _ in 0..self.spares_wanted() {
+            if self.is_shutdown() {
+                return;
             }
             // Any idle M but the timer watcher, which must keep watching.
             let idle = {
@@ -279,15 +351,47 @@ impl Shared {
                     .position(|m| !watcher.as_ref().is_some_and(|w| Arc::ptr_eq(w, m)));
                 i.map(|i| s.midle.swap_remove(i))
             };
-            let m = match idle {
-                Some(m) => m,
-                None => match self.spawn_m(None, false) {
-                    Ok(m) => m,
-                    Err(_) => return,
-                },
-            };
-            slot.store(Arc::as_ptr(&m) as *mut MHandle, Ordering::Release);
+            match idle {
+                Some(m) => {
+                    if !self.publish_spare(&m) {
+                        // Cannot happen (only this thread fills slots);
+                        // keep the M reachable all the same.
+                        self.sched_with_idle_room().midle.push(m);
+                        return;
+                    }
+                }
+                None => {
+                    self.spares_starting.fetch_add(1, Ordering::AcqRel);
+                    if self.spawn_m(None, false).is_err() {
+                        self.spares_starting.fetch_sub(1, Ordering::AcqRel);
+                        return;
+                    }
+                }
+            }
         }
+    }
+
+    /// Puts `m` (waiting for a P) in an empty spare slot. False if all
+    /// are full.
+    fn publish_spare(&self, m: &MHandle) -> bool {
+        let raw = m as *const MHandle as *mut MHandle;
+        self.spares.iter().any(|slot| {
+            slot.compare_exchange(
+                std::ptr::null_mut(),
+                raw,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        })
+    }
+
+    /// Called by a new spare M's thread once it is ready to wait for a P:
+    /// takes its slot. False if there was none (the thread then exits).
+    pub(crate) fn spare_ready(&self, m: &MHandle) -> bool {
+        let published = self.publish_spare(m);
+        self.spares_starting.fetch_sub(1, Ordering::AcqRel);
+        published
     }
 
     /// Gives `p`, released by an M about to block, to another M so its
@@ -297,6 +401,27 @@ impl Shared {
         self.start_m(false);
     }
 
+    /// A G was queued as preempted without a P to hand on (a retaken G):
+    /// if a P is idle, hand it to the longest-waiting preempted G. Asking
+    /// sysmon's errand thread instead would not do: it may itself wait
+    /// for the allocator lock that very G holds. Allocation-free; `sched`
+    /// is never held across an allocation or a preemption point.
+    pub(crate) fn resume_preempted_on_idle_p(&self) {
+        // Pairs with the fence in `find_runnable` after a P goes idle:
+        // either that M sees the queued G, or we see its idle P.
+        fence(Ordering::SeqCst);
+        if self.npidle.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let Some(p) = self.get_idle_p() else {
+            return;
+        };
+        match self.preempted.pop() {
+            Some(next) => self.hand_to_preempted(&next, p),
+            None => self.put_idle_p(p),
+        }
+    }
+
     /// Puts `p` on the idle list.
     pub(crate) fn put_idle_p(&self, p: PPtr) {
         let mut s = self.sched.lock();
@@ -304,9 +429,13 @@ impl Shared {
         self.npidle.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Takes an idle P, if any.
+    /// Takes an idle P, if any (none once the runtime has stopped: the
+    /// idle ones are shutdown's to drain).
     pub(crate) fn get_idle_p(&self) -> Option<PPtr> {
         let mut s = self.sched.lock();
+        if self.is_shutdown() {
+            return None;
+        }
         let p = s.pidle.pop()?;
         self.npidle.fetch_sub(1, Ordering::SeqCst);
         Some(p)
@@ -335,7 +464,7 @@ impl Shared {
         );
         let watching;
         {
-            let mut s = self.sched.lock();
+            let mut s = self.sched_with_idle_room();
             if self.is_shutdown() {
                 return Stopped::Shutdown;
             }
@@ -385,6 +514,28 @@ impl Shared {
         }
     }
 
+    /// Locks `sched` with room in `midle` for one more M, growing it
+    /// outside the lock (see `SchedState`: nothing allocates under it).
+    fn sched_with_idle_room(&self) -> parking_lot::MutexGuard<'_, SchedState> {
+        loop {
+            let s = self.sched.lock();
+            if s.midle.len() < s.midle.capacity() {
+                return s;
+            }
+            let want = 2 * s.midle.capacity() + 8;
+            drop(s);
+            let mut bigger = Vec::with_capacity(want);
+            let mut s = self.sched.lock();
+            // `midle` only grows here, so it still fits in `bigger`.
+            if s.midle.capacity() < want {
+                bigger.append(&mut s.midle);
+                std::mem::swap(&mut s.midle, &mut bigger);
+            }
+            drop(s);
+            drop(bigger);
+        }
+    }
+
     /// A timer due at `when` was added: make sure some idle M will wake for
     /// it in time.
     pub(crate) fn timer_added(self: &Arc<Self>, when: u64) {
@@ -400,7 +551,6 @@ impl Shared {
         }
     }
 
-    /// Earliest timer over all Ps (u64::MAX if none).
     /// Hands `p` to the M that holds the preempted G `g` (popped from
     /// `preempted`), which resumes it. Lock-free: also used on the
     /// preemption path.
@@ -418,69 +568,13 @@ impl Shared {
         m.give(p, false);
     }
 
+    /// Earliest timer over all Ps (u64::MAX if none).
     pub(crate) fn next_timer(&self) -> u64 {
         self.timers
             .iter()
             .map(|t| t.next())
             .min()
             .unwrap_or(u64::MAX)
-    }
-
-    /// Stops the runtime: wakes every idle M and waits for all Ms to exit,
-    /// then drops every G still queued.
-    pub(crate) fn shutdown(&self) {
-        self.shutdown.store(true, Ordering::SeqCst);
-        let threads = {
-            let mut s = self.sched.lock();
-            for m in &s.midle {
-                m.kick();
-            }
-            for (_, m) in &s.threads {
-                m.kick();
-            }
-            std::mem::take(&mut s.threads)
-        };
-        // A preempted M waits for its G forever once the runtime stops:
-        // leave it parked (its G and stack are kept alive, below).
-        let mut pending = threads;
-        while !pending.is_empty() {
-            pending.retain(|(t, m)| !t.is_finished() && !m.preempt_waiting.load(Ordering::Acquire));
-            if !pending.is_empty() {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-        }
-        for g in self.preempted.drain() {
-            g.body().abandon();
-            std::mem::forget(g);
-        }
-        // No M runs now. Dropping a queued G may drop values whose Drop
-        // readies other Gs (into the injector), so drain until quiet.
-        loop {
-            let mut gs = Vec::new();
-            while let crossbeam_deque::Steal::Success(g) = self.injector.steal() {
-                gs.push(g);
-            }
-            for p in self.all_ps.iter() {
-                // SAFETY: no M runs any more, so nobody else owns a P.
-                gs.extend(unsafe { p.get() }.drain());
-            }
-            for t in self.timers.iter() {
-                gs.extend(t.drain());
-            }
-            if gs.is_empty() {
-                break;
-            }
-            for g in &gs {
-                g.body().abandon();
-                // A parked G's own stack may hold a handle to it (sleep
-                // does), so its stack would never be freed with the last
-                // handle: free it now. No M runs, so nothing resumes it.
-                g.set_state(super::g::DEAD);
-                // SAFETY: the G is not running and never will again.
-                drop(unsafe { g.take_stack() });
-            }
-            drop(gs);
-        }
     }
 }
 
@@ -490,6 +584,13 @@ impl Drop for Shared {
             // SAFETY: each P was leaked from a Box in `new` and nothing can
             // use it once the last reference to Shared is gone.
             drop(unsafe { Box::from_raw(p.0.as_ptr()) });
+        }
+        let mut m = *self.allm.get_mut();
+        while !m.is_null() {
+            // SAFETY: every listed handle holds the reference that
+            // `register_m` leaked; nothing can reach the list any more.
+            let handle = unsafe { Arc::from_raw(m) };
+            m = handle.next_all.load(Ordering::Relaxed);
         }
     }
 }

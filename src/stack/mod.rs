@@ -244,6 +244,11 @@ impl StackPool {
         }
     }
 
+    /// Unmaps every pooled stack (shutdown).
+    pub(crate) fn clear(&mut self) {
+        self.free = Vec::new();
+    }
+
     /// Moves up to half of the pool into `other` (which must have room).
     pub(crate) fn spill_half(&mut self, other: &mut StackPool) {
         let n = self.free.len() / 2;

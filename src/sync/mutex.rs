@@ -193,7 +193,9 @@ impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
 
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
-        if !self.panicking && std::thread::panicking() {
+        // Unwinding because the runtime cancelled us is not a failure of
+        // the critical section: no poison (as tokio drops futures).
+        if !self.panicking && std::thread::panicking() && !crate::task::is_cancelled() {
             self.lock.poisoned.store(true, Ordering::Relaxed);
         }
         self.lock.unlock();

@@ -15,6 +15,19 @@ struct Waiter {
     woken: AtomicBool,
 }
 
+/// Leaves the queue if dropped (only on unwind: the normal exits forget
+/// it).
+struct LeaveOnUnwind<'a> {
+    queue: &'a WaitQueue,
+    me: &'a Arc<Waiter>,
+}
+
+impl Drop for LeaveOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.queue.leave(self.me);
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct WaitQueue {
     waiters: Mutex<VecDeque<Arc<Waiter>>>,
@@ -50,11 +63,20 @@ impl WaitQueue {
             q.push_back(me.clone());
             me
         };
+        // A cancelled green thread unwinds out of `block`: leave the queue,
+        // or pass on a wake-up already taken (a Mutex's hand-over, say),
+        // so the other waiters are not stranded.
+        let leave = LeaveOnUnwind {
+            queue: self,
+            me: &me,
+        };
         loop {
             if me.woken.load(Ordering::Acquire) {
+                std::mem::forget(leave);
                 return true;
             }
             if deadline.is_some_and(|d| time::now() >= d) {
+                std::mem::forget(leave);
                 let mut q = self.waiters.lock();
                 if me.woken.load(Ordering::Acquire) {
                     return true;
@@ -63,6 +85,19 @@ impl WaitQueue {
                 return false;
             }
             block(deadline);
+        }
+    }
+
+    /// Takes `me` out of the queue; if it was woken already, wakes the
+    /// next waiter in its place.
+    fn leave(&self, me: &Arc<Waiter>) {
+        let woken = {
+            let mut q = self.waiters.lock();
+            q.retain(|w| !Arc::ptr_eq(w, me));
+            me.woken.load(Ordering::Acquire)
+        };
+        if woken {
+            self.wake_one();
         }
     }
 

@@ -54,6 +54,11 @@ where
     fn start(&self, start_error: Option<io::Error>) {
         let Some(f) = self.take_f() else { return };
         let result = match start_error {
+            // Cancelled before it ever ran: it never will.
+            None if self.header.is_cancelled() => {
+                drop(f);
+                Err(Box::new(super::Cancelled::new()) as _)
+            }
             None => {
                 let r = catch_unwind(AssertUnwindSafe(f));
                 // Task-locals die before the joiner wakes, as thread-locals

@@ -41,12 +41,11 @@ impl<T> Packet<T> {
 }
 
 impl<T> Packet<T> {
-    /// The G will never finish: wake the joiner with an error.
+    /// The G will never finish (its runtime shut down first): wake the
+    /// joiner with a [`Cancelled`](super::Cancelled) error.
     pub(crate) fn abandon(&self) {
         if !self.done.load(Ordering::Acquire) {
-            let msg = "greenrt: the green thread was abandoned: its runtime shut down \
-                       (or nothing could wake it) before it finished";
-            self.complete(Err(Box::new(msg)));
+            self.complete(Err(Box::new(super::Cancelled::new())));
         }
     }
 }

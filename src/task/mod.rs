@@ -1,5 +1,6 @@
 //! Spawning and joining green threads.
 
+mod cancel;
 mod cell;
 mod join;
 pub mod local;
@@ -7,6 +8,7 @@ pub mod local;
 use std::io;
 use std::sync::Arc;
 
+pub use cancel::{is_cancelled, Cancelled};
 use cell::Cell;
 pub use join::JoinHandle;
 
@@ -87,9 +89,17 @@ impl Builder {
             unsafe { header.bind_stack(stack) };
         }
         let cell = Arc::new(Cell::new(header, f));
+        let g = GRef::new(cell.clone());
+        scheduler::register(rt, &g);
         // Into the current P's LIFO slot (as Go does), or the global queue
         // from outside the runtime.
-        scheduler::ready(GRef::new(cell.clone()));
+        scheduler::ready(g);
+        if rt.is_shutdown() {
+            // Spawned after the runtime stopped (from a detached green
+            // thread, or a destructor run by shutdown): nothing will run
+            // it, so give it up now rather than leave its joiner waiting.
+            scheduler::abandon_global_queue(rt);
+        }
         Ok(JoinHandle::new(cell, id))
     }
 }

@@ -1,0 +1,90 @@
+//! sysmon's errands: the work that keeps the runtime supplied but may
+//! allocate or take runtime locks, run on a thread of its own.
+//!
+//! sysmon is what gets a preempted green thread its P back, so it must
+//! never wait for anything that green thread could hold — the global
+//! allocator above all (a locking allocator in the main executable is
+//! preemptible code). So sysmon only reads atomics and sends signals;
+//! whatever needs an allocation or a lock it asks of this thread:
+//!
+//! - `SPARES`: keep a spare M in every spare slot (`Shared::ensure_spares`;
+//!   starting a thread allocates), so the preemption path and the
+//!   handler's retake can hand a P over without creating one;
+//! - `POLL`: poll the netpoller when nobody has for a while (waking green
+//!   threads queues them, which may allocate);
+//! - `WAKEP`: get an idle P running when preempted green threads wait.
+//!
+//! If this thread blocks behind a preempted green thread, only these
+//! errands wait; preemption and hand-off go on.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use crate::scheduler::{futex_wait, futex_wake, Shared};
+
+/// Fill the spare-M slots.
+pub(crate) const SPARES: u32 = 1;
+/// Poll the netpoller (it has gone unpolled too long).
+pub(crate) const POLL: u32 = 2;
+/// Start an M for an idle P: preempted green threads wait.
+pub(crate) const WAKEP: u32 = 4;
+/// Exit (the runtime has stopped).
+const STOP: u32 = 8;
+
+/// How long the errand thread sleeps when nothing is asked of it: a
+/// safety net only, every request wakes it.
+const IDLE_WAIT_NS: u64 = 100_000_000;
+
+/// The errands asked for, and the futex word the errand thread sleeps on.
+#[derive(Default)]
+pub(crate) struct Chores {
+    pending: AtomicU32,
+    seq: AtomicU32,
+}
+
+impl Chores {
+    /// Asks for `what` (a set of the flags above). Lock-free and
+    /// allocation-free: sysmon calls it.
+    pub(crate) fn request(&self, what: u32) {
+        if self.pending.fetch_or(what, Ordering::AcqRel) & what != what {
+            self.seq.fetch_add(1, Ordering::Release);
+            futex_wake(&self.seq);
+        }
+    }
+
+    /// Makes the errand thread exit.
+    pub(crate) fn stop(&self) {
+        self.request(STOP);
+    }
+}
+
+/// Starts the errand thread of `rt`.
+pub(crate) fn start(rt: Arc<Shared>) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name(format!("{}-errands", rt.cfg.thread_name))
+        .spawn(move || run(&rt))
+}
+
+fn run(rt: &Arc<Shared>) {
+    let chores = &rt.chores;
+    loop {
+        let seen = chores.seq.load(Ordering::Acquire);
+        let what = chores.pending.swap(0, Ordering::AcqRel);
+        if what & STOP != 0 {
+            return;
+        }
+        if what & SPARES != 0 {
+            rt.ensure_spares();
+        }
+        if what & POLL != 0 {
+            crate::netpoll::poll_if_stale(crate::time::now());
+        }
+        if what & WAKEP != 0 {
+            rt.wakep();
+        }
+        if what == 0 {
+            futex_wait(&chores.seq, seen, Some(IDLE_WAIT_NS));
+        }
+    }
+}

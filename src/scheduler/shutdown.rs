@@ -1,0 +1,171 @@
+//! Stopping a runtime: cancel every green thread, let them unwind, stop
+//! the Ms, and give back what the runtime made.
+//!
+//! The protocol (docs/DESIGN.md, "Shutdown and cancellation"):
+//!
+//! 1. **Cancel.** `cancelling` is set, then every G in the registry is
+//!    marked cancelled and woken. A parked G resumes in `park`, sees the
+//!    mark and unwinds with [`crate::Cancelled`]; a running or preempted
+//!    one runs on (the Ms keep scheduling, preempted Gs keep getting
+//!    their turns) until its next blocking call, where it unwinds. Gs
+//!    spawned from now on are born cancelled. The mark is stored before
+//!    the wake-up token (both SeqCst), so a G that sees the token sees
+//!    the mark.
+//! 2. **Wait** until the registry is empty (every G exited) or the
+//!    timeout passes.
+//! 3. **Stop.** `shutdown` is set: Ms leave their scheduling loops and
+//!    exit; an M still running a G (it did not reach a blocking call in
+//!    time) is detached: its thread runs the G on without a P, like a
+//!    plain thread, and unwinds it at its next blocking call. Preempted
+//!    Gs are taken out of their queue and their Ms kicked, so they too run
+//!    on, detached. The others are joined.
+//! 4. **Drain** what will never run: queued Gs that never started get
+//!    their closure dropped and their joiner a `Cancelled` error; timer
+//!    entries are dropped (only the references: a G in a timer may be
+//!    running or preempted, and a stack is never freed under an M that
+//!    may run on it); pooled stacks are unmapped.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::g::{GRef, DEAD};
+use super::shared::Shared;
+
+/// Longest nap while waiting for cancelled green threads to finish.
+const MAX_NAP: Duration = Duration::from_millis(1);
+
+impl Shared {
+    /// Stops the runtime (see the module docs); waits at most `timeout`
+    /// for its green threads to unwind. Returns how many were detached.
+    pub(crate) fn shutdown(self: &Arc<Self>, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        self.cancel_all();
+        let mut nap = Duration::from_micros(20);
+        while self.registry.live() > 0 && Instant::now() < deadline {
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(MAX_NAP);
+        }
+        let unfinished = self.registry.live();
+        self.stop_ms();
+        self.drain_queued();
+        unfinished
+    }
+
+    /// Step 1: marks every live G cancelled and wakes it.
+    fn cancel_all(&self) {
+        self.cancelling.store(true, Ordering::SeqCst);
+        // Mark every G before waking any: a woken G that finishes could
+        // otherwise wake another (its joiner, a lock waiter) before that
+        // one is marked, and it would carry on as if nothing happened.
+        let all = self.registry.snapshot();
+        for g in &all {
+            g.cancel();
+        }
+        for g in all {
+            g.unpark_owned();
+        }
+    }
+
+    /// Step 3: stops the Ms; joins those not running a green thread and
+    /// detaches the rest.
+    fn stop_ms(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        // Preempted Gs run on, detached, on their own Ms.
+        for g in self.preempted.drain() {
+            let m = g.locked_m.swap(std::ptr::null_mut(), Ordering::AcqRel);
+            // SAFETY: handles live as long as the runtime (`allm`).
+            if let Some(m) = unsafe { m.as_ref() } {
+                m.kick();
+            }
+        }
+        for m in self.sched.lock().midle.iter() {
+            m.kick();
+        }
+        let mut pending = std::mem::take(&mut *self.threads.lock());
+        for (_, m) in &pending {
+            m.kick();
+        }
+        loop {
+            let mut i = 0;
+            while i < pending.len() {
+                let (t, m) = &pending[i];
+                if t.is_finished() {
+                    let (t, _) = pending.swap_remove(i);
+                    let _ = t.join();
+                } else if m.in_g.load(Ordering::Acquire) {
+                    // Detached: dropping the JoinHandle lets the thread
+                    // clean up after itself when its green thread ends.
+                    drop(pending.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+            std::thread::sleep(MAX_NAP);
+        }
+    }
+
+    /// Step 4: gives up on everything still queued and frees pooled
+    /// stacks. No M takes work any more (`shutdown` is set, and idle Ps
+    /// can no longer be taken: `get_idle_p` refuses).
+    fn drain_queued(&self) {
+        // Dropping a G may drop values whose Drop readies other Gs (into
+        // the global queue), so drain until quiet.
+        loop {
+            let mut gs: Vec<GRef> = Vec::new();
+            while let crossbeam_deque::Steal::Success(g) = self.injector.steal() {
+                gs.push(g);
+            }
+            for s in self.stealers.iter() {
+                while let crossbeam_deque::Steal::Success(g) = s.steal() {
+                    gs.push(g);
+                }
+            }
+            {
+                let s = self.sched.lock();
+                for p in s.pidle.iter() {
+                    // SAFETY: an idle P is owned by nobody, and none can
+                    // be taken off the list after shutdown.
+                    let p = unsafe { p.get() };
+                    gs.extend(p.drain());
+                    p.stacks.borrow_mut().clear();
+                }
+            }
+            if gs.is_empty() {
+                break;
+            }
+            for g in gs {
+                self.abandon_queued(g);
+            }
+        }
+        // References only: these Gs may be running (detached) or gone.
+        for t in self.timers.iter() {
+            drop(t.drain());
+        }
+        drop(self.preempted.drain());
+        self.stacks.lock().clear();
+    }
+
+    /// A queued G will never run: its joiner learns it was cancelled, and
+    /// its stack (if it had started: it was parked and woken, and is in a
+    /// run queue, so no M runs on it) is unmapped. Values on that stack
+    /// are not dropped: only a G that never got to run again after the
+    /// shutdown began ends this way.
+    pub(crate) fn abandon_queued(&self, g: GRef) {
+        let abandon = std::panic::AssertUnwindSafe(|| g.body().abandon());
+        if std::panic::catch_unwind(abandon).is_err() {
+            eprintln!(
+                "greenrt: panic while dropping green thread '{}' at shutdown",
+                g.display_name()
+            );
+        }
+        g.set_state(DEAD);
+        // SAFETY: the G was queued, so it is not running, and after
+        // shutdown nothing resumes it.
+        drop(unsafe { g.take_stack() });
+        drop(self.registry.remove(&g));
+    }
+}

@@ -1,0 +1,536 @@
+//! Shutdown and cancellation (`Runtime::shutdown_timeout`, `Drop`): every
+//! green thread still alive when its runtime drops is cancelled and
+//! unwinds from the blocking call it is in, so its destructors run and
+//! what it held (sockets, locks, channel ends) is released; nothing waits
+//! for ever; the runtime gives back its threads, fds and stacks.
+//!
+//! Every test holds `SERIAL`: they compare the process's fd and thread
+//! counts, and time drops.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::panic::catch_unwind;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use common::{child_tag, describe, run_child, with_timeout};
+
+const LIMIT: Duration = Duration::from_secs(120);
+/// Each drop must return within this (the default timeout is 1 s).
+const DROP_LIMIT: Duration = Duration::from_secs(2);
+const FOREVER: Duration = Duration::from_secs(3600);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let _serial = serial();
+    with_timeout(LIMIT, f)
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .count()
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("read /proc/self/task")
+        .count()
+}
+
+fn runtime(workers: usize) -> greenrt::Runtime {
+    greenrt::Builder::new()
+        .workers(workers)
+        .build()
+        .expect("build a runtime")
+}
+
+/// Counts its drops: proof that a green thread's stack was unwound.
+struct Dropped(Arc<AtomicUsize>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+/// Waits until `n` green threads have checked in at `parked` (each just
+/// before its blocking call), then a little longer so they are inside it.
+fn wait_parked(parked: &AtomicUsize, n: usize) {
+    let start = Instant::now();
+    while parked.load(SeqCst) < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "only {} of {n} green threads got going",
+            parked.load(SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+}
+
+/// Drops `rt` and returns how long that took.
+fn timed_drop(rt: greenrt::Runtime) -> Duration {
+    let start = Instant::now();
+    drop(rt);
+    start.elapsed()
+}
+
+fn is_cancelled(payload: &(dyn std::any::Any + Send)) -> bool {
+    payload.downcast_ref::<greenrt::Cancelled>().is_some()
+}
+
+#[test]
+fn runtimes_dropped_with_parked_green_threads_release_everything() {
+    exclusive(|| {
+        // Warm up the process-wide netpoller (its epoll and eventfd stay).
+        drop(runtime(2).block_on(|| greenrt::net::TcpListener::bind("127.0.0.1:0").unwrap()));
+        let fds_before = open_fds();
+        let threads_before = threads();
+        let mut slowest = Duration::ZERO;
+        for round in 0..50 {
+            let rt = runtime(2);
+            let dropped = Arc::new(AtomicUsize::new(0));
+            let parked = Arc::new(AtomicUsize::new(0));
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            drop(listener);
+            let (d, p) = (dropped.clone(), parked.clone());
+            let joined = rt.block_on(move || {
+                let mut hs = Vec::new();
+                // accept
+                let l = greenrt::net::TcpListener::bind(addr).unwrap();
+                let (dd, pp) = (d.clone(), p.clone());
+                hs.push(greenrt::spawn(move || {
+                    let _d = Dropped(dd);
+                    pp.fetch_add(1, SeqCst);
+                    let _ = l.accept();
+                }));
+                // read, with the peer parked in a channel recv holding the
+                // other end.
+                let server = greenrt::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let mut client = greenrt::net::TcpStream::connect(server.local_addr().unwrap())
+                    .expect("connect");
+                let (peer, _) = server.accept().unwrap();
+                drop(server);
+                let (dd, pp) = (d.clone(), p.clone());
+                hs.push(greenrt::spawn(move || {
+                    let _d = Dropped(dd);
+                    pp.fetch_add(1, SeqCst);
+                    let mut buf = [0u8; 16];
+                    let _ = client.read(&mut buf);
+                }));
+                let (tx, rx) = greenrt::sync::mpsc::channel::<u8>();
+                let (dd, pp) = (d.clone(), p.clone());
+                hs.push(greenrt::spawn(move || {
+                    let _d = Dropped(dd);
+                    let _peer = peer;
+                    pp.fetch_add(1, SeqCst);
+                    let _ = rx.recv();
+                }));
+                // sleep
+                let (dd, pp) = (d.clone(), p.clone());
+                hs.push(greenrt::spawn(move || {
+                    let _d = Dropped(dd);
+                    pp.fetch_add(1, SeqCst);
+                    greenrt::sleep(FOREVER);
+                }));
+                // a greenrt Mutex held by a sleeper, wanted by another
+                let m = Arc::new(greenrt::sync::Mutex::new(0u32));
+                let held = Arc::new(AtomicUsize::new(0));
+                let (dd, pp, m1, h1) = (d.clone(), p.clone(), m.clone(), held.clone());
+                hs.push(greenrt::spawn(move || {
+                    let _d = Dropped(dd);
+                    let _g = m1.lock().unwrap();
+                    h1.store(1, SeqCst);
+                    pp.fetch_add(1, SeqCst);
+                    greenrt::sleep(FOREVER);
+                }));
+                let (dd, pp, m2) = (d.clone(), p.clone(), m.clone());
+                hs.push(greenrt::spawn(move || {
+                    let _d = Dropped(dd);
+                    // Only once the other holds the lock.
+                    while held.load(SeqCst) == 0 {
+                        greenrt::sleep(Duration::from_millis(1));
+                    }
+                    pp.fetch_add(1, SeqCst);
+                    let _g = m2.lock();
+                }));
+                // join of a green thread that never ends
+                let forever = greenrt::spawn(|| greenrt::sleep(FOREVER));
+                let (dd, pp) = (d.clone(), p.clone());
+                hs.push(greenrt::spawn(move || {
+                    let _d = Dropped(dd);
+                    pp.fetch_add(1, SeqCst);
+                    let r = forever.join();
+                    assert!(r.is_err());
+                }));
+                // The sender stays alive on a parked green thread too.
+                let (dd, pp) = (d, p);
+                hs.push(greenrt::spawn(move || {
+                    let _d = Dropped(dd);
+                    let _tx = tx;
+                    pp.fetch_add(1, SeqCst);
+                    greenrt::sleep(FOREVER);
+                }));
+                hs
+            });
+            wait_parked(&parked, 8);
+            let took = timed_drop(rt);
+            slowest = slowest.max(took);
+            assert!(took < DROP_LIMIT, "round {round}: drop took {took:?}");
+            assert_eq!(dropped.load(SeqCst), 8, "round {round}: destructors run");
+            for (i, h) in joined.into_iter().enumerate() {
+                let payload = h
+                    .join()
+                    .map(|_| panic!("round {round}: green thread {i} was not cancelled"))
+                    .unwrap_err();
+                assert!(
+                    is_cancelled(&*payload),
+                    "round {round}: payload is Cancelled"
+                );
+            }
+            std::net::TcpListener::bind(addr)
+                .unwrap_or_else(|e| panic!("round {round}: {addr} still bound: {e}"));
+        }
+        assert_eq!(open_fds(), fds_before, "fds left open by 50 runtimes");
+        assert_eq!(threads(), threads_before, "threads left by 50 runtimes");
+        eprintln!("slowest drop of 50: {slowest:?}");
+    });
+}
+
+#[test]
+fn cancelled_green_thread_cannot_stay_alive_by_catching_the_unwind() {
+    exclusive(|| {
+        let rt = runtime(1);
+        let caught = Arc::new(AtomicUsize::new(0));
+        let parked = Arc::new(AtomicUsize::new(0));
+        let (c, p) = (caught.clone(), parked.clone());
+        let h = rt.spawn(move || {
+            p.fetch_add(1, SeqCst);
+            let first = catch_unwind(|| greenrt::sleep(FOREVER));
+            let payload = first.expect_err("the sleep unwinds");
+            assert!(is_cancelled(&*payload));
+            assert!(greenrt::task::is_cancelled());
+            c.fetch_add(1, SeqCst);
+            // Every later blocking call unwinds at once.
+            let again = catch_unwind(|| greenrt::sleep(FOREVER));
+            assert!(is_cancelled(&*again.expect_err("unwinds again")));
+            c.fetch_add(1, SeqCst);
+            let again = catch_unwind(greenrt::yield_now);
+            assert!(is_cancelled(&*again.expect_err("yield unwinds too")));
+            c.fetch_add(1, SeqCst);
+            greenrt::sleep(FOREVER);
+        });
+        wait_parked(&parked, 1);
+        let took = timed_drop(rt);
+        assert!(took < DROP_LIMIT, "drop took {took:?}");
+        assert_eq!(caught.load(SeqCst), 3);
+        assert!(is_cancelled(&*h.join().unwrap_err()));
+    });
+}
+
+#[test]
+fn panic_caught_in_a_cancelled_green_threads_destructor() {
+    struct PanicsOnDrop(Arc<AtomicUsize>);
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            // A destructor that panics internally while the green thread
+            // unwinds from its cancellation (a panic escaping a destructor
+            // during unwinding aborts the process, in any Rust thread).
+            let r = catch_unwind(|| panic!("destructor panic during cancellation"));
+            assert!(r.is_err());
+            assert!(std::thread::panicking());
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+    exclusive(|| {
+        let rt = runtime(1);
+        let ran = Arc::new(AtomicUsize::new(0));
+        let parked = Arc::new(AtomicUsize::new(0));
+        let (r, p) = (ran.clone(), parked.clone());
+        let h = rt.spawn(move || {
+            let _x = PanicsOnDrop(r);
+            p.fetch_add(1, SeqCst);
+            greenrt::sleep(FOREVER);
+        });
+        wait_parked(&parked, 1);
+        let took = timed_drop(rt);
+        assert!(took < DROP_LIMIT, "drop took {took:?}");
+        assert_eq!(ran.load(SeqCst), 1);
+        assert!(is_cancelled(&*h.join().unwrap_err()));
+        // The runtime machinery is unharmed: a new runtime works.
+        assert_eq!(
+            runtime(1).block_on(|| greenrt::spawn(|| 7).join().unwrap()),
+            7
+        );
+    });
+}
+
+#[test]
+fn green_thread_blocked_in_a_std_syscall_unwinds_when_it_returns() {
+    exclusive(|| {
+        let rt = greenrt::Builder::new()
+            .workers(1)
+            .preempt_quantum(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let parked = Arc::new(AtomicUsize::new(0));
+        let after = Arc::new(AtomicBool::new(false));
+        let (d, p, a) = (dropped.clone(), parked.clone(), after.clone());
+        let h = rt.spawn(move || {
+            let _d = Dropped(d);
+            p.fetch_add(1, SeqCst);
+            // Blocks the OS thread (its P is retaken meanwhile).
+            std::thread::sleep(Duration::from_millis(300));
+            a.store(true, SeqCst);
+            // Back in the runtime: the first blocking call unwinds.
+            greenrt::sleep(FOREVER);
+        });
+        // Another green thread keeps the worker busy meanwhile.
+        rt.spawn(|| greenrt::sleep(FOREVER));
+        wait_parked(&parked, 1);
+        let took = timed_drop(rt);
+        assert!(took < DROP_LIMIT, "drop took {took:?}");
+        assert!(after.load(SeqCst), "the std sleep finished first");
+        assert_eq!(dropped.load(SeqCst), 1);
+        assert!(is_cancelled(&*h.join().unwrap_err()));
+    });
+}
+
+#[test]
+fn green_thread_holding_stdout_lock_releases_it_at_shutdown() {
+    exclusive(|| {
+        let rt = runtime(1);
+        let parked = Arc::new(AtomicUsize::new(0));
+        let p = parked.clone();
+        rt.spawn(move || {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(b"");
+            p.fetch_add(1, SeqCst);
+            greenrt::sleep(FOREVER);
+            drop(out);
+        });
+        wait_parked(&parked, 1);
+        let took = timed_drop(rt);
+        assert!(took < DROP_LIMIT, "drop took {took:?}");
+        // The main thread can print: the lock was released by the unwind.
+        let mut out = std::io::stdout().lock();
+        out.write_all(b"").unwrap();
+        out.flush().unwrap();
+    });
+}
+
+#[test]
+fn preempted_printing_green_threads_do_not_hang_drop() {
+    // Three green threads on one worker take stdout's lock over and over
+    // (and are preempted inside it); the drop must resume them, and the
+    // main thread must be able to print afterwards.
+    exclusive(|| {
+        let before = greenrt::preempt::stats();
+        let rt = greenrt::Builder::new()
+            .workers(1)
+            .preempt_quantum(Duration::from_micros(200))
+            .build()
+            .unwrap();
+        let rounds = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let r = rounds.clone();
+            rt.spawn(move || loop {
+                {
+                    let mut out = std::io::stdout().lock();
+                    let start = Instant::now();
+                    while start.elapsed() < Duration::from_micros(300) {
+                        let _ = out.write_all(b"");
+                    }
+                }
+                r.fetch_add(1, SeqCst);
+                greenrt::yield_now();
+            });
+        }
+        let start = Instant::now();
+        while greenrt::preempt::stats().since(&before).preemptions < 20
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let took = timed_drop(rt);
+        assert!(took < DROP_LIMIT, "drop took {took:?}");
+        assert!(rounds.load(SeqCst) > 0);
+        let mut out = std::io::stdout().lock();
+        out.write_all(b"").unwrap();
+    });
+}
+
+#[test]
+fn spinning_green_thread_without_preemption_is_detached_not_waited_for() {
+    exclusive(|| {
+        let rt = greenrt::Builder::new()
+            .workers(1)
+            .preemption(false)
+            .build()
+            .unwrap();
+        let go = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (g, s, d) = (go.clone(), stop.clone(), dropped.clone());
+        let h = rt.spawn(move || {
+            let _d = Dropped(d);
+            g.store(true, SeqCst);
+            while !s.load(SeqCst) {
+                std::hint::spin_loop();
+            }
+            // Detached, it unwinds at its next blocking call.
+            greenrt::sleep(FOREVER);
+        });
+        while !go.load(SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let start = Instant::now();
+        rt.shutdown_timeout(Duration::from_millis(200));
+        let took = start.elapsed();
+        assert!(took < DROP_LIMIT, "shutdown took {took:?}");
+        assert_eq!(dropped.load(SeqCst), 0, "still running, detached");
+        stop.store(true, SeqCst);
+        let payload = h.join().expect_err("cancelled at its next blocking call");
+        assert!(is_cancelled(&*payload));
+        assert_eq!(dropped.load(SeqCst), 1);
+    });
+}
+
+#[test]
+fn unstarted_green_threads_are_cancelled_without_running() {
+    exclusive(|| {
+        let rt = greenrt::Builder::new()
+            .workers(1)
+            .preemption(false)
+            .build()
+            .unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let parked = Arc::new(AtomicUsize::new(0));
+        let p = parked.clone();
+        // The worker is busy in a blocking std call while the others are
+        // queued behind it, and shutdown comes first.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        rt.spawn(move || {
+            p.fetch_add(1, SeqCst);
+            let _ = rx.recv_timeout(Duration::from_millis(300));
+        });
+        wait_parked(&parked, 1);
+        let hs: Vec<_> = (0..10)
+            .map(|_| {
+                let (r, d) = (ran.clone(), Dropped(dropped.clone()));
+                rt.spawn(move || {
+                    let _d = d;
+                    r.fetch_add(1, SeqCst);
+                })
+            })
+            .collect();
+        let took = timed_drop(rt);
+        drop(tx);
+        assert!(took < DROP_LIMIT, "drop took {took:?}");
+        assert_eq!(dropped.load(SeqCst), 10, "every closure dropped");
+        assert_eq!(ran.load(SeqCst), 0, "none started after the shutdown began");
+        for h in hs {
+            assert!(is_cancelled(&*h.join().unwrap_err()));
+        }
+    });
+}
+
+#[test]
+fn second_runtime_works_after_a_cancelling_drop() {
+    exclusive(|| {
+        let rt = runtime(2);
+        let parked = Arc::new(AtomicUsize::new(0));
+        let p = parked.clone();
+        rt.spawn(move || {
+            p.fetch_add(1, SeqCst);
+            greenrt::sleep(FOREVER)
+        });
+        wait_parked(&parked, 1);
+        drop(rt);
+        let rt = runtime(2);
+        let sum = rt.block_on(|| {
+            let hs: Vec<_> = (0..100u64).map(|i| greenrt::spawn(move || i)).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+        });
+        assert_eq!(sum, 4950);
+    });
+}
+
+/// Bug 5: a timer entry left behind by a wait that ended early
+/// (`recv_timeout` answered in time) made shutdown free the stack of a
+/// green thread that was preempted, while its M was parked on it; any
+/// signal then killed the process. Runs as a child, which signals every
+/// thread of itself after the drop.
+#[test]
+fn shutdown_never_frees_the_stack_of_a_preempted_green_thread() {
+    const TAG: &str = "stale-timer";
+    if child_tag().as_deref() == Some(TAG) {
+        extern "C" fn on_usr1(_: libc::c_int) {}
+        // SAFETY: installs a no-op handler (no SA_ONSTACK: it runs on
+        // whatever stack the thread is on, as the bug needs).
+        unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
+        for _ in 0..5 {
+            let rt = greenrt::Builder::new()
+                .workers(1)
+                .preempt_quantum(Duration::from_micros(100))
+                .build()
+                .unwrap();
+            let before = greenrt::preempt::stats();
+            for _ in 0..2 {
+                rt.spawn(|| {
+                    let (tx, rx) = greenrt::sync::mpsc::channel();
+                    tx.send(1).unwrap();
+                    // Answered at once: its timer entry stays queued.
+                    rx.recv_timeout(Duration::from_secs(30)).unwrap();
+                    loop {
+                        let start = Instant::now();
+                        while start.elapsed() < Duration::from_millis(2) {
+                            std::hint::spin_loop();
+                        }
+                        greenrt::yield_now();
+                    }
+                });
+            }
+            let start = Instant::now();
+            while greenrt::preempt::stats().since(&before).preemptions < 10
+                && start.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            drop(rt);
+            // Every thread of the process takes a signal on its own stack.
+            for task in std::fs::read_dir("/proc/self/task").unwrap() {
+                let tid: libc::pid_t = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
+                // SAFETY: a signal with a handler installed, to a thread
+                // of our own process.
+                unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR1) };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("CHILD_OK {TAG}");
+        return;
+    }
+    let _serial = serial();
+    let out = run_child(
+        "shutdown_never_frees_the_stack_of_a_preempted_green_thread",
+        TAG,
+        &[],
+        LIMIT,
+    );
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("CHILD_OK"),
+        "{}",
+        describe(&out)
+    );
+}
