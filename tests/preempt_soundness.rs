@@ -234,3 +234,139 @@ fn errno_survives_preemption() {
     );
     println!("CHILD_OK errno");
 }
+
+// ---------------------------------------------------------------------
+// preempt::disable() guards that leave their green thread.
+// ---------------------------------------------------------------------
+
+/// The message the runtime aborts with when a guard is dropped on a
+/// green thread other than the one that made it.
+const WRONG_GREEN_THREAD: &str = "was dropped on another green thread";
+
+thread_local! {
+    /// Where a green thread leaves its guard for whoever runs next on the
+    /// same OS thread (safe code; the guard is !Send, but thread-locals
+    /// belong to the OS thread, not the green thread).
+    static STASH: std::cell::RefCell<Option<preempt::PreemptGuard>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The body of both green threads of the stale-guard test, as one closure
+/// type: both cells have the same size, so the second is likely to be
+/// allocated where the first was freed. With `stash` it leaves a guard in
+/// `STASH`; otherwise it drops the guard found there, then spins (CPU
+/// only, preemptible code) until `ticked` is set by a green thread that
+/// can only run if this one is preempted, or for 3 s. Returns (stashed or
+/// found a guard, was `ticked` seen).
+fn stale_guard_body(stash: bool, ticked: Arc<AtomicBool>) -> impl FnOnce() -> (bool, bool) {
+    move || {
+        if stash {
+            STASH.with(|s| *s.borrow_mut() = Some(preempt::disable()));
+            return (true, false);
+        }
+        let Some(guard) = STASH.with(|s| s.borrow_mut().take()) else {
+            return (false, false);
+        };
+        drop(guard);
+        let end = Instant::now() + Duration::from_secs(3);
+        while !ticked.load(SeqCst) && Instant::now() < end {
+            spin_tsc(Duration::from_micros(100));
+        }
+        (true, ticked.load(SeqCst))
+    }
+}
+
+#[test]
+fn preempt_guard_dropped_on_another_green_thread_aborts() {
+    const NAME: &str = "preempt_guard_dropped_on_another_green_thread_aborts";
+    if child_tag().as_deref() != Some("stale") {
+        let out = child(NAME, "stale");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            out.status.signal() == Some(libc::SIGABRT) && stderr.contains(WRONG_GREEN_THREAD),
+            "a preempt::disable() guard made by one green thread and dropped by another (it \
+             went through a thread_local) must abort the process with a clear message:\n{}",
+            describe(&out)
+        );
+        return;
+    }
+    println!();
+    // One worker: the green threads below run one after the other on the
+    // same OS thread, so the second finds the first one's guard.
+    let rt = preemptive("gstale", 1, Duration::from_millis(1));
+    let before = preempt::stats();
+    let (found, ticked) = rt.block_on(|| {
+        let ticked = Arc::new(AtomicBool::new(false));
+        let first = greenrt::spawn(stale_guard_body(true, ticked.clone()));
+        assert!(first.join().unwrap().0);
+        let second = greenrt::spawn(stale_guard_body(false, ticked.clone()));
+        // Runs only if `second`, spinning on the only worker, is
+        // preempted (or finishes).
+        let ticker = greenrt::spawn(move || {
+            greenrt::sleep(Duration::from_millis(1));
+            ticked.store(true, SeqCst);
+        });
+        let r = second.join().unwrap();
+        ticker.join().unwrap();
+        r
+    });
+    let st = since(before);
+    println!("CHILD_RESULT found a guard: {found}; ticker ran while spinning: {ticked}; {st:?}");
+    assert!(
+        found,
+        "the second green thread did not find the first one's guard"
+    );
+    assert!(
+        ticked,
+        "dropping another green thread's guard left this one unpreemptible: a green thread \
+         sleeping 1 ms never ran during 3 s of spinning on the only worker ({st:?})"
+    );
+    println!("CHILD_OK stale");
+}
+
+static STASH_DROPS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts its drops, to show a stashed guard was dropped with it.
+struct DropCounter;
+
+impl Drop for DropCounter {
+    fn drop(&mut self) {
+        STASH_DROPS.fetch_add(1, SeqCst);
+    }
+}
+
+thread_local! {
+    /// A guard kept past its green thread's end, dropped with the OS
+    /// thread's thread-locals when the worker exits.
+    static KEPT: std::cell::RefCell<Option<(preempt::PreemptGuard, DropCounter)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[test]
+fn preempt_guard_dropped_by_os_thread_exit_is_released_quietly() {
+    const NAME: &str = "preempt_guard_dropped_by_os_thread_exit_is_released_quietly";
+    if child_tag().as_deref() != Some("tls_exit") {
+        child_ok(NAME, "tls_exit");
+        return;
+    }
+    println!();
+    let rt = preemptive("gtlsexit", 1, Duration::from_millis(1));
+    rt.block_on(|| {
+        greenrt::spawn(|| {
+            KEPT.with(|k| *k.borrow_mut() = Some((preempt::disable(), DropCounter)));
+        })
+        .join()
+        .unwrap();
+    });
+    assert_eq!(STASH_DROPS.load(SeqCst), 0);
+    // Shutting down joins the workers: their thread-locals are destroyed
+    // off any green thread, which is no misuse.
+    drop(rt);
+    assert_eq!(
+        STASH_DROPS.load(SeqCst),
+        1,
+        "the worker's thread-locals (with the kept guard) were not destroyed at shutdown"
+    );
+    println!("CHILD_OK tls_exit");
+}
