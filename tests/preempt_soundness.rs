@@ -370,3 +370,73 @@ fn preempt_guard_dropped_by_os_thread_exit_is_released_quietly() {
     );
     println!("CHILD_OK tls_exit");
 }
+
+// ---------------------------------------------------------------------
+// Signals to a green thread that cannot be preempted.
+// ---------------------------------------------------------------------
+
+#[test]
+fn unpreemptible_green_thread_is_not_signalled_every_round() {
+    let _serial = serial();
+    common::with_timeout(LIMIT, || {
+        let rt = preemptive("gstorm", 1, Duration::from_millis(1));
+        // A green thread inside preempt::disable() for 1 s: every signal
+        // sysmon sends it is refused, and it keeps its P all along.
+        let before = preempt::stats();
+        rt.block_on(|| {
+            greenrt::spawn(|| {
+                let _guard = preempt::disable();
+                spin_tsc(Duration::from_secs(1));
+            })
+            .join()
+            .unwrap();
+        });
+        let guarded = since(before);
+        // Again with a timer falling due behind it (a green thread that
+        // sleeps 1 ms on the only worker): sysmon then looks far more often.
+        let before = preempt::stats();
+        rt.block_on(|| {
+            let sleeper = greenrt::spawn(|| greenrt::sleep(Duration::from_millis(1)));
+            // Let it start its sleep (arm its timer) before the spinner.
+            greenrt::sleep(Duration::from_micros(200));
+            greenrt::spawn(|| {
+                let _guard = preempt::disable();
+                spin_tsc(Duration::from_secs(1));
+            })
+            .join()
+            .unwrap();
+            sleeper.join().unwrap();
+        });
+        let with_timer = since(before);
+        // The same without the guard, two of them: preempted as usual.
+        let before = preempt::stats();
+        rt.block_on(|| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| greenrt::spawn(|| spin_tsc(Duration::from_millis(300))))
+                .collect();
+            hs.into_iter().for_each(|h| h.join().unwrap());
+        });
+        let unguarded = since(before);
+        println!(
+            "1 s under preempt::disable() at a 1 ms quantum: {guarded:?}; the same with a \
+             timer due: {with_timer:?}; two 300 ms spinners without: {unguarded:?}"
+        );
+        assert!(
+            guarded.signals < 300,
+            "sysmon sent {} SIGURGs to a green thread that could not be preempted for 1 s \
+             (1 ms quantum): it should back off after a refused request ({guarded:?})",
+            guarded.signals
+        );
+        assert!(
+            with_timer.signals < 300,
+            "sysmon sent {} SIGURGs to a green thread that could not be preempted for 1 s \
+             while a timer was due behind it (1 ms quantum): it should back off after a \
+             refused request ({with_timer:?})",
+            with_timer.signals
+        );
+        assert!(
+            unguarded.preemptions > 0,
+            "spinning green threads without a guard were not preempted: {unguarded:?}"
+        );
+    });
+}
