@@ -46,7 +46,8 @@ pub const MIN_QUANTUM: Duration = Duration::from_micros(100);
 
 /// Defers preemption of the current green thread until the guard drops,
 /// for code that must not be interrupted (timing-critical sections, FFI
-/// that is not reentrant). Blocking runtime calls still switch.
+/// that is not reentrant). Blocking runtime calls still switch. The guard
+/// must be dropped by the green thread that made it (see [`PreemptGuard`]).
 ///
 /// ```
 /// greenrt::run(|| {

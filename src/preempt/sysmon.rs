@@ -29,6 +29,11 @@ const MIN_BUSY_DELAY: Duration = Duration::from_micros(50);
 const RETAKEN_SIGNAL_BACKOFF_NS: u64 = 200_000;
 /// Longest wait between two signals to one M.
 const MAX_SIGNAL_BACKOFF_NS: u64 = 20_000_000;
+/// Retries a slice gets a grace period apart before sysmon backs off
+/// (see `Seen::next_request`).
+const PROMPT_RETRIES: u32 = 16;
+/// Longest wait between two requests to a slice that keeps refusing them.
+const MAX_RETRY: Duration = Duration::from_millis(10);
 
 #[derive(Clone, Copy, Default)]
 struct Seen {
@@ -36,6 +41,41 @@ struct Seen {
     since: u64,
     /// When sysmon last asked this slice's M to preempt (0: never).
     requested: u64,
+    /// Requests sent to this slice (every one but the last was refused:
+    /// the slice ran on).
+    asks: u32,
+}
+
+impl Seen {
+    /// When sysmon may next ask this slice's M to preempt. A slice that
+    /// refused a request has its green thread under `preempt::disable()`,
+    /// in libc or the vDSO, or blocked. Code that only calls into libc or
+    /// the vDSO now and then is caught in its own code by one of the next
+    /// signals (each lands there with some odds, about 30% for a loop that
+    /// reads the clock, and a few in a row can miss together when the
+    /// loop's rhythm beats with sysmon's), so the first `PROMPT_RETRIES`
+    /// retries come a grace period apart (the first of them is the
+    /// retake, on time). Past that the slice most likely cannot be
+    /// preempted at all, and a signal per round (up to tens of thousands
+    /// a second when timers are due) would be for nothing: each further
+    /// wait doubles, up to `MAX_RETRY`. The slice's end starts the next
+    /// one afresh. (So a green thread that leaves a long
+    /// `preempt::disable()` section may run on for up to `MAX_RETRY`
+    /// before the next signal stops it.)
+    fn next_request(&self, grace_ns: u64) -> u64 {
+        if self.asks == 0 {
+            return 0;
+        }
+        let doublings = self.asks.saturating_sub(PROMPT_RETRIES).min(16);
+        let wait = (grace_ns << doublings).min(MAX_RETRY.as_nanos() as u64);
+        self.requested + wait
+    }
+
+    /// Records a request sent at `now`.
+    fn asked(&mut self, now: u64) {
+        self.asks = self.asks.saturating_add(1);
+        self.requested = now;
+    }
 }
 
 /// Starts sysmon for `rt`; it stops when `rt.sysmon_stop` is set.
@@ -103,6 +143,7 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
                     tick,
                     since: if asked { s.requested } else { slice_start },
                     requested: 0,
+                    asks: 0,
                 };
             }
             let Some(m) = owner.filter(|m| m.in_g.load(Ordering::Relaxed)) else {
@@ -114,26 +155,34 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
                 continue;
             };
             let held = now.saturating_sub(s.since);
+            // Already asked, and refused: not again before the back-off.
+            let retry_at = s.next_request(grace_ns);
             if held < quantum_ns {
                 next_deadline = next_deadline.min(s.since + quantum_ns);
-                if timers_overdue && longest.is_none_or(|(_, h)| held > h) {
+                if timers_overdue && now >= retry_at && longest.is_none_or(|(_, h)| held > h) {
                     longest = Some((id, held));
                 }
                 continue;
             }
+            if now < retry_at {
+                next_deadline = next_deadline.min(retry_at);
+                continue;
+            }
+            // The first request comes at the quantum, the next (if the
+            // slice runs on) a grace period later: the retake.
             let level = if held >= quantum_ns + grace_ns {
                 RETAKE
             } else {
-                next_deadline = next_deadline.min(s.since + quantum_ns + grace_ns);
                 PREEMPT
             };
             request(m, level, tick);
-            s.requested = now;
+            s.asked(now);
+            next_deadline = next_deadline.min(s.next_request(grace_ns));
         }
         if let Some((id, _)) = longest.filter(|_| timers_overdue) {
             if let Some(m) = rt.owner(id).filter(|m| m.in_g.load(Ordering::Relaxed)) {
                 request(m, PREEMPT, seen[id].tick);
-                seen[id].requested = now;
+                seen[id].asked(now);
             }
         }
         // Green threads whose P was retaken run on without one; stop them

@@ -81,9 +81,24 @@ pub(super) fn init() -> bool {
 
 /// Called by the trampoline on the preempted green thread's stack, with
 /// all its registers saved. Returns when the green thread may continue.
+///
+/// errno is part of the interrupted code's state too (it may have just
+/// made a failing call and not yet read errno), but it lives in memory,
+/// not in a register: save it here and put it back before returning. The
+/// parking path's futex wait sets it (EINTR when another signal without
+/// SA_RESTART lands on the parked thread, EAGAIN when the wake-up races
+/// with the wait). A preempted green thread keeps its OS thread, so the
+/// errno location is the same on the way out; reading and writing it
+/// neither allocates nor locks.
 #[no_mangle]
 extern "C" fn greenrt_preempt_park() {
-    if preempt_park() {
+    // SAFETY: __errno_location returns this thread's errno slot, valid
+    // for the thread's lifetime; nothing else writes it concurrently.
+    let errno = unsafe { *libc::__errno_location() };
+    let parked = preempt_park();
+    // SAFETY: as above; still the same OS thread (see the doc comment).
+    unsafe { *libc::__errno_location() = errno };
+    if parked {
         PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
     }
 }
