@@ -15,7 +15,7 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,23 +56,65 @@ impl Tracking {
     }
 }
 
-// SAFETY: every call is forwarded to the system allocator unchanged; the
-// book-keeping around it allocates nothing.
-unsafe impl GlobalAlloc for Tracking {
+/// The same allocator behind greenrt's `NoPreempt` wrapper: switched on
+/// by `WRAPPED_ON` for the tests of the wrapper.
+static WRAPPED: greenrt::preempt::NoPreempt<Inner> = greenrt::preempt::NoPreempt(Inner);
+static WRAPPED_ON: AtomicBool = AtomicBool::new(false);
+
+struct Inner;
+
+// SAFETY: forwards to `Tracking`'s own implementation.
+unsafe impl GlobalAlloc for Inner {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { Tracking.raw_alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { Tracking.raw_dealloc(ptr, layout) }
+    }
+}
+
+impl Tracking {
+    /// # Safety
+    /// GlobalAlloc::alloc's contract.
+    unsafe fn raw_alloc(&self, layout: Layout) -> *mut u8 {
         self.account(layout.size() as isize);
         // SAFETY: forwarded with the caller's layout.
         unsafe { System.alloc(layout) }
     }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+
+    /// # Safety
+    /// GlobalAlloc::dealloc's contract.
+    unsafe fn raw_dealloc(&self, ptr: *mut u8, layout: Layout) {
         self.account(-(layout.size() as isize));
         // SAFETY: `ptr` came from `System.alloc` with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        self.account(new_size as isize - layout.size() as isize);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged
+// (directly or through `NoPreempt`); the book-keeping allocates nothing.
+// The wrapper is switched only while no allocation is live across the
+// switch that would be freed differently: both paths free with System.
+unsafe impl GlobalAlloc for Tracking {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if WRAPPED_ON.load(SeqCst) {
+            // SAFETY: the caller's contract, forwarded.
+            unsafe { WRAPPED.alloc(layout) }
+        } else {
+            // SAFETY: as above.
+            unsafe { self.raw_alloc(layout) }
+        }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if WRAPPED_ON.load(SeqCst) {
+            // SAFETY: as above; both paths free with System.
+            unsafe { WRAPPED.dealloc(ptr, layout) }
+        } else {
+            // SAFETY: as above.
+            unsafe { self.raw_dealloc(ptr, layout) }
+        }
     }
 }
 
@@ -142,6 +184,68 @@ fn preemption_with_a_locking_allocator_does_not_deadlock_one_worker() {
 #[test]
 fn preemption_with_a_locking_allocator_does_not_deadlock_two_workers() {
     allocating_green_threads_make_progress(2, Duration::from_secs(1));
+}
+
+/// With the allocator wrapped in `NoPreempt`, no green thread is ever
+/// preempted holding its lock, so even runtime calls that allocate while
+/// holding their worker (spawning, channels, timers) cannot stall behind
+/// a preempted holder: a single worker keeps going.
+#[test]
+fn no_preempt_wrapped_locking_allocator_keeps_runtime_calls_going() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    WRAPPED_ON.store(true, SeqCst);
+    struct Off;
+    impl Drop for Off {
+        fn drop(&mut self) {
+            WRAPPED_ON.store(false, SeqCst);
+        }
+    }
+    let _off = Off;
+    with_timeout(Duration::from_secs(60), || {
+        let before = greenrt::preempt::stats();
+        let rt = greenrt::Builder::new()
+            .workers(1)
+            .preempt_quantum(Duration::from_micros(200))
+            .build()
+            .unwrap();
+        let done = rt.block_on(|| {
+            let start = Instant::now();
+            let mut hs = Vec::new();
+            for i in 0..4u64 {
+                hs.push(greenrt::spawn(move || {
+                    let mut n = 0u64;
+                    while start.elapsed() < Duration::from_millis(800) {
+                        // spawn + join + channel + timer: all allocate in
+                        // the runtime.
+                        let (tx, rx) = greenrt::sync::mpsc::channel();
+                        let h = greenrt::spawn(move || {
+                            tx.send(vec![i; 8]).unwrap();
+                        });
+                        let _ = rx.recv_timeout(Duration::from_secs(5));
+                        h.join().unwrap();
+                        let v: Vec<u64> = (0..32).collect();
+                        n += black_box(v).len() as u64 / 32;
+                    }
+                    n
+                }));
+            }
+            // And one that computes without blocking, so preemption has
+            // work to do.
+            hs.push(greenrt::spawn(move || {
+                let mut x = 0u64;
+                while start.elapsed() < Duration::from_millis(800) {
+                    x = black_box(x.wrapping_add(1));
+                }
+                0
+            }));
+            hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+        });
+        drop(rt);
+        let stats = greenrt::preempt::stats().since(&before);
+        eprintln!("wrapped, 1 worker: {done} rounds, {stats:?}");
+        assert!(done > 100, "the green threads made progress");
+        assert!(stats.preemptions > 10, "preemptions happened: {stats:?}");
+    });
 }
 
 #[test]

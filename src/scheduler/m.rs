@@ -524,7 +524,7 @@ impl M {
             return false;
         };
         let p = self.take_p().expect("greenrt: M without a P");
-        self.rt.hand_to_preempted(&g, p);
+        self.rt.hand_to_preempted(g, p);
         true
     }
 
@@ -807,7 +807,7 @@ impl SignalTarget {
         };
         let p = self.m.take_p().expect("checked: the M holds a P");
         self.m.handle.retaken.store(true, Ordering::Release);
-        rt.hand_to_preempted(&next, p);
+        rt.hand_to_preempted(next, p);
         true
     }
 }
@@ -870,7 +870,7 @@ fn park_preempted(m: &M, g: GRef) -> bool {
     unsafe { m.rt.preempted.push(g) };
     match (successor, spare, p) {
         (Some(next), _, Some(p)) => {
-            m.rt.hand_to_preempted(&next, p);
+            m.rt.hand_to_preempted(next, p);
             crate::preempt::count_direct_handoff();
         }
         (None, Some(spare), Some(p)) => spare.give(p, false),

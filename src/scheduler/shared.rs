@@ -417,7 +417,7 @@ impl Shared {
             return;
         };
         match self.preempted.pop() {
-            Some(next) => self.hand_to_preempted(&next, p),
+            Some(next) => self.hand_to_preempted(next, p),
             None => self.put_idle_p(p),
         }
     }
@@ -552,10 +552,17 @@ impl Shared {
     }
 
     /// Hands `p` to the M that holds the preempted G `g` (popped from
-    /// `preempted`), which resumes it. Lock-free: also used on the
-    /// preemption path.
-    pub(crate) fn hand_to_preempted(&self, g: &GRef, p: PPtr) {
+    /// `preempted`), which resumes it. Lock-free and allocation-free:
+    /// also used on the preemption path and in the signal handler.
+    ///
+    /// Takes the queue's reference to `g` and drops it *before* the
+    /// hand-off: until then the waiting M's own reference (its running G)
+    /// keeps the G alive, so this drop never frees; after it the G may
+    /// run to its end at once, and a reference held here could be the
+    /// last, freeing memory in a critical path (or a signal handler).
+    pub(crate) fn hand_to_preempted(&self, g: GRef, p: PPtr) {
         let m = g.locked_m.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        drop(g);
         // SAFETY: the preempting M stored its handle before queueing the G
         // and waits on it; handles live as long as the runtime.
         let m = unsafe { m.as_ref() }.expect("greenrt: preempted G without its M");
