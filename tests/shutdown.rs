@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{child_tag, describe, run_child, with_timeout};
+use common::with_timeout;
 
 const LIMIT: Duration = Duration::from_secs(120);
 /// Each drop must return within this (the default timeout is 1 s).
@@ -465,72 +465,4 @@ fn second_runtime_works_after_a_cancelling_drop() {
         });
         assert_eq!(sum, 4950);
     });
-}
-
-/// Bug 5: a timer entry left behind by a wait that ended early
-/// (`recv_timeout` answered in time) made shutdown free the stack of a
-/// green thread that was preempted, while its M was parked on it; any
-/// signal then killed the process. Runs as a child, which signals every
-/// thread of itself after the drop.
-#[test]
-fn shutdown_never_frees_the_stack_of_a_preempted_green_thread() {
-    const TAG: &str = "stale-timer";
-    if child_tag().as_deref() == Some(TAG) {
-        extern "C" fn on_usr1(_: libc::c_int) {}
-        // SAFETY: installs a no-op handler (no SA_ONSTACK: it runs on
-        // whatever stack the thread is on, as the bug needs).
-        unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
-        for _ in 0..5 {
-            let rt = greenrt::Builder::new()
-                .workers(1)
-                .preempt_quantum(Duration::from_micros(100))
-                .build()
-                .unwrap();
-            let before = greenrt::preempt::stats();
-            for _ in 0..2 {
-                rt.spawn(|| {
-                    let (tx, rx) = greenrt::sync::mpsc::channel();
-                    tx.send(1).unwrap();
-                    // Answered at once: its timer entry stays queued.
-                    rx.recv_timeout(Duration::from_secs(30)).unwrap();
-                    loop {
-                        let start = Instant::now();
-                        while start.elapsed() < Duration::from_millis(2) {
-                            std::hint::spin_loop();
-                        }
-                        greenrt::yield_now();
-                    }
-                });
-            }
-            let start = Instant::now();
-            while greenrt::preempt::stats().since(&before).preemptions < 10
-                && start.elapsed() < Duration::from_secs(10)
-            {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            drop(rt);
-            // Every thread of the process takes a signal on its own stack.
-            for task in std::fs::read_dir("/proc/self/task").unwrap() {
-                let tid: libc::pid_t = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
-                // SAFETY: a signal with a handler installed, to a thread
-                // of our own process.
-                unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR1) };
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        println!("CHILD_OK {TAG}");
-        return;
-    }
-    let _serial = serial();
-    let out = run_child(
-        "shutdown_never_frees_the_stack_of_a_preempted_green_thread",
-        TAG,
-        &[],
-        LIMIT,
-    );
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("CHILD_OK"),
-        "{}",
-        describe(&out)
-    );
 }

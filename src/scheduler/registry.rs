@@ -72,6 +72,10 @@ impl Registry {
     pub(crate) fn insert(&self, g: &GRef, hint: usize) {
         let idx = hint % self.shards.len();
         let links = &g.links;
+        // Called from green threads (spawn): a G preempted holding a
+        // shard lock would stall every spawner behind it, since runtime
+        // locks block the worker, not just the green thread.
+        let _np = crate::preempt::no_preempt();
         let mut s = self.shards[idx].lock();
         let raw = g.as_ptr();
         links.prev.set(ptr::null());
@@ -98,6 +102,7 @@ impl Registry {
         if idx == usize::MAX {
             return None;
         }
+        let _np = crate::preempt::no_preempt();
         let mut s = self.shards[idx].lock();
         let (prev, next) = (links.prev.get(), links.next.get());
         if prev.is_null() {
