@@ -95,7 +95,8 @@ fn shutdown_keeps_the_stack_of_a_preempted_green_thread_with_a_stale_timer() {
             for _ in 0..GREEN {
                 let (tx, rx) = greenrt::sync::mpsc::channel::<u32>();
                 senders.push(tx);
-                let (waiting, answered, waited) = (waiting.clone(), answered.clone(), waited.clone());
+                let (waiting, answered, waited) =
+                    (waiting.clone(), answered.clone(), waited.clone());
                 rt.spawn(move || {
                     waiting.fetch_add(1, Ordering::SeqCst);
                     let t0 = Instant::now();
@@ -115,7 +116,8 @@ fn shutdown_keeps_the_stack_of_a_preempted_green_thread_with_a_stale_timer() {
                 });
             }
             let start = Instant::now();
-            while waiting.load(Ordering::SeqCst) < GREEN && start.elapsed() < Duration::from_secs(5) {
+            while waiting.load(Ordering::SeqCst) < GREEN && start.elapsed() < Duration::from_secs(5)
+            {
                 std::thread::sleep(Duration::from_millis(1));
             }
             // Let every green thread park in recv_timeout (timer queued).

@@ -1,11 +1,14 @@
 //! The M:N scheduler: Gs (green threads) run on Ms (OS threads) that hold
 //! Ps (scheduling contexts with run queues). See docs/DESIGN.md.
 
+mod blocking;
+mod find;
 mod g;
 mod handoff;
 mod m;
 mod p;
 pub(crate) mod park;
+mod preempt_path;
 mod preempted;
 mod registry;
 mod runtime;
@@ -14,9 +17,11 @@ mod shutdown;
 
 use std::sync::Arc;
 
+pub(crate) use blocking::BlockingSection;
 pub(crate) use g::{GBody, GRef, G};
 pub(crate) use handoff::{futex_wait, futex_wake, MHandle, PREEMPT, RETAKE};
-pub(crate) use m::{preempt_park, signal_target, BlockingSection, Request};
+pub(crate) use m::Request;
+pub(crate) use preempt_path::{preempt_park, signal_target};
 pub use runtime::{run, Builder, Runtime, DEFAULT_SHUTDOWN_TIMEOUT};
 pub(crate) use shared::Shared;
 

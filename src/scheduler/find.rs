@@ -1,0 +1,390 @@
+//! Finding work for an M: its P's queues, the preempted Gs, the global
+//! queue, timers, the netpoller and stealing from other Ps (Go's
+//! `findRunnable`), and giving the P up when there is none.
+
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+
+use crossbeam_deque::{Injector, Steal};
+
+use super::g::GRef;
+use super::m::M;
+use super::p::P;
+use super::shared::Stopped;
+
+/// Every 61st tick, one G of the global queue is served before the local
+/// ones (Go's `schedule`).
+const GLOBAL_CHECK_INTERVAL: u32 = 61;
+/// Every 61st tick the netpoller is polled (without blocking) even though
+/// this P has Gs queued, as tokio's `event_interval`: Gs whose fds became
+/// ready join the queue's tail instead of waiting in the kernel until the
+/// queue runs dry. Under load that keeps a P cycling through the Gs it
+/// runs (their stacks and sockets still in cache) while the overflow
+/// waits in the global queue (see `P::put`); without it every connection
+/// of a busy server takes its turn through epoll's FIFO ready list, and
+/// with a thousand of them nothing stays in cache.
+const NETPOLL_CHECK_INTERVAL: u32 = 61;
+/// Rounds over all victims a spinning M makes before giving up.
+const STEAL_ROUNDS: usize = 4;
+
+impl M {
+    /// Finds a G to run, stealing and sleeping as needed. Returns None only
+    /// when the runtime shuts down.
+    pub(super) fn find_runnable(&self) -> Option<GRef> {
+        loop {
+            if self.rt.is_shutdown() {
+                if let Some(p) = self.p.get() {
+                    // Gs queued here will never run: give their joiners
+                    // the news (shutdown drains the other queues).
+                    // SAFETY: the M owns its current P.
+                    for g in unsafe { p.get() }.drain() {
+                        self.rt.abandon_queued(g);
+                    }
+                }
+                self.drop_p();
+                return None;
+            }
+            if self.p.get().is_none() && !self.acquire_after_stop()? {
+                continue;
+            }
+            if let Some(g) = self.find_once() {
+                if self.spinning.get() {
+                    self.reset_spinning();
+                }
+                return Some(g);
+            }
+            if self.p.get().is_none() {
+                // Our P went to the M of a preempted G (see
+                // `resume_preempted`): look for another.
+                if self.spinning.replace(false) {
+                    self.rt.nmspinning.fetch_sub(1, Ordering::SeqCst);
+                }
+                continue;
+            }
+            // Nothing anywhere: give up the P, re-check, then sleep.
+            let was_spinning = self.spinning.replace(false);
+            if was_spinning {
+                self.rt.nmspinning.fetch_sub(1, Ordering::SeqCst);
+            }
+            self.drop_p();
+            // Pairs with the fence in `wakep`: work made runnable before the
+            // P went idle must be seen here.
+            fence(Ordering::SeqCst);
+            // A spinner that gives up re-checks everything (and resumes
+            // spinning if it finds work); anyone re-checks the lock-free
+            // global queue, which has no other way to wake it.
+            // So are preempted Gs: one queued without a P to hand on (a
+            // retaken one) finds no idle P if it looked before ours went
+            // idle (pairs with the fence in `park_preempted`).
+            if (was_spinning && self.work_anywhere())
+                || !self.rt.injector.is_empty()
+                || !self.rt.preempted.is_empty()
+            {
+                if let Some(p) = self.rt.get_idle_p() {
+                    self.set_p(Some(p));
+                    if was_spinning {
+                        self.spinning.set(true);
+                        self.rt.nmspinning.fetch_add(1, Ordering::SeqCst);
+                    }
+                    continue;
+                }
+            }
+            // An idle P exists (ours): this M may wait in the netpoller.
+            let (stopped, polled) = self.gather_polled(|| {
+                let unlisted = || self.flush_polled();
+                self.rt
+                    .stop_m(&self.handle, self.rt.next_timer(), true, unlisted)
+            });
+            match stopped {
+                Stopped::Acquired(p, spinning) => {
+                    self.set_p(Some(p));
+                    self.spinning.set(spinning);
+                }
+                Stopped::Woke => {}
+                Stopped::Shutdown => {
+                    // Queued, so shutdown accounts for them with the rest.
+                    polled
+                        .into_iter()
+                        .for_each(|g| g.rt.clone().injector.push(g));
+                    return None;
+                }
+            }
+            self.run_polled(polled);
+        }
+    }
+
+    /// Polls the netpoller without blocking and queues the Gs it made
+    /// runnable on this P (see `run_polled`). Returns whether there were any.
+    fn run_netpolled(&self) -> bool {
+        let (_, polled) = self.gather_polled(crate::netpoll::poll_now);
+        let any = !polled.is_empty();
+        self.run_polled(polled);
+        any
+    }
+
+    /// Runs `poll` (something that polls the netpoller) with the Gs it
+    /// makes runnable gathered on this M rather than queued one by one
+    /// with a wake-up each; returns its result and those Gs.
+    fn gather_polled<R>(&self, poll: impl FnOnce() -> R) -> (R, Vec<GRef>) {
+        *self.polled.borrow_mut() = Some(Vec::new());
+        let r = poll();
+        let gs = self.polled.borrow_mut().take().unwrap_or_default();
+        (r, gs)
+    }
+
+    /// Queues the Gs gathered so far globally (gathering goes on): for
+    /// when this M may not get a P for a while.
+    fn flush_polled(&self) {
+        let gathered = self.polled.borrow_mut().as_mut().map(std::mem::take);
+        for g in gathered.into_iter().flatten() {
+            let rt = g.rt.clone();
+            rt.injector.push(g);
+            rt.wakep();
+        }
+    }
+
+    /// Queues Gs gathered by `gather_polled`: on our P (taking an idle one
+    /// if we have none) so this M runs them, waking another M only if
+    /// there is more than one; without a P, globally.
+    fn run_polled(&self, gs: Vec<GRef>) {
+        if gs.is_empty() {
+            return;
+        }
+        if self.p.get().is_none() {
+            if let Some(p) = self.rt.get_idle_p() {
+                self.set_p(Some(p));
+            }
+        }
+        let many = gs.len() > 1;
+        for g in gs {
+            match self.p.get() {
+                // SAFETY: the M owns its current P.
+                Some(p) if Arc::ptr_eq(&g.rt, &self.rt) => {
+                    // SAFETY: the M owns its current P.
+                    unsafe { p.get() }.put(g, false, &self.rt.injector)
+                }
+                _ => {
+                    let rt = g.rt.clone();
+                    rt.injector.push(g);
+                    rt.wakep();
+                }
+            }
+        }
+        if many {
+            self.rt.wakep();
+        }
+    }
+
+    /// Takes `g` into the batch being gathered, if this M is gathering.
+    pub(crate) fn gather(&self, g: GRef) -> Option<GRef> {
+        match self.polled.try_borrow_mut() {
+            Ok(mut batch) => match batch.as_mut() {
+                Some(gs) => {
+                    gs.push(g);
+                    None
+                }
+                None => Some(g),
+            },
+            Err(_) => Some(g),
+        }
+    }
+
+    /// After waking without a P: take an idle one if there is work for it.
+    /// Returns Some(true) with a P, Some(false) to go round again (after
+    /// sleeping), None at shutdown.
+    fn acquire_after_stop(&self) -> Option<bool> {
+        if let Some(p) = self.rt.get_idle_p() {
+            self.set_p(Some(p));
+            return Some(true);
+        }
+        // Every P is busy; they run their own timers and poll the netpoller
+        // when they run out of work. Sleep until handed one.
+        match self.rt.stop_m(&self.handle, u64::MAX, false, || {}) {
+            Stopped::Acquired(p, spinning) => {
+                self.set_p(Some(p));
+                self.spinning.set(spinning);
+                Some(true)
+            }
+            Stopped::Woke => Some(false),
+            Stopped::Shutdown => None,
+        }
+    }
+
+    /// One pass over every source of work, in priority order.
+    fn find_once(&self) -> Option<GRef> {
+        let p = self.p();
+        self.run_timers();
+        // Every 61st tick the shared queues go first, so neither the global
+        // queue nor preempted Gs starve behind a busy local queue; they
+        // alternate, so neither starves the other.
+        let tick = self.rt.ticks[p.id].load(Ordering::Relaxed);
+        let polled_this_tick = tick % NETPOLL_CHECK_INTERVAL == 0;
+        if polled_this_tick {
+            self.run_netpolled();
+        }
+        if tick % GLOBAL_CHECK_INTERVAL == 0 {
+            if tick % (2 * GLOBAL_CHECK_INTERVAL) == 0 && self.resume_preempted() {
+                return None;
+            }
+            // One G, as Go's `schedule` takes: a batch would move the
+            // global queue's head in front of the local Gs (see `P::put`).
+            if let Some(g) = self.take_global_one() {
+                return Some(g);
+            }
+            if self.resume_preempted() {
+                return None;
+            }
+        }
+        if let Some(g) = p.pop() {
+            return Some(g);
+        }
+        if let Some(g) = self.take_global(p) {
+            return Some(g);
+        }
+        if self.resume_preempted() {
+            return None;
+        }
+        // Green threads whose fds became ready: run them here (unless the
+        // poll at the top just looked).
+        if !polled_this_tick && self.run_netpolled() {
+            if let Some(g) = p.pop() {
+                return Some(g);
+            }
+        }
+        // Spin (steal) only while fewer than half of the busy Ps' Ms do.
+        let busy = self.rt.cfg.workers - self.rt.npidle.load(Ordering::SeqCst);
+        if !self.spinning.get() && 2 * self.rt.nmspinning.load(Ordering::SeqCst) >= busy {
+            return None;
+        }
+        if !self.spinning.get() {
+            self.spinning.set(true);
+            self.rt.nmspinning.fetch_add(1, Ordering::SeqCst);
+        }
+        self.steal(p)
+    }
+
+    /// If a preempted G waits, hands our P to the M that holds it (a
+    /// preempted G keeps its OS thread) and returns true; we are then
+    /// without a P.
+    fn resume_preempted(&self) -> bool {
+        // The preempted G may hold the allocator's lock: from here to the
+        // hand-off nothing allocates (see `preempt::in_critical_path`).
+        let _critical = crate::preempt::Critical::enter();
+        let Some(g) = self.rt.preempted.pop() else {
+            return false;
+        };
+        let p = self.take_p().expect("greenrt: M without a P");
+        self.rt.hand_to_preempted(g, p);
+        true
+    }
+
+    /// For the preemption path: the next preempted G, if the scheduler
+    /// would run it next (nothing queued on our P or globally, no timer
+    /// due). Lock-free and allocation-free; None when unsure.
+    pub(super) fn preempted_successor(&self) -> Option<GRef> {
+        if self.rt.is_shutdown()
+            || self.local_work()
+            || !self.rt.injector.is_empty()
+            || self.rt.next_timer() <= crate::time::now()
+        {
+            return None;
+        }
+        self.rt.preempted.try_pop()
+    }
+
+    fn take_global_one(&self) -> Option<GRef> {
+        loop {
+            match self.rt.injector.steal() {
+                Steal::Success(g) => return Some(g),
+                Steal::Empty => return None,
+                Steal::Retry => continue,
+            }
+        }
+    }
+
+    fn take_global(&self, p: &P) -> Option<GRef> {
+        loop {
+            match self.rt.injector.steal_batch_and_pop(&p.runq) {
+                Steal::Success(g) => return Some(g),
+                Steal::Empty => return None,
+                Steal::Retry => continue,
+            }
+        }
+    }
+
+    /// Steals about half of a random victim's queue.
+    fn steal(&self, p: &P) -> Option<GRef> {
+        let n = self.rt.stealers.len();
+        for _ in 0..STEAL_ROUNDS {
+            let start = p.random() as usize % n;
+            for i in 0..n {
+                let victim = (start + i) % n;
+                if victim == p.id {
+                    continue;
+                }
+                loop {
+                    match self.rt.stealers[victim].steal_batch_and_pop(&p.runq) {
+                        Steal::Success(g) => return Some(g),
+                        Steal::Empty => break,
+                        Steal::Retry => continue,
+                    }
+                }
+            }
+            if let Some(g) = self.take_global(p) {
+                return Some(g);
+            }
+        }
+        None
+    }
+
+    /// Readies the Gs of every P's expired timers into our P. Reads the
+    /// clock only when some timer is armed.
+    fn run_timers(&self) {
+        let earliest = self.rt.next_timer();
+        if earliest == u64::MAX {
+            return;
+        }
+        let now = crate::time::now();
+        if earliest > now {
+            return;
+        }
+        let p = self.p();
+        for timers in self.rt.timers.iter().filter(|t| t.next() <= now) {
+            timers.run_expired(now, |g| unpark_into(g, p, &self.rt.injector));
+        }
+    }
+
+    /// A spinning M found work: stop spinning, and if it was the last
+    /// spinner, start another so remaining work is picked up in parallel.
+    fn reset_spinning(&self) {
+        self.spinning.set(false);
+        if self.rt.nmspinning.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.rt.wakep();
+        }
+    }
+
+    fn drop_p(&self) {
+        if let Some(p) = self.take_p() {
+            self.rt.put_idle_p(p);
+        }
+    }
+
+    /// Is any work visible: a queued G or an expired timer?
+    fn work_anywhere(&self) -> bool {
+        if !self.rt.injector.is_empty()
+            || !self.rt.preempted.is_empty()
+            || self.rt.stealers.iter().any(|s| !s.is_empty())
+        {
+            return true;
+        }
+        let next = self.rt.next_timer();
+        next != u64::MAX && next <= crate::time::now()
+    }
+}
+
+/// Makes a PARKED G runnable directly into `p` (used for timers).
+fn unpark_into(g: GRef, p: &P, global: &Injector<GRef>) {
+    if g.wake_token() {
+        p.put(g, true, global);
+    }
+}
