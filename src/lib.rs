@@ -35,6 +35,7 @@ mod scheduler;
 mod splice;
 mod stack;
 pub mod sync;
+mod sys;
 pub mod task;
 pub mod time;
 

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::inq::{self, InqState};
-use crate::netpoll::{last_os_error, Interest, NetFd};
+use crate::netpoll::{Interest, NetFd};
+pub(crate) use crate::sys::{cvt, cvt_size};
 use crate::time;
 
 /// A registered socket with the per-handle settings std keeps in the
@@ -529,25 +530,4 @@ pub(crate) fn each_addr<A: ToSocketAddrs, T>(
 /// with any short transfer).
 pub(crate) fn iov_count(n: usize) -> libc::c_int {
     n.min(1024) as libc::c_int
-}
-
-/// A syscall's result as `io::Result`, errno read afresh (see
-/// `netpoll::last_os_error`: this code runs on green threads that move
-/// between OS threads).
-#[inline(always)]
-pub(crate) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-#[inline(always)]
-pub(crate) fn cvt_size(r: isize) -> io::Result<usize> {
-    if r < 0 {
-        Err(last_os_error())
-    } else {
-        Ok(r as usize)
-    }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{Interest, PollDesc};
 use crate::scheduler::{blocks_green, BlockingSection};
+use crate::sys::last_os_error;
 use crate::time;
 
 /// An open, non-blocking fd known to the poller. Closing (drop) removes it
@@ -162,18 +163,6 @@ impl std::fmt::Debug for NetFd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NetFd").field("fd", &self.fd).finish()
     }
-}
-
-/// The calling thread's last OS error, as `io::Error::last_os_error`, but
-/// never inlined. std's errno location is declared `ffi_const`: inlined
-/// into a retry loop, LLVM computes the thread's errno address once and
-/// reuses it after a wait, which may resume the green thread on another
-/// OS thread — the retry then reads the previous thread's errno (seen as
-/// a stale EAGAIN after EPIPE, which parked a writer forever). Every
-/// syscall wrapper that runs on green threads reads errno through here.
-#[inline(never)]
-pub(crate) fn last_os_error() -> io::Error {
-    io::Error::last_os_error()
 }
 
 /// Blocks the OS thread in poll(2) until `fd` is ready for `interest` or

@@ -24,8 +24,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+use crate::sys::cvt;
+
 pub(crate) use desc::{Interest, PollDesc};
-pub(crate) use fd::{last_os_error, NetFd};
+pub(crate) use fd::NetFd;
 
 use crate::time;
 
@@ -133,13 +135,8 @@ fn epoll_wait(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ns: Option<
     let max = events.len() as libc::c_int;
     let ptr = events.as_mut_ptr();
     if !NO_PWAIT2.load(Ordering::Relaxed) {
-        let ts = timeout_ns.map(|ns| libc::timespec {
-            tv_sec: (ns / 1_000_000_000) as libc::time_t,
-            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-        });
-        let ts_ptr = ts
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        let ts = timeout_ns.map(crate::sys::timespec_from_ns);
+        let ts_ptr = crate::sys::timespec_ptr(&ts);
         // SAFETY: `events` has room for `max` entries; the timeout pointer
         // is null or valid; no signal mask.
         let n = unsafe {
@@ -282,13 +279,5 @@ pub(crate) fn break_wait() {
 pub(crate) fn poller_needed() {
     if !BLOCKED.load(Ordering::Relaxed) {
         crate::scheduler::wakep_if_local_work();
-    }
-}
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(last_os_error())
-    } else {
-        Ok(r)
     }
 }

@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use crate::scheduler::{futex_wait, futex_wake, Shared};
+use crate::scheduler::Shared;
+use crate::sys::{futex_wait, futex_wake};
 
 /// Fill the spare-M slots.
 pub(crate) const SPARES: u32 = 1;

@@ -143,17 +143,6 @@ fn blocked_in_syscall(uc: &libc::ucontext_t) -> bool {
 fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
     // SAFETY: OLD_URG was written before this handler was installed.
     let old = unsafe { ptr::addr_of!(OLD_URG).read().assume_init() };
-    if old.sa_sigaction == libc::SIG_DFL || old.sa_sigaction == libc::SIG_IGN {
-        return; // SIGURG's default action is to ignore it
-    }
-    if old.sa_flags & libc::SA_SIGINFO != 0 {
-        // SAFETY: installed as an SA_SIGINFO handler.
-        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-            unsafe { std::mem::transmute(old.sa_sigaction) };
-        f(sig, info, uctx);
-    } else {
-        // SAFETY: a plain handler takes the signal number.
-        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(old.sa_sigaction) };
-        f(sig);
-    }
+    // SIGURG's default action is to ignore it: nothing to do for DFL/IGN.
+    crate::sys::call_previous_handler(&old, sig, info, uctx);
 }

@@ -5,6 +5,8 @@
 //! locks, can hand a P to another M.
 
 use std::ptr;
+
+use crate::sys::{futex_wait, futex_wake};
 use std::sync::atomic::{
     fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering,
 };
@@ -153,40 +155,5 @@ impl MHandle {
     fn take_p(&self) -> Option<PPtr> {
         let p = self.p.swap(ptr::null_mut(), Ordering::Acquire);
         std::ptr::NonNull::new(p).map(PPtr)
-    }
-}
-
-/// Sleeps while `*word == seen` (or until `timeout_ns`); spurious returns
-/// are fine, callers loop.
-pub(crate) fn futex_wait(word: &AtomicU32, seen: u32, timeout_ns: Option<u64>) {
-    let ts = timeout_ns.map(|ns| libc::timespec {
-        tv_sec: (ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-    });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word`, which lives
-    // as long as the handle; the timeout pointer is null or valid.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            seen,
-            ts_ptr,
-        );
-    }
-}
-
-pub(crate) fn futex_wake(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE only uses the address as a key.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            1,
-        );
     }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 pub(crate) use blocking::BlockingSection;
 pub(crate) use g::{GBody, GRef, G};
-pub(crate) use handoff::{futex_wait, futex_wake, MHandle, PREEMPT, RETAKE};
+pub(crate) use handoff::{MHandle, PREEMPT, RETAKE};
 pub(crate) use m::Request;
 pub(crate) use preempt_path::{preempt_park, signal_target};
 pub use runtime::{run, Builder, Runtime, DEFAULT_SHUTDOWN_TIMEOUT};

@@ -6,7 +6,8 @@ use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use crate::netpoll::{last_os_error, Interest, NetFd};
+use crate::netpoll::{Interest, NetFd};
+use crate::sys::{cvt_size as cvt, last_os_error};
 use crate::time;
 
 /// A greenrt stream socket (or, in tests, any registered fd) taking part in
@@ -141,16 +142,5 @@ impl<'a> Endpoint<'a> {
             return Err(last_os_error());
         }
         Ok(())
-    }
-}
-
-/// errno is read through `netpoll::last_os_error`, never inlined: after a
-/// wait the green thread may run on another OS thread, and an inlined
-/// errno address computed before the wait would read the old thread's.
-fn cvt(r: isize) -> io::Result<usize> {
-    if r < 0 {
-        Err(last_os_error())
-    } else {
-        Ok(r as usize)
     }
 }

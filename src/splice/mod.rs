@@ -32,7 +32,8 @@ pub(crate) use endpoint::Endpoint;
 use pipe::Pipe;
 
 use crate::io::stats::{Tally, FALLBACKS};
-use crate::netpoll::{last_os_error, Interest};
+use crate::netpoll::Interest;
+use crate::sys::last_os_error;
 
 /// How a burst of splicing ended; each carries the bytes it moved.
 #[derive(Debug, PartialEq, Eq)]

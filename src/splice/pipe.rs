@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 
-use crate::netpoll::last_os_error;
+use crate::sys::last_os_error;
 
 /// Idle pipes kept for reuse (two fds each).
 pub(crate) const MAX_POOLED: usize = 64;

@@ -55,24 +55,16 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
             ptr::addr_of!(OLD_BUS).read().assume_init()
         }
     };
-    if old.sa_sigaction == libc::SIG_DFL || old.sa_sigaction == libc::SIG_IGN {
-        // Restore the default action and return: the faulting instruction
-        // runs again and the kernel delivers the default action.
-        // SAFETY: sigaction and signal are async-signal-safe.
+    if !crate::sys::call_previous_handler(&old, sig, info, ctx) {
+        // SIG_DFL or SIG_IGN: restore the default action and return: the
+        // faulting instruction runs again and the kernel delivers it.
+        // SAFETY: sigaction is async-signal-safe; `sa` is a zeroed
+        // (valid) sigaction with SIG_DFL.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = libc::SIG_DFL;
             libc::sigaction(sig, &sa, ptr::null_mut());
         }
-    } else if old.sa_flags & libc::SA_SIGINFO != 0 {
-        // SAFETY: the previous handler was installed for SA_SIGINFO use.
-        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-            unsafe { std::mem::transmute(old.sa_sigaction) };
-        f(sig, info, ctx);
-    } else {
-        // SAFETY: a plain handler takes just the signal number.
-        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(old.sa_sigaction) };
-        f(sig);
     }
 }
 

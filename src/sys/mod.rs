@@ -1,0 +1,60 @@
+//! The bottom layer: thin, allocation-free wrappers over the system calls
+//! and conventions the rest of greenrt shares (syscall results, errno,
+//! timespecs, futexes, signal forwarding). Nothing here knows about green
+//! threads or the scheduler; everything above may use it.
+
+mod futex;
+mod signal;
+
+use std::io;
+
+pub(crate) use futex::{futex_wait, futex_wake};
+pub(crate) use signal::call_previous_handler;
+
+/// The calling thread's errno as an `io::Error`, never inlined.
+///
+/// When `io::Error::last_os_error()` is inlined into a retry loop, LLVM
+/// computes the thread's errno address once and reuses it after a wait,
+/// which may resume the green thread on another OS thread — the retry then
+/// reads the previous thread's errno (seen as a stale EAGAIN after EPIPE,
+/// which parked a writer forever). Every syscall wrapper that runs on
+/// green threads reads errno through here.
+#[inline(never)]
+pub(crate) fn last_os_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+/// A syscall's `int` result as `io::Result` (errno read afresh, see
+/// `last_os_error`).
+#[inline(always)]
+pub(crate) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// A syscall's `ssize_t` result as `io::Result<usize>`.
+#[inline(always)]
+pub(crate) fn cvt_size(r: isize) -> io::Result<usize> {
+    if r < 0 {
+        Err(last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// A relative timeout in nanoseconds as a timespec.
+pub(crate) fn timespec_from_ns(ns: u64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    }
+}
+
+/// A pointer to `ts`, or null for "no timeout".
+pub(crate) fn timespec_ptr(ts: &Option<libc::timespec>) -> *const libc::timespec {
+    ts.as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec)
+}
