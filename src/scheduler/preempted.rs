@@ -17,7 +17,9 @@
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use parking_lot::{Mutex, MutexGuard};
+use std::sync::MutexGuard;
+
+use crate::sys::FutexLock;
 
 use super::g::{GRef, G};
 
@@ -32,7 +34,7 @@ unsafe impl Send for Fifo {}
 
 pub(crate) struct PreemptedQueue {
     incoming: AtomicPtr<G>,
-    ready: Mutex<Fifo>,
+    ready: FutexLock<Fifo>,
     len: AtomicUsize,
 }
 
@@ -40,7 +42,7 @@ impl Default for PreemptedQueue {
     fn default() -> Self {
         PreemptedQueue {
             incoming: AtomicPtr::new(ptr::null_mut()),
-            ready: Mutex::new(Fifo { head: ptr::null() }),
+            ready: FutexLock::new(Fifo { head: ptr::null() }),
             len: AtomicUsize::new(0),
         }
     }

@@ -18,6 +18,7 @@ use super::preempted::PreemptedQueue;
 use super::registry::Registry;
 use crate::preempt::chores::Chores;
 use crate::stack::StackPool;
+use crate::sys::FutexLock;
 use crate::time::TimerQueue;
 
 /// Stacks kept in the runtime-wide pool (beyond the per-P pools) under
@@ -45,7 +46,9 @@ pub(crate) struct Shared {
     pub(crate) stealers: Box<[Stealer<GRef>]>,
     /// Timers, one queue per P, indexed by P id.
     pub(crate) timers: Box<[Padded<TimerQueue>]>,
-    pub(super) sched: Mutex<SchedState>,
+    /// Taken on the preemption path (`resume_preempted_on_idle_p`), so
+    /// a `FutexLock`, not parking_lot's.
+    pub(super) sched: FutexLock<SchedState>,
     pub(crate) npidle: AtomicUsize,
     pub(crate) nmspinning: AtomicUsize,
     pub(crate) shutdown: AtomicBool,
@@ -134,7 +137,7 @@ impl Shared {
             injector: Injector::new(),
             stealers: stealers.into_boxed_slice(),
             timers,
-            sched: Mutex::new(SchedState {
+            sched: FutexLock::new(SchedState {
                 pidle: {
                     let mut pidle = Vec::with_capacity(workers);
                     pidle.extend(ps.iter().rev().copied());
@@ -516,7 +519,7 @@ impl Shared {
 
     /// Locks `sched` with room in `midle` for one more M, growing it
     /// outside the lock (see `SchedState`: nothing allocates under it).
-    fn sched_with_idle_room(&self) -> parking_lot::MutexGuard<'_, SchedState> {
+    fn sched_with_idle_room(&self) -> std::sync::MutexGuard<'_, SchedState> {
         loop {
             let s = self.sched.lock();
             if s.midle.len() < s.midle.capacity() {

@@ -4,11 +4,13 @@
 //! threads or the scheduler; everything above may use it.
 
 mod futex;
+mod lock;
 mod signal;
 
 use std::io;
 
 pub(crate) use futex::{futex_wait, futex_wake};
+pub(crate) use lock::FutexLock;
 pub(crate) use signal::call_previous_handler;
 
 /// The calling thread's errno as an `io::Error`, never inlined.
