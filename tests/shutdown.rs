@@ -20,6 +20,7 @@ use common::with_timeout;
 const LIMIT: Duration = Duration::from_secs(120);
 /// Each drop must return within this (the default timeout is 1 s).
 const DROP_LIMIT: Duration = Duration::from_secs(2);
+const BIG_STACK: usize = 16 << 20;
 const FOREVER: Duration = Duration::from_secs(3600);
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -43,6 +44,17 @@ fn threads() -> usize {
     std::fs::read_dir("/proc/self/task")
         .expect("read /proc/self/task")
         .count()
+}
+
+/// The process's virtual size in bytes (/proc/self/statm, first field).
+fn virtual_size() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: usize = statm
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .expect("statm's first field");
+    pages * 4096
 }
 
 fn runtime(workers: usize) -> greenrt::Runtime {
@@ -94,9 +106,16 @@ fn runtimes_dropped_with_parked_green_threads_release_everything() {
         drop(runtime(2).block_on(|| greenrt::net::TcpListener::bind("127.0.0.1:0").unwrap()));
         let fds_before = open_fds();
         let threads_before = threads();
+        let vsz_before = virtual_size();
         let mut slowest = Duration::ZERO;
         for round in 0..50 {
-            let rt = runtime(2);
+            // Large stacks (reserved, not committed) make a leaked stack
+            // mapping show in the process's virtual size.
+            let rt = greenrt::Builder::new()
+                .workers(2)
+                .stack_size(BIG_STACK)
+                .build()
+                .expect("build a runtime");
             let dropped = Arc::new(AtomicUsize::new(0));
             let parked = Arc::new(AtomicUsize::new(0));
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -202,7 +221,19 @@ fn runtimes_dropped_with_parked_green_threads_release_everything() {
         }
         assert_eq!(open_fds(), fds_before, "fds left open by 50 runtimes");
         assert_eq!(threads(), threads_before, "threads left by 50 runtimes");
-        eprintln!("slowest drop of 50: {slowest:?}");
+        // 50 runtimes × 9 green threads of 16 MiB stacks: a leak of even a
+        // tenth of them would add 700 MiB; malloc's arenas (64 MiB each)
+        // may add a few.
+        let grown = virtual_size().saturating_sub(vsz_before);
+        assert!(
+            grown < 450 * BIG_STACK / 10,
+            "stack mappings left by 50 runtimes: virtual size grew {} MiB",
+            grown >> 20
+        );
+        eprintln!(
+            "slowest drop of 50: {slowest:?}; virtual size grew {} MiB",
+            grown >> 20
+        );
     });
 }
 
