@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::scheduler::park::{block, Waker};
-use crate::time;
+use crate::scheduler::park::{block, ReadyList, Waker};
+use crate::sys::clock;
 
 /// Which readiness a waiter needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +116,17 @@ impl Woken {
             Some(free) => *free = Some(w),
             None => self.more.push(w),
         }
+    }
+
+    /// Wakes them all the poller's way (see `Waker::ready_into`): green
+    /// threads go to `ready`. Returns how many waiters there were.
+    pub(crate) fn ready_into(self, ready: &mut ReadyList) -> usize {
+        let mut n = 0;
+        for w in self.first.into_iter().flatten().chain(self.more) {
+            w.ready_into(ready);
+            n += 1;
+        }
+        n
     }
 
     /// Wakes them all; returns how many.
@@ -333,7 +344,7 @@ impl PollDesc {
             s.slot(interest).remove(me);
             return Some(Ok(()));
         }
-        if deadline.is_some_and(|d| time::now() >= d) {
+        if deadline.is_some_and(|d| clock::now() >= d) {
             s.slot(interest).remove(me);
             return Some(Err(io::ErrorKind::TimedOut.into()));
         }

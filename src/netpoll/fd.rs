@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::{Interest, PollDesc};
 use crate::scheduler::{blocks_green, BlockingSection};
+use crate::sys::clock;
 use crate::sys::last_os_error;
-use crate::time;
 
 /// An open, non-blocking fd known to the poller. Closing (drop) removes it
 /// from the poller first and wakes anyone still waiting on it.
@@ -176,7 +176,7 @@ fn os_wait(fd: RawFd, interest: Interest, deadline: Option<u64>) -> io::Result<(
         let timeout_ms = match deadline {
             None => -1,
             Some(d) => {
-                let now = time::now();
+                let now = clock::now();
                 if now >= d {
                     return Err(io::ErrorKind::TimedOut.into());
                 }

@@ -24,12 +24,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+use crate::scheduler::park::ReadyList;
 use crate::sys::cvt;
 
 pub(crate) use desc::{Interest, PollDesc};
 pub(crate) use fd::NetFd;
 
-use crate::time;
+use crate::sys::clock;
 
 /// Events read per epoll_wait.
 const EVENTS: usize = 128;
@@ -83,14 +84,21 @@ impl Poller {
         })
     }
 
-    /// Waits up to `timeout_ns` (None: forever, 0: just look) and wakes
-    /// every green thread whose fd became ready. Returns how many.
-    /// `returned` runs as soon as epoll_wait returns.
-    fn poll(&self, timeout_ns: Option<u64>, returned: impl FnOnce()) -> usize {
+    /// Waits up to `timeout_ns` (None: forever, 0: just look) for fds to
+    /// become ready; adds the green threads waiting on them to `ready`
+    /// (the caller queues them) and wakes OS threads waiting on them.
+    /// Returns how many waiters it woke. `returned` runs as soon as
+    /// epoll_wait returns.
+    fn poll(
+        &self,
+        timeout_ns: Option<u64>,
+        returned: impl FnOnce(),
+        ready: &mut ReadyList,
+    ) -> usize {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
         let n = epoll_wait(self.epoll.as_raw_fd(), &mut events, timeout_ns);
         returned();
-        LAST_POLL.store(time::now(), Ordering::Relaxed);
+        LAST_POLL.store(clock::now(), Ordering::Relaxed);
         let mut woken = 0;
         for ev in &events[..n] {
             let token = ev.u64;
@@ -111,7 +119,7 @@ impl Poller {
             }
             // SAFETY: every other token was made by PollDesc::token.
             let (pd, gen) = unsafe { PollDesc::from_token(token) };
-            woken += pd.notify(gen, desc::readiness(ev.events)).wake_all();
+            woken += pd.notify(gen, desc::readiness(ev.events)).ready_into(ready);
         }
         woken
     }
@@ -203,23 +211,25 @@ pub(crate) fn has_waiters() -> bool {
     desc::WAITERS.load(Ordering::Relaxed) > 0
 }
 
-/// Polls without blocking (an M looking for work); returns how many green
-/// threads were woken.
+/// Polls without blocking (an M looking for work): green threads whose fds
+/// are ready go to `ready`; returns how many waiters were woken.
 /// Skipped while an M is blocked in the poller: it sees the events
 /// anyway, and two pollers would contend for them (as Go does).
-pub(crate) fn poll_now() -> usize {
+pub(crate) fn poll_now(ready: &mut ReadyList) -> usize {
     match POLLER.get() {
-        Some(p) if has_waiters() && !BLOCKED.load(Ordering::Relaxed) => p.poll(Some(0), || {}),
+        Some(p) if has_waiters() && !BLOCKED.load(Ordering::Relaxed) => {
+            p.poll(Some(0), || {}, ready)
+        }
         _ => 0,
     }
 }
 
 /// sysmon: polls if green threads wait and nobody has polled for
 /// [`STALE_POLL_NS`].
-pub(crate) fn poll_if_stale(now: u64) -> usize {
+pub(crate) fn poll_if_stale(now: u64, ready: &mut ReadyList) -> usize {
     let stale = now.saturating_sub(LAST_POLL.load(Ordering::Relaxed)) >= STALE_POLL_NS;
     if stale {
-        poll_now()
+        poll_now(ready)
     } else {
         0
     }
@@ -237,12 +247,14 @@ pub(crate) fn poll_is_stale(now: u64) -> bool {
 /// Blocks the calling M in epoll_wait for up to `timeout_ns`, unless
 /// another M already does, no green thread waits for I/O, or
 /// `interrupted()` (checked after this M announced itself through
-/// `in_poll`, which makes wakers break the wait). Returns None if it did
-/// not poll, else how many green threads it woke.
+/// `in_poll`, which makes wakers break the wait). Green threads it makes
+/// runnable go to `ready`. Returns None if it did not poll, else how many
+/// waiters it woke.
 pub(crate) fn block(
     in_poll: &AtomicBool,
     timeout_ns: Option<u64>,
     interrupted: impl Fn() -> bool,
+    ready: &mut ReadyList,
 ) -> Option<usize> {
     let poller = POLLER.get()?;
     if !has_waiters() || BLOCKED.swap(true, Ordering::AcqRel) {
@@ -263,7 +275,7 @@ pub(crate) fn block(
         awake();
         return Some(0);
     }
-    Some(poller.poll(timeout_ns, awake))
+    Some(poller.poll(timeout_ns, awake, ready))
 }
 
 /// Makes the blocked poller (if any) return, to act on a hand-off.

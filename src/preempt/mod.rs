@@ -20,13 +20,10 @@
 //! code could hold: futexes, atomics and intrusive queues only.
 
 mod alloc;
-pub(crate) mod chores;
 mod critical;
 mod guard;
 mod no_preempt;
-pub(crate) mod sched_class;
 mod signal;
-pub(crate) mod sysmon;
 mod text;
 mod trampoline;
 
@@ -37,7 +34,8 @@ pub use critical::in_critical_path;
 pub(crate) use critical::Critical;
 pub use guard::PreemptGuard;
 pub(crate) use no_preempt::NoPreemptScope;
-pub(crate) use trampoline::count_direct_handoff;
+pub(crate) use signal::send_preempt_signal;
+pub(crate) use trampoline::{count_direct_handoff, count_signal};
 
 /// Default preemption quantum.
 pub const DEFAULT_QUANTUM: Duration = Duration::from_millis(10);

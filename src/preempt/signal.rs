@@ -17,7 +17,7 @@ pub(super) const PREEMPT_TAG: usize = 0x6772_6565_6e72_7421;
 
 /// Sends SIGURG to thread `tid` of this process, tagged as greenrt's
 /// (rt_tgsigqueueinfo with SI_QUEUE and `PREEMPT_TAG`).
-pub(super) fn send_preempt_signal(tid: libc::pid_t) {
+pub(crate) fn send_preempt_signal(tid: libc::pid_t) {
     // siginfo_t for SI_QUEUE on x86-64: signo, errno, code, padding, then
     // pid (16), uid (20), sigval (24).
     let mut info = [0u64; 16];

@@ -44,7 +44,7 @@ pub(super) fn count_retake() {
     RETAKES.fetch_add(1, Ordering::Relaxed);
 }
 
-pub(super) fn count_signal() {
+pub(crate) fn count_signal() {
     SIGNALS.fetch_add(1, Ordering::Relaxed);
 }
 

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use crossbeam_deque::{Injector, Steal};
 
 use super::g::GRef;
+use super::idle::Stopped;
 use super::m::M;
 use super::p::P;
-use super::shared::Stopped;
+use super::park::ReadyList;
 
 /// Every 61st tick, one G of the global queue is served before the local
 /// ones (Go's `schedule`).
@@ -90,11 +91,10 @@ impl M {
                 }
             }
             // An idle P exists (ours): this M may wait in the netpoller.
-            let (stopped, polled) = self.gather_polled(|| {
-                let unlisted = || self.flush_polled();
-                self.rt
-                    .stop_m(&self.handle, self.rt.next_timer(), true, unlisted)
-            });
+            let mut polled = ReadyList::new();
+            let stopped = self
+                .rt
+                .stop_m(&self.handle, self.rt.next_timer(), Some(&mut polled));
             match stopped {
                 Stopped::Acquired(p, spinning) => {
                     self.set_p(Some(p));
@@ -103,9 +103,7 @@ impl M {
                 Stopped::Woke => {}
                 Stopped::Shutdown => {
                     // Queued, so shutdown accounts for them with the rest.
-                    polled
-                        .into_iter()
-                        .for_each(|g| g.rt.clone().injector.push(g));
+                    super::inject(polled);
                     return None;
                 }
             }
@@ -116,34 +114,14 @@ impl M {
     /// Polls the netpoller without blocking and queues the Gs it made
     /// runnable on this P (see `run_polled`). Returns whether there were any.
     fn run_netpolled(&self) -> bool {
-        let (_, polled) = self.gather_polled(crate::netpoll::poll_now);
+        let mut polled = ReadyList::new();
+        crate::netpoll::poll_now(&mut polled);
         let any = !polled.is_empty();
         self.run_polled(polled);
         any
     }
 
-    /// Runs `poll` (something that polls the netpoller) with the Gs it
-    /// makes runnable gathered on this M rather than queued one by one
-    /// with a wake-up each; returns its result and those Gs.
-    fn gather_polled<R>(&self, poll: impl FnOnce() -> R) -> (R, Vec<GRef>) {
-        *self.polled.borrow_mut() = Some(Vec::new());
-        let r = poll();
-        let gs = self.polled.borrow_mut().take().unwrap_or_default();
-        (r, gs)
-    }
-
-    /// Queues the Gs gathered so far globally (gathering goes on): for
-    /// when this M may not get a P for a while.
-    fn flush_polled(&self) {
-        let gathered = self.polled.borrow_mut().as_mut().map(std::mem::take);
-        for g in gathered.into_iter().flatten() {
-            let rt = g.rt.clone();
-            rt.injector.push(g);
-            rt.wakep();
-        }
-    }
-
-    /// Queues Gs gathered by `gather_polled`: on our P (taking an idle one
+    /// Queues Gs the netpoller made runnable: on our P (taking an idle one
     /// if we have none) so this M runs them, waking another M only if
     /// there is more than one; without a P, globally.
     fn run_polled(&self, gs: Vec<GRef>) {
@@ -175,20 +153,6 @@ impl M {
         }
     }
 
-    /// Takes `g` into the batch being gathered, if this M is gathering.
-    pub(crate) fn gather(&self, g: GRef) -> Option<GRef> {
-        match self.polled.try_borrow_mut() {
-            Ok(mut batch) => match batch.as_mut() {
-                Some(gs) => {
-                    gs.push(g);
-                    None
-                }
-                None => Some(g),
-            },
-            Err(_) => Some(g),
-        }
-    }
-
     /// After waking without a P: take an idle one if there is work for it.
     /// Returns Some(true) with a P, Some(false) to go round again (after
     /// sleeping), None at shutdown.
@@ -199,7 +163,7 @@ impl M {
         }
         // Every P is busy; they run their own timers and poll the netpoller
         // when they run out of work. Sleep until handed one.
-        match self.rt.stop_m(&self.handle, u64::MAX, false, || {}) {
+        match self.rt.stop_m(&self.handle, u64::MAX, None) {
             Stopped::Acquired(p, spinning) => {
                 self.set_p(Some(p));
                 self.spinning.set(spinning);
@@ -285,7 +249,7 @@ impl M {
         if self.rt.is_shutdown()
             || self.local_work()
             || !self.rt.injector.is_empty()
-            || self.rt.next_timer() <= crate::time::now()
+            || self.rt.next_timer() <= crate::sys::clock::now()
         {
             return None;
         }
@@ -344,7 +308,7 @@ impl M {
         if earliest == u64::MAX {
             return;
         }
-        let now = crate::time::now();
+        let now = crate::sys::clock::now();
         if earliest > now {
             return;
         }
@@ -378,7 +342,7 @@ impl M {
             return true;
         }
         let next = self.rt.next_timer();
-        next != u64::MAX && next <= crate::time::now()
+        next != u64::MAX && next <= crate::sys::clock::now()
     }
 }
 

@@ -12,7 +12,8 @@ use std::sync::atomic::{
 };
 
 use super::p::{PPtr, P};
-use crate::time;
+use super::park::ReadyList;
+use crate::sys::clock;
 
 /// What an M waiting on its handle woke up for.
 pub(crate) enum Wake {
@@ -119,10 +120,10 @@ impl MHandle {
     }
 
     /// Waits until handed a P, kicked, or `deadline` (monotonic ns) passes.
-    /// With `poll`, the M may wait in the netpoller instead (when green
-    /// threads wait for I/O and no other M does), waking the green threads
-    /// whose fds become ready.
-    pub(crate) fn wait(&self, deadline: Option<u64>, poll: bool) -> Wake {
+    /// With `polled`, the M may wait in the netpoller instead (when green
+    /// threads wait for I/O and no other M does); the green threads whose
+    /// fds become ready are added to `polled` for the caller to queue.
+    pub(crate) fn wait(&self, deadline: Option<u64>, mut polled: Option<&mut ReadyList>) -> Wake {
         loop {
             let seen = self.seq.load(Ordering::Acquire);
             if let Some(p) = self.take_p() {
@@ -134,15 +135,15 @@ impl MHandle {
             let timeout = match deadline {
                 None => None,
                 Some(d) => {
-                    let now = time::now();
+                    let now = clock::now();
                     if now >= d {
                         return Wake::Timeout;
                     }
                     Some(d - now)
                 }
             };
-            if poll {
-                match crate::netpoll::block(&self.in_poll, timeout, || self.pending()) {
+            if let Some(ready) = polled.as_deref_mut() {
+                match crate::netpoll::block(&self.in_poll, timeout, || self.pending(), ready) {
                     Some(0) => continue,
                     Some(_) => return Wake::Polled,
                     None => {}

@@ -1,7 +1,7 @@
 //! M: an OS thread running the scheduler loop (its "g0" context) and
 //! switching into Gs.
 
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -36,9 +36,6 @@ pub(crate) struct M {
     /// switch into the G, resumed by the G's switch out. The G's parent
     /// slot points here (see `G::link_parent`).
     g0_sp: UnsafeCell<*mut u8>,
-    /// While this M polls the netpoller, Gs it makes runnable are gathered
-    /// here instead of queued, so it can run them itself (see `netpolled`).
-    pub(super) polled: RefCell<Option<Vec<GRef>>>,
 }
 
 thread_local! {
@@ -70,7 +67,7 @@ pub(crate) fn current_g_raw() -> *const G {
 /// it first waits to be handed one.
 pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spinning: bool) {
     // Spare Ms are started by sysmon; don't run green threads at its class.
-    crate::preempt::sched_class::reset_inherited();
+    crate::sys::sched_class::reset_inherited();
     let _alt = AltStack::install();
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
@@ -84,7 +81,6 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         cur: UnsafeCell::new(None),
         request: Cell::new(Request::Yield),
         g0_sp: UnsafeCell::new(std::ptr::null_mut()),
-        polled: RefCell::new(None),
     };
     CURRENT.with(|c| c.set(&m));
     match p {
@@ -96,7 +92,7 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
             return;
         }
         None => loop {
-            match m.handle.wait(None, false) {
+            match m.handle.wait(None, None) {
                 Wake::P(p, spinning) => {
                     m.set_p(Some(p));
                     m.spinning.set(spinning);
@@ -255,7 +251,7 @@ impl M {
         let mut local = unsafe { p.get() }.stacks.borrow_mut();
         if let Err(stack) = local.put(stack) {
             let mut global = self.rt.stacks.lock();
-            global.touch(crate::time::now());
+            global.touch(crate::sys::clock::now());
             local.spill_half(&mut global);
             let _ = local.put(stack);
         }

@@ -2,9 +2,11 @@
 //! Ps (scheduling contexts with run queues). See docs/DESIGN.md.
 
 mod blocking;
+mod chores;
 mod find;
 mod g;
 mod handoff;
+mod idle;
 mod m;
 mod p;
 pub(crate) mod park;
@@ -14,32 +16,31 @@ mod registry;
 mod runtime;
 mod shared;
 mod shutdown;
+mod spares;
+mod sysmon;
+mod timers;
 
 use std::sync::Arc;
 
 pub(crate) use blocking::BlockingSection;
 pub(crate) use g::{GBody, GRef, G};
-pub(crate) use handoff::{MHandle, PREEMPT, RETAKE};
+pub(crate) use handoff::RETAKE;
 pub(crate) use m::Request;
 pub(crate) use preempt_path::{preempt_park, signal_target};
 pub use runtime::{run, Builder, Runtime, DEFAULT_SHUTDOWN_TIMEOUT};
 pub(crate) use shared::Shared;
+pub(crate) use timers::add_timer;
 
 /// Makes a runnable G (just unparked) eligible to run: into the current P's
 /// LIFO slot when called on one of its runtime's Ms, else into the global
 /// queue. Wakes an idle M if there is one to spare.
-pub(crate) fn ready(mut g: GRef) {
+pub(crate) fn ready(g: GRef) {
     // Runtime code: never preempted (it touches the P and runtime locks).
     let _np = crate::preempt::no_preempt();
     let m = m::current();
     if !m.is_null() {
         // SAFETY: a non-null CURRENT is the M living on this thread.
         let m = unsafe { &*m };
-        // Made runnable by this M's netpoll: it queues them itself.
-        match m.gather(g) {
-            Some(back) => g = back,
-            None => return,
-        }
         if m.has_p() && Arc::ptr_eq(&m.rt, &g.rt) {
             m.p().put(g, true, &m.rt.injector);
             m.rt.wakep();
@@ -49,6 +50,16 @@ pub(crate) fn ready(mut g: GRef) {
     let rt = g.rt.clone();
     rt.injector.push(g);
     rt.wakep();
+}
+
+/// Queues Gs made runnable off any P (the netpoller's ready list, Go's
+/// injectglist) on their runtimes' global queues, waking idle Ms for them.
+pub(crate) fn inject(gs: impl IntoIterator<Item = GRef>) {
+    for g in gs {
+        let rt = g.rt.clone();
+        rt.injector.push(g);
+        rt.wakep();
+    }
 }
 
 /// Lists a new G in its runtime's registry (so shutdown can cancel it);
@@ -217,30 +228,12 @@ pub(crate) fn alloc_stack(rt: &Arc<Shared>, size: usize) -> std::io::Result<crat
     }
     {
         let mut pool = rt.stacks.lock();
-        pool.touch(crate::time::now());
+        pool.touch(crate::sys::clock::now());
         if let Some(s) = pool.take(size) {
             return Ok(s);
         }
     }
     crate::stack::Stack::new(size)
-}
-
-/// Arms a timer that unparks `g` at `when` (monotonic ns), on the current
-/// P's timer queue (or P 0's when called off the runtime's Ms).
-pub(crate) fn add_timer(when: u64, g: GRef) {
-    let _np = crate::preempt::no_preempt();
-    let m = m::current();
-    let rt = g.rt.clone();
-    let mut id = 0;
-    if !m.is_null() {
-        // SAFETY: a non-null CURRENT is the M living on this thread.
-        let m = unsafe { &*m };
-        if m.has_p() && Arc::ptr_eq(&m.rt, &rt) {
-            id = m.p().id;
-        }
-    }
-    rt.timers[id].add(when, g);
-    rt.timer_added(when);
 }
 
 /// The running G's header, or null (for `preempt::disable`).

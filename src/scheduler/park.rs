@@ -6,8 +6,13 @@
 
 use std::thread::{self, Thread};
 
-use super::{add_timer, blocks_green, current_g, park, GRef};
-use crate::time;
+use super::timers::add_timer;
+use super::{blocks_green, current_g, park, GRef};
+use crate::sys::clock;
+
+/// Green threads made runnable by a lower layer (the netpoller), for the
+/// scheduler to queue: Go's gList returned by netpoll.
+pub(crate) type ReadyList = Vec<GRef>;
 
 /// Wakes one blocked caller: a green thread or an OS thread.
 #[derive(Clone)]
@@ -32,6 +37,22 @@ impl Waker {
         }
     }
 
+    /// Wakes the waiter the way the netpoller does (Go's netpollready):
+    /// an OS thread at once; a green thread by taking its wake token and
+    /// adding it to `ready`, which the scheduler then queues in one batch
+    /// (`scheduler::inject`, or the polling M's own P). Lower layers wake
+    /// green threads this way without calling up into the scheduler.
+    pub(crate) fn ready_into(self, ready: &mut ReadyList) {
+        match self {
+            Waker::Green(g) => {
+                if g.wake_token() {
+                    ready.push(g);
+                }
+            }
+            Waker::Os(t) => t.unpark(),
+        }
+    }
+
     /// As `wake`, handing this reference to the run queue rather than
     /// cloning one: the woken G's reference count is not touched.
     pub(crate) fn wake_by_value(self) {
@@ -52,7 +73,7 @@ impl Waker {
 pub(crate) fn block(deadline: Option<u64>) {
     if blocks_green() {
         if let Some(when) = deadline {
-            if when <= time::now() {
+            if when <= clock::now() {
                 return;
             }
             add_timer(when, current_g().expect("on a green thread"));
@@ -73,7 +94,7 @@ fn block_os_thread(deadline: Option<u64>) {
     match deadline {
         None => thread::park(),
         Some(when) => {
-            let now = time::now();
+            let now = clock::now();
             if when > now {
                 thread::park_timeout(std::time::Duration::from_nanos(when - now));
             }

@@ -174,7 +174,7 @@ fn park_preempted(m: &M, g: GRef) -> bool {
     // out of the queue and kicks us: the G runs on without a P (detached)
     // until its next blocking call, where it unwinds as cancelled.
     let p = loop {
-        match m.handle.wait(None, false) {
+        match m.handle.wait(None, None) {
             Wake::P(p, _) => break Some(p),
             // SAFETY: `me` is the running G, alive (see above).
             _ if m.rt.is_shutdown()

@@ -17,11 +17,14 @@
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
+use std::sync::atomic::fence;
 use std::sync::MutexGuard;
 
 use crate::sys::FutexLock;
 
 use super::g::{GRef, G};
+use super::p::PPtr;
+use super::shared::Shared;
 
 /// The FIFO is refilled only when empty, so it needs no tail.
 struct Fifo {
@@ -138,5 +141,52 @@ impl PreemptedQueue {
             out.push(g);
         }
         out
+    }
+}
+
+impl Shared {
+    /// A G was queued as preempted without a P to hand on (a retaken G):
+    /// if a P is idle, hand it to the longest-waiting preempted G. Asking
+    /// sysmon's errand thread instead would not do: it may itself wait
+    /// for the allocator lock that very G holds. Allocation-free; `sched`
+    /// is never held across an allocation or a preemption point.
+    pub(crate) fn resume_preempted_on_idle_p(&self) {
+        // Pairs with the fence in `find_runnable` after a P goes idle:
+        // either that M sees the queued G, or we see its idle P.
+        fence(Ordering::SeqCst);
+        if self.npidle.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let Some(p) = self.get_idle_p() else {
+            return;
+        };
+        match self.preempted.pop() {
+            Some(next) => self.hand_to_preempted(next, p),
+            None => self.put_idle_p(p),
+        }
+    }
+
+    /// Hands `p` to the M that holds the preempted G `g` (popped from
+    /// `preempted`), which resumes it. Lock-free and allocation-free:
+    /// also used on the preemption path and in the signal handler.
+    ///
+    /// Takes the queue's reference to `g` and drops it *before* the
+    /// hand-off: until then the waiting M's own reference (its running G)
+    /// keeps the G alive, so this drop never frees; after it the G may
+    /// run to its end at once, and a reference held here could be the
+    /// last, freeing memory in a critical path (or a signal handler).
+    pub(crate) fn hand_to_preempted(&self, g: GRef, p: PPtr) {
+        let m = g.locked_m.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        drop(g);
+        // SAFETY: the preempting M stored its handle before queueing the G
+        // and waits on it; handles live as long as the runtime.
+        let m = unsafe { m.as_ref() }.expect("greenrt: preempted G without its M");
+        // Resuming a G is a scheduling round like `execute`: the tick
+        // moves (else the 1-in-61 branch would pick this path forever,
+        // and sysmon would not see a fresh slice).
+        // SAFETY: we own the P until we give it away below.
+        let id = unsafe { p.get() }.id;
+        self.ticks[id].fetch_add(1, Ordering::Relaxed);
+        m.give(p, false);
     }
 }

@@ -123,8 +123,8 @@ impl Builder {
         };
         if let Some(q) = rt.shared.cfg.preempt {
             // The errand thread first: sysmon asks it for spare Ms at once.
-            rt.errands = Some(preempt::chores::start(rt.shared.clone())?);
-            rt.sysmon = Some(preempt::sysmon::start(rt.shared.clone(), q)?);
+            rt.errands = Some(super::chores::start(rt.shared.clone())?);
+            rt.sysmon = Some(super::sysmon::start(rt.shared.clone(), q)?);
         }
         Ok(rt)
     }
@@ -154,7 +154,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Runtime {
     shared: Arc<Shared>,
     sysmon: Option<std::thread::JoinHandle<()>>,
-    /// sysmon's errand thread (see `preempt::chores`).
+    /// sysmon's errand thread (see `scheduler::chores`).
     errands: Option<std::thread::JoinHandle<()>>,
     stopped: bool,
 }

@@ -3,8 +3,10 @@
 //! timespecs, futexes, signal forwarding). Nothing here knows about green
 //! threads or the scheduler; everything above may use it.
 
+pub(crate) mod clock;
 mod futex;
 mod lock;
+pub(crate) mod sched_class;
 mod signal;
 
 use std::io;

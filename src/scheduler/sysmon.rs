@@ -14,9 +14,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use super::{chores, trampoline};
-use crate::scheduler::{MHandle, Shared, PREEMPT, RETAKE};
-use crate::time;
+use super::chores;
+use super::handoff::{MHandle, PREEMPT, RETAKE};
+use super::shared::Shared;
+use crate::preempt::{self, Critical};
+use crate::sys::clock;
 
 /// Longest sleep between rounds when no green thread runs.
 const MAX_DELAY: Duration = Duration::from_millis(10);
@@ -86,7 +88,7 @@ pub(crate) fn start(rt: Arc<Shared>, quantum: Duration) -> std::io::Result<threa
 }
 
 fn run(rt: &Arc<Shared>, quantum: Duration) {
-    super::sched_class::raise_sysmon();
+    crate::sys::sched_class::raise_sysmon();
     let quantum_ns = quantum.as_nanos() as u64;
     // Stuck this long past the quantum (not preemptible all along): retake.
     let grace_ns = quantum_ns.min(1_000_000);
@@ -101,18 +103,18 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
     let busy_delay = (quantum / 4).clamp(MIN_BUSY_DELAY, Duration::from_millis(2));
     let mut seen = vec![Seen::default(); rt.cfg.workers];
     let mut delay = MIN_DELAY;
-    let mut last_round = time::now();
+    let mut last_round = clock::now();
     // From here on sysmon neither allocates nor takes a lock: it is what
     // gets a preempted green thread its P back, and that green thread may
     // hold the allocator's lock. Errands that need either go to the
     // errand thread (`chores`).
-    let _critical = super::Critical::enter();
+    let _critical = Critical::enter();
     while !rt.sysmon_stop.load(Ordering::Acquire) {
         thread::sleep(delay);
         if rt.spares_missing() {
             rt.chores.request(chores::SPARES);
         }
-        let now = time::now();
+        let now = clock::now();
         // A slice noticed now began somewhere since the last round: take
         // the midpoint, so slices come out right on average.
         let slice_start = last_round + (now - last_round) / 2;
@@ -243,8 +245,8 @@ fn request(m: &MHandle, level: u8, tick: u32) {
     m.preempt_req.fetch_max(level, Ordering::AcqRel);
     if !m.signal_pending.swap(true, Ordering::AcqRel) {
         // A live M's tid: Ms never exit while sysmon runs.
-        super::signal::send_preempt_signal(m.tid.load(Ordering::Relaxed));
-        trampoline::count_signal();
+        preempt::send_preempt_signal(m.tid.load(Ordering::Relaxed));
+        preempt::count_signal();
     }
 }
 

@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use crate::scheduler::Shared;
+use super::park::ReadyList;
+use super::shared::Shared;
 use crate::sys::{futex_wait, futex_wake};
 
 /// Fill the spare-M slots.
@@ -79,7 +80,9 @@ fn run(rt: &Arc<Shared>) {
             rt.ensure_spares();
         }
         if what & POLL != 0 {
-            crate::netpoll::poll_if_stale(crate::time::now());
+            let mut ready = ReadyList::new();
+            crate::netpoll::poll_if_stale(crate::sys::clock::now(), &mut ready);
+            super::inject(ready);
         }
         if what & WAKEP != 0 {
             rt.wakep();

@@ -38,32 +38,22 @@ struct SchedAttr {
 /// sysmon's requested EEVDF slice when it cannot be real-time.
 const SHORT_SLICE_NS: u64 = 100_000;
 
-/// Which class sysmon got, for docs and diagnostics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SysmonClass {
-    RealTime,
-    ShortSlice,
-    Normal,
-}
-
 /// Raises the calling thread (sysmon) as far as the process may.
-pub(crate) fn raise_sysmon() -> SysmonClass {
+pub(crate) fn raise_sysmon() {
     let param = libc::sched_param { sched_priority: 1 };
     // SAFETY: pthread_self is the calling thread; `param` is a valid
     // sched_param for SCHED_FIFO (priority 1 is within 1..=99).
     if unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) } == 0 {
-        return SysmonClass::RealTime;
+        return;
     }
     let attr = SchedAttr {
         policy: libc::SCHED_OTHER as u32,
         runtime: SHORT_SLICE_NS,
         ..SchedAttr::default()
     };
-    if set_attr(attr).is_ok() {
-        SysmonClass::ShortSlice
-    } else {
-        SysmonClass::Normal
-    }
+    // Not permitted either: sysmon stays in the normal class, and
+    // preemption is only as prompt as the kernel schedules it.
+    let _ = set_attr(attr);
 }
 
 /// Puts the calling thread back to the normal class with the default

@@ -1,0 +1,254 @@
+//! Idle Ps and idle Ms: starting an M for runnable work (`wakep`, Go's
+//! wakep/startm), handing a P on (`handoff_p`), and parking an M that
+//! found nothing (`stop_m`, Go's stopm). All of it under the scheduler
+//! lock `Shared::sched`, which is never held across an allocation.
+
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use super::handoff::{MHandle, Wake};
+use super::m;
+use super::p::PPtr;
+use super::park::ReadyList;
+use super::shared::Shared;
+
+/// Stacks kept in the runtime-wide pool once it has gone unused for
+/// `STACK_POOL_IDLE_NS` (an M about to sleep trims it).
+const GLOBAL_STACK_POOL_IDLE: usize = 1024;
+const STACK_POOL_IDLE_NS: u64 = 1_000_000_000;
+
+/// The scheduler lock's state. Nothing under this lock allocates or
+/// frees: a thread blocked in a locking allocator (behind a preempted
+/// green thread holding its lock) must never hold it, or every M that
+/// looks for a P would wait behind it. `pidle` is sized for every P up
+/// front, `midle` grows outside the lock (`stop_m`), and the handles
+/// dropped here are never the last reference (`allm` holds one).
+pub(super) struct SchedState {
+    pub(super) pidle: Vec<PPtr>,
+    pub(super) midle: Vec<Arc<MHandle>>,
+    /// The idle M sleeping until the next timer, if any.
+    pub(super) watcher: Option<Arc<MHandle>>,
+}
+
+/// What `stop_m` came back with.
+pub(crate) enum Stopped {
+    /// Handed a P; `bool` says whether the M starts out spinning.
+    Acquired(PPtr, bool),
+    /// Woke without a P (timer deadline or kick); look for one.
+    Woke,
+    Shutdown,
+}
+
+impl Shared {
+    /// Starts a spinning M if there is an idle P and nobody is spinning:
+    /// called after making work runnable. Spinning Ms find the work; the
+    /// "at most one new spinner" rule keeps wake-ups cheap.
+    pub(crate) fn wakep(self: &Arc<Self>) {
+        // Pairs with the fence in `M::find_runnable` after `drop_p`: either
+        // we see the idle P or its M sees our work when it re-checks.
+        fence(Ordering::SeqCst);
+        if self.npidle.load(Ordering::SeqCst) == 0 || self.nmspinning.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        if self
+            .nmspinning
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        self.start_m(true);
+    }
+
+    /// Hands an idle P to an idle (or new) M. With `spinning`, the caller
+    /// has already counted the new M in `nmspinning`.
+    pub(crate) fn start_m(self: &Arc<Self>, spinning: bool) {
+        let mut s = self.sched.lock();
+        let p = match s.pidle.pop() {
+            Some(p) if !self.is_shutdown() => p,
+            other => {
+                if let Some(p) = other {
+                    s.pidle.push(p);
+                }
+                drop(s);
+                if spinning {
+                    self.nmspinning.fetch_sub(1, Ordering::SeqCst);
+                }
+                return;
+            }
+        };
+        self.npidle.fetch_sub(1, Ordering::SeqCst);
+        if let Some(m) = s.midle.pop() {
+            if s.watcher.as_ref().is_some_and(|w| Arc::ptr_eq(w, &m)) {
+                s.watcher = None;
+                self.watch_until.store(u64::MAX, Ordering::SeqCst);
+            }
+            drop(s);
+            m.give(p, spinning);
+            return;
+        }
+        drop(s);
+        if let Err(p) = self.spawn_m(Some(p), spinning) {
+            // Give the P back; the running Ms keep the runtime going.
+            self.put_idle_p(p.expect("the P we passed"));
+            if spinning {
+                self.nmspinning.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Starts a new M thread, with `p` or (a spare) waiting for one.
+    /// On failure returns the P.
+    pub(super) fn spawn_m(
+        self: &Arc<Self>,
+        p: Option<PPtr>,
+        spinning: bool,
+    ) -> Result<Arc<MHandle>, Option<PPtr>> {
+        let mut threads = self.threads.lock();
+        // Shutdown kicks and joins the Ms listed under this lock; a thread
+        // started after that would wait forever.
+        if self.is_shutdown() {
+            return Err(p);
+        }
+        let name = format!("{}-{}", self.cfg.thread_name, threads.len() + 1);
+        let rt = self.clone();
+        let handle = Arc::new(MHandle::new());
+        self.register_m(handle.clone());
+        let h = handle.clone();
+        match thread::Builder::new()
+            .name(name)
+            .spawn(move || m::m_main(rt, h, p, spinning))
+        {
+            Ok(jh) => {
+                threads.push((jh, handle.clone()));
+                Ok(handle)
+            }
+            Err(e) => {
+                eprintln!("greenrt: failed to start a worker thread: {e}");
+                Err(p)
+            }
+        }
+    }
+
+    /// Gives `p`, released by an M about to block, to another M so its
+    /// queue keeps moving (Go's handoffp): an idle M, or a new one.
+    pub(crate) fn handoff_p(self: &Arc<Self>, p: PPtr) {
+        self.put_idle_p(p);
+        self.start_m(false);
+    }
+
+    /// Puts `p` on the idle list.
+    pub(crate) fn put_idle_p(&self, p: PPtr) {
+        let mut s = self.sched.lock();
+        s.pidle.push(p);
+        self.npidle.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Takes an idle P, if any (none once the runtime has stopped: the
+    /// idle ones are shutdown's to drain).
+    pub(crate) fn get_idle_p(&self) -> Option<PPtr> {
+        let mut s = self.sched.lock();
+        if self.is_shutdown() {
+            return None;
+        }
+        let p = s.pidle.pop()?;
+        self.npidle.fetch_sub(1, Ordering::SeqCst);
+        Some(p)
+    }
+
+    /// Parks the calling M (which holds no P) until it is handed a P, the
+    /// timer `deadline` (monotonic ns) passes, it is kicked, or shutdown.
+    /// Only one idle M sleeps with a deadline: the timer watcher. With
+    /// `polled`, it may wait in the netpoller instead and return `Woke`
+    /// when that made green threads runnable; they are in `polled` for the
+    /// caller to run — unless the M must go on waiting for a P someone
+    /// already took it off the idle list for (it may have become a spare,
+    /// and then wait long): those are queued globally here.
+    pub(crate) fn stop_m(
+        &self,
+        me: &Arc<MHandle>,
+        deadline: u64,
+        mut polled: Option<&mut ReadyList>,
+    ) -> Stopped {
+        self.stacks.lock().trim_idle(
+            GLOBAL_STACK_POOL_IDLE,
+            STACK_POOL_IDLE_NS,
+            crate::sys::clock::now(),
+        );
+        let watching;
+        {
+            let mut s = self.sched_with_idle_room();
+            if self.is_shutdown() {
+                return Stopped::Shutdown;
+            }
+            watching = deadline != u64::MAX && deadline < self.watch_until.load(Ordering::SeqCst);
+            if watching {
+                if let Some(old) = s.watcher.replace(me.clone()) {
+                    old.kick();
+                }
+                self.watch_until.store(deadline, Ordering::SeqCst);
+            }
+            s.midle.push(me.clone());
+        }
+        let deadline = watching.then_some(deadline);
+        match me.wait(deadline, polled.as_deref_mut()) {
+            Wake::P(p, spinning) => return Stopped::Acquired(p, spinning),
+            Wake::Kicked | Wake::Timeout | Wake::Polled if self.is_shutdown() => {
+                return Stopped::Shutdown
+            }
+            Wake::Kicked | Wake::Timeout | Wake::Polled => {}
+        }
+        // Leave the idle list. If someone already took us off it, a P is
+        // on its way: wait for it.
+        let listed = {
+            let mut s = self.sched.lock();
+            if s.watcher.as_ref().is_some_and(|w| Arc::ptr_eq(w, me)) {
+                s.watcher = None;
+                self.watch_until.store(u64::MAX, Ordering::SeqCst);
+            }
+            match s.midle.iter().position(|m| Arc::ptr_eq(m, me)) {
+                Some(i) => {
+                    s.midle.swap_remove(i);
+                    true
+                }
+                None => false,
+            }
+        };
+        if listed {
+            return Stopped::Woke;
+        }
+        if let Some(gs) = polled {
+            super::inject(gs.drain(..));
+        }
+        loop {
+            match me.wait(None, None) {
+                Wake::P(p, spinning) => return Stopped::Acquired(p, spinning),
+                _ if self.is_shutdown() => return Stopped::Shutdown,
+                _ => {}
+            }
+        }
+    }
+
+    /// Locks `sched` with room in `midle` for one more M, growing it
+    /// outside the lock (see `SchedState`: nothing allocates under it).
+    pub(super) fn sched_with_idle_room(&self) -> std::sync::MutexGuard<'_, SchedState> {
+        loop {
+            let s = self.sched.lock();
+            if s.midle.len() < s.midle.capacity() {
+                return s;
+            }
+            let want = 2 * s.midle.capacity() + 8;
+            drop(s);
+            let mut bigger = Vec::with_capacity(want);
+            let mut s = self.sched.lock();
+            // `midle` only grows here, so it still fits in `bigger`.
+            if s.midle.capacity() < want {
+                bigger.append(&mut s.midle);
+                std::mem::swap(&mut s.midle, &mut bigger);
+            }
+            drop(s);
+            drop(bigger);
+        }
+    }
+}
