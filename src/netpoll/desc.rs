@@ -23,11 +23,12 @@
 //!   marked drained.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::scheduler::park::{block, ReadyList, Waker};
+use super::waiters::{Slot, Woken};
+use crate::scheduler::park::{block, Waker};
 use crate::sys::clock;
 
 /// Which readiness a waiter needs.
@@ -35,109 +36,6 @@ use crate::sys::clock;
 pub(crate) enum Interest {
     Read,
     Write,
-}
-
-/// One direction's waiters. Small (32 bytes) so that a descriptor's
-/// lock, state and read slot share one cache line (see [`PollDesc`]).
-#[derive(Default)]
-#[repr(C)]
-struct Slot {
-    /// The parked waiter; `more` holds any others (green threads sharing
-    /// a socket, e.g. reading through `&TcpStream` at once). An event
-    /// wakes them all.
-    waiter: Option<Waker>,
-    /// Boxed: rarely used, and 8 bytes here instead of a `Vec`'s 24,
-    /// which keeps the read slot inside the descriptor's first line.
-    #[allow(clippy::box_collection)]
-    more: Option<Box<Vec<Waker>>>,
-}
-
-impl Slot {
-    fn push(&mut self, w: Waker) {
-        if self.waiter.is_none() {
-            self.waiter = Some(w);
-        } else {
-            self.more.get_or_insert_with(Box::default).push(w);
-        }
-        WAITERS.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn others(&self) -> &[Waker] {
-        self.more.as_deref().map_or(&[], |v| v.as_slice())
-    }
-
-    fn contains(&self, me: &Waker) -> bool {
-        self.waiter.iter().chain(self.others()).any(|w| same(w, me))
-    }
-
-    fn remove(&mut self, me: &Waker) {
-        if self.waiter.as_ref().is_some_and(|w| same(w, me)) {
-            self.waiter = self.more.as_mut().and_then(|v| v.pop());
-        } else if let Some(i) = self.others().iter().position(|w| same(w, me)) {
-            self.more.as_mut().expect("found in it").swap_remove(i);
-        } else {
-            return;
-        }
-        WAITERS.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Takes every waiter, to be woken once the lock is released.
-    fn take_all(&mut self, woken: &mut Woken) {
-        if let Some(w) = self.waiter.take() {
-            WAITERS.fetch_sub(1 + self.others().len(), Ordering::Relaxed);
-            woken.push(w);
-            for w in self.more.iter_mut().flat_map(|v| v.drain(..)) {
-                woken.push(w);
-            }
-        }
-    }
-}
-
-/// Whether two wakers wake the same thread.
-fn same(a: &Waker, b: &Waker) -> bool {
-    match (a, b) {
-        (Waker::Green(a), Waker::Green(b)) => a.as_ptr() == b.as_ptr(),
-        (Waker::Os(a), Waker::Os(b)) => a.id() == b.id(),
-        _ => false,
-    }
-}
-
-/// Waiters taken from a descriptor's slots, woken outside its lock. The
-/// usual one per slot needs no allocation.
-#[derive(Default)]
-pub(crate) struct Woken {
-    first: [Option<Waker>; 2],
-    more: Vec<Waker>,
-}
-
-impl Woken {
-    fn push(&mut self, w: Waker) {
-        match self.first.iter_mut().find(|f| f.is_none()) {
-            Some(free) => *free = Some(w),
-            None => self.more.push(w),
-        }
-    }
-
-    /// Wakes them all the poller's way (see `Waker::ready_into`): green
-    /// threads go to `ready`. Returns how many waiters there were.
-    pub(crate) fn ready_into(self, ready: &mut ReadyList) -> usize {
-        let mut n = 0;
-        for w in self.first.into_iter().flatten().chain(self.more) {
-            w.ready_into(ready);
-            n += 1;
-        }
-        n
-    }
-
-    /// Wakes them all; returns how many.
-    pub(crate) fn wake_all(self) -> usize {
-        let mut n = 0;
-        for w in self.first.into_iter().flatten().chain(self.more) {
-            w.wake_by_value();
-            n += 1;
-        }
-        n
-    }
 }
 
 #[derive(Default)]
@@ -196,10 +94,6 @@ pub(crate) struct PollDesc {
     read_drained: AtomicBool,
     state: Mutex<State>,
 }
-
-/// Parked waiters over all descriptors: the poller only blocks in
-/// epoll_wait (rather than a futex) when someone waits for I/O.
-pub(crate) static WAITERS: AtomicUsize = AtomicUsize::new(0);
 
 static FREE: Mutex<Vec<&'static PollDesc>> = Mutex::new(Vec::new());
 
@@ -437,118 +331,5 @@ impl Drop for LeaveOnUnwind<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A descriptor with no fd behind it, and its current generation.
-    fn desc() -> (&'static PollDesc, u16) {
-        let pd = PollDesc::alloc();
-        let gen = pd.state.lock().gen;
-        (pd, gen)
-    }
-
-    const READ: Readiness = Readiness {
-        read: true,
-        write: false,
-        closed: false,
-    };
-
-    #[test]
-    fn short_read_with_no_edge_since_drains_until_the_next_edge() {
-        let (pd, gen) = desc();
-        pd.notify(gen, READ);
-        let seen = pd.read_edges();
-        pd.mark_drained(seen);
-        assert!(pd.is_drained());
-        assert!(
-            !pd.state.lock().read_ready,
-            "the edge before the read is spent"
-        );
-        pd.notify(gen, READ);
-        assert!(!pd.is_drained());
-        assert!(pd.state.lock().read_ready);
-        pd.close();
-    }
-
-    #[test]
-    fn an_edge_during_the_read_keeps_the_socket_undrained() {
-        let (pd, gen) = desc();
-        let seen = pd.read_edges(); // the read starts
-        pd.notify(gen, READ); // bytes arrive after it; another M notifies
-        pd.mark_drained(seen); // the short read returns
-        assert!(!pd.is_drained());
-        assert!(pd.state.lock().read_ready, "the new edge must not be lost");
-        pd.close();
-    }
-
-    #[test]
-    fn an_ended_stream_is_never_drained() {
-        let (pd, gen) = desc();
-        pd.notify(gen, readiness((libc::EPOLLIN | libc::EPOLLRDHUP) as u32));
-        let seen = pd.read_edges();
-        pd.mark_drained(seen); // the last bytes, with the EOF behind them
-        assert!(!pd.is_drained());
-        // Sticky: later edges without RDHUP do not clear it.
-        pd.notify(gen, READ);
-        pd.mark_drained(pd.read_edges());
-        assert!(!pd.is_drained());
-        pd.close();
-        // A recycled descriptor starts afresh.
-        let (pd, gen) = desc();
-        pd.notify(gen, READ);
-        pd.mark_drained(pd.read_edges());
-        assert!(pd.is_drained());
-        pd.close();
-    }
-
-    #[test]
-    fn a_read_touches_one_cache_line() {
-        let pd = PollDesc::default();
-        let base = &pd as *const PollDesc as usize;
-        let s = pd.state.lock();
-        let read_end = &s.read as *const Slot as usize + std::mem::size_of::<Slot>();
-        assert_eq!(base % 64, 0);
-        assert!(
-            read_end - base <= 64,
-            "read slot ends at byte {}",
-            read_end - base
-        );
-        let flags = &s.write_waited as *const bool as usize;
-        assert!(flags - base < 64, "write_waited at byte {}", flags - base);
-    }
-
-    #[test]
-    fn a_write_edge_wakes_a_parked_writer_only() {
-        let (pd, gen) = desc();
-        let write = Readiness {
-            write: true,
-            ..Readiness::default()
-        };
-        // Nobody waits: the edge is remembered, nothing is woken.
-        assert_eq!(pd.notify(gen, write).wake_all(), 0);
-        assert!(pd.state.lock().write_ready);
-        // A (fake) writer waits: the next edge takes it out of the slot.
-        let me = Waker::Os(std::thread::current());
-        {
-            let mut s = pd.state.lock();
-            s.write_ready = false;
-            s.write.push(me.clone());
-            s.note_write_waiters();
-        }
-        assert!(pd.state.lock().write_waited);
-        assert_eq!(pd.notify(gen, write).wake_all(), 1);
-        let s = pd.state.lock();
-        assert!(!s.write_waited && !s.write.contains(&me) && s.write_ready);
-        drop(s);
-        pd.close();
-    }
-
-    #[test]
-    fn errors_and_hang_ups_count_as_ended() {
-        for ev in [libc::EPOLLERR, libc::EPOLLHUP, libc::EPOLLRDHUP] {
-            let r = readiness(ev as u32);
-            assert!(r.read && r.closed, "{ev:#x}: {r:?}");
-        }
-        assert!(!readiness(libc::EPOLLIN as u32).closed);
-    }
-}
+#[path = "desc_tests.rs"]
+mod tests;

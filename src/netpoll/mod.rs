@@ -18,6 +18,7 @@
 
 mod desc;
 mod fd;
+mod waiters;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -208,7 +209,7 @@ pub(crate) fn deregister(fd: RawFd, pd: &'static PollDesc) {
 
 /// Does any green thread wait for I/O?
 pub(crate) fn has_waiters() -> bool {
-    desc::WAITERS.load(Ordering::Relaxed) > 0
+    waiters::WAITERS.load(Ordering::Relaxed) > 0
 }
 
 /// Polls without blocking (an M looking for work): green threads whose fds
