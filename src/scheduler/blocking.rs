@@ -1,7 +1,7 @@
 //! Blocking an OS thread from a green thread (Go's entersyscall /
 //! exitsyscall): the worker's P is handed on while the thread blocks.
 
-use super::m::{current, M};
+use super::m::{current_m, M};
 
 /// While alive, the running G blocks its OS thread without a P: the P is
 /// handed to another M so the worker's other green threads keep running
@@ -9,20 +9,18 @@ use super::m::{current, M};
 /// there is one; otherwise the G runs on without a P until its next
 /// switch, where the scheduler queues it globally.
 pub(crate) struct BlockingSection {
-    m: *const M,
+    /// This thread's M (not `Send`: the section ends on the thread it
+    /// began on, as blocking does not switch).
+    m: Option<&'static M>,
 }
 
 impl BlockingSection {
     /// Releases the current M's P, if the caller is a green thread.
     pub(crate) fn enter() -> BlockingSection {
         let _np = crate::preempt::no_preempt();
-        let m = current();
-        if !m.is_null() {
-            // SAFETY: a non-null CURRENT is this thread's M.
-            let m = unsafe { &*m };
-            if let Some(p) = m.take_p() {
-                m.rt.handoff_p(p);
-            }
+        let m = current_m();
+        if let Some(p) = m.and_then(|m| m.take_p()) {
+            m.expect("an M").rt.handoff_p(p);
         }
         BlockingSection { m }
     }
@@ -31,11 +29,9 @@ impl BlockingSection {
 impl Drop for BlockingSection {
     fn drop(&mut self) {
         let _np = crate::preempt::no_preempt();
-        if self.m.is_null() {
+        let Some(m) = self.m else {
             return;
-        }
-        // SAFETY: still on the same OS thread: blocking did not switch.
-        let m = unsafe { &*self.m };
+        };
         if m.p.get().is_none() {
             if let Some(p) = m.rt.get_idle_p() {
                 m.set_p(Some(p));

@@ -48,19 +48,28 @@ thread_local! {
 /// switch, and an inlined thread-local access could let the compiler reuse
 /// a TLS address computed before the switch.
 #[inline(never)]
-pub(crate) fn current() -> *const M {
+fn current() -> *const M {
     CURRENT.with(|c| c.get())
+}
+
+/// This thread's M, if the thread is one of a runtime's Ms: the one home
+/// of "load CURRENT, check for null, dereference" (async-signal-safe).
+///
+/// `'static` stands for "while this M lives", which outlasts every caller:
+/// CURRENT is set only while `m_main`'s M is alive and cleared before it
+/// goes, and its callers run on this thread inside `m_main` (runtime code,
+/// the M's green threads, or a signal handler interrupting either). `M` is
+/// not `Sync`, so the reference cannot leave the thread.
+pub(crate) fn current_m() -> Option<&'static M> {
+    // SAFETY: a non-null CURRENT points at the M living on this thread
+    // (see above for why it outlives the reference).
+    unsafe { current().as_ref() }
 }
 
 /// The running G of this thread, or null (async-signal-safe: the TLS slot
 /// is const-initialised and has no destructor).
 pub(crate) fn current_g_raw() -> *const G {
-    let m = current();
-    if m.is_null() {
-        return std::ptr::null();
-    }
-    // SAFETY: a non-null CURRENT points at the M living on this thread.
-    unsafe { (*m).curg.get() }
+    current_m().map_or(std::ptr::null(), |m| m.curg.get())
 }
 
 /// Body of every M thread. Without a P (a spare M, see `Shared::ensure_spares`)
@@ -273,9 +282,10 @@ impl M {
 /// First Rust code on a new G's stack (called from `greenrt_start`).
 pub(crate) extern "C" fn g_entry(_header: *mut u8) -> ! {
     {
-        // SAFETY: CURRENT is this thread's M, whose `cur` holds the G that
-        // is running — us.
-        let g = unsafe { (*current()).current_g() }.expect("greenrt: g_entry off a green thread");
+        // SAFETY: on this M's thread, whose `curg` holds the G that is
+        // running — us. (The M is not kept: the G may move to another.)
+        let g = unsafe { current_m().expect("greenrt: g_entry off an M").current_g() }
+            .expect("greenrt: g_entry off a green thread");
         // The body catches the closure's panic for the JoinHandle; a panic
         // escaping anyway (from a task-local destructor, say) must not
         // unwind into the assembly frame below us.
@@ -291,7 +301,8 @@ pub(crate) extern "C" fn g_entry(_header: *mut u8) -> ! {
     // Every value of this G has been dropped; leave for good (not to be
     // preempted on the way: the guard is never dropped, the G is done).
     std::mem::forget(crate::preempt::no_preempt());
-    // SAFETY: we run on the G's stack, and CURRENT is this thread's M.
-    unsafe { (*current()).switch_to_scheduler(Request::Exit) };
+    let m = current_m().expect("greenrt: g_entry off an M");
+    // SAFETY: we run on the G's stack, on this M's thread.
+    unsafe { m.switch_to_scheduler(Request::Exit) };
     unreachable!("greenrt: a finished green thread was resumed")
 }

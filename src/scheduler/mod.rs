@@ -37,10 +37,7 @@ pub(crate) use timers::add_timer;
 pub(crate) fn ready(g: GRef) {
     // Runtime code: never preempted (it touches the P and runtime locks).
     let _np = crate::preempt::no_preempt();
-    let m = m::current();
-    if !m.is_null() {
-        // SAFETY: a non-null CURRENT is the M living on this thread.
-        let m = unsafe { &*m };
+    if let Some(m) = m::current_m() {
         if m.has_p() && Arc::ptr_eq(&m.rt, &g.rt) {
             m.p().put(g, true, &m.rt.injector);
             m.rt.wakep();
@@ -83,12 +80,9 @@ pub(crate) fn abandon_global_queue(rt: &Arc<Shared>) {
 
 /// The running green thread, if the caller is one.
 pub(crate) fn current_g() -> Option<GRef> {
-    let m = m::current();
-    if m.is_null() {
-        return None;
-    }
-    // SAFETY: a non-null CURRENT is the M living on this thread.
-    unsafe { (*m).current_g() }
+    let m = m::current_m()?;
+    // SAFETY: on this M's thread.
+    unsafe { m.current_g() }
 }
 
 /// Runs `f` with the running G, without touching its reference count.
@@ -101,9 +95,7 @@ pub(crate) fn with_current_g<R>(f: impl FnOnce(Option<&G>) -> R) -> R {
 
 /// The runtime of the running green thread.
 pub(crate) fn current_runtime() -> Option<Arc<Shared>> {
-    let m = m::current();
-    // SAFETY: a non-null CURRENT is the M living on this thread.
-    (!m.is_null()).then(|| unsafe { (*m).rt.clone() })
+    m::current_m().map(|m| m.rt.clone())
 }
 
 /// True on a green thread.
@@ -122,13 +114,11 @@ pub(crate) fn blocks_green() -> bool {
 #[inline(always)]
 fn switch_out(req: Request, what: &str) {
     let _np = crate::preempt::no_preempt();
-    let m = m::current();
-    // SAFETY: a non-null CURRENT is this thread's M.
-    if m.is_null() || unsafe { (*m).curg.get() }.is_null() {
+    let Some(m) = m::current_m().filter(|m| !m.curg.get().is_null()) else {
         not_in_green_thread(what);
-    }
+    };
     // SAFETY: we are running on the M's current G.
-    unsafe { (*m).switch_to_scheduler(req) };
+    unsafe { m.switch_to_scheduler(req) };
 }
 
 #[cold]
@@ -216,10 +206,7 @@ pub(crate) fn guard_hit(addr: usize) -> Option<&'static [u8]> {
 /// runtime's pool, or a fresh mapping.
 pub(crate) fn alloc_stack(rt: &Arc<Shared>, size: usize) -> std::io::Result<crate::stack::Stack> {
     let _np = crate::preempt::no_preempt();
-    let m = m::current();
-    if !m.is_null() {
-        // SAFETY: a non-null CURRENT is the M living on this thread.
-        let m = unsafe { &*m };
+    if let Some(m) = m::current_m() {
         if m.has_p() && Arc::ptr_eq(&m.rt, rt) {
             if let Some(s) = m.p().stacks.borrow_mut().take(size) {
                 return Ok(s);
@@ -244,12 +231,9 @@ pub(crate) fn current_g_ptr() -> *const G {
 /// Starts an idle P's M if the current M's P has other Gs queued (so it
 /// will not look at the netpoller soon).
 pub(crate) fn wakep_if_local_work() {
-    let m = m::current();
-    if m.is_null() {
+    let Some(m) = m::current_m() else {
         return;
-    }
-    // SAFETY: a non-null CURRENT is the M living on this thread.
-    let m = unsafe { &*m };
+    };
     // Only a hint for parallelism (this M runs its queue itself after the
     // park; nothing new became runnable here, so no wake-up can be lost):
     // skip `wakep`'s fence unless a P is idle. Parking green threads pass
@@ -264,11 +248,6 @@ pub(crate) fn wakep_if_local_work() {
 /// thread or without a P). Only a hint: the G may move right after.
 pub(crate) fn current_p_id() -> Option<usize> {
     let _np = crate::preempt::no_preempt();
-    let m = m::current();
-    if m.is_null() {
-        return None;
-    }
-    // SAFETY: a non-null CURRENT is the M living on this thread.
-    let m = unsafe { &*m };
+    let m = m::current_m()?;
     m.has_p().then(|| m.p().id)
 }

@@ -131,7 +131,10 @@ impl P {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PPtr(pub(crate) NonNull<P>);
 
-// SAFETY: a P is used by one M at a time; hand-over goes through a mutex.
+// SAFETY: a P is used by one M at a time, and every hand-over is a
+// synchronising transfer: through the idle list under `Shared::sched`, or
+// lock-free through `MHandle::give` (Release store of the pointer) and
+// `take_p` (Acquire swap), so the receiver sees everything the giver did.
 unsafe impl Send for PPtr {}
 
 impl PPtr {

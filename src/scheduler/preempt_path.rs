@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::g::{GRef, G};
 use super::handoff::{MHandle, Wake};
-use super::m::{current, M};
+use super::m::{current_m, M};
 
 /// The handler's view of the M it interrupted (see `preempt::signal`).
 /// Every method is async-signal-safe: atomics, Cells of this thread's M,
@@ -21,10 +21,7 @@ pub(crate) struct SignalTarget {
 
 /// This thread's M, if it is one (async-signal-safe).
 pub(crate) fn signal_target() -> Option<SignalTarget> {
-    let m = current();
-    // SAFETY: a non-null CURRENT points at the M living on this thread,
-    // which outlives any signal delivered to the thread while it is set.
-    (!m.is_null()).then(|| SignalTarget { m: unsafe { &*m } })
+    current_m().map(|m| SignalTarget { m })
 }
 
 impl SignalTarget {
@@ -113,10 +110,8 @@ impl SignalTarget {
 /// lock-free. Returns false if it could not preempt (no spare M yet).
 pub(crate) fn preempt_park() -> bool {
     let _critical = crate::preempt::Critical::enter();
-    let m = current();
-    // SAFETY: the handler only redirects threads with an M to the
-    // trampoline, and CURRENT is this thread's M.
-    let m = unsafe { &*m };
+    // The handler only redirects threads with an M to the trampoline.
+    let m = current_m().expect("greenrt: preempted off an M");
     // SAFETY: on this M's thread; `cur` is the G we are running on.
     let g = unsafe { m.current_g() }.expect("greenrt: preempted off a green thread");
     let parked = park_preempted(m, g.clone());

@@ -99,12 +99,9 @@ impl TimerQueue {
 /// P's timer queue (or P 0's when called off the runtime's Ms).
 pub(crate) fn add_timer(when: u64, g: GRef) {
     let _np = crate::preempt::no_preempt();
-    let m = m::current();
     let rt = g.rt.clone();
     let mut id = 0;
-    if !m.is_null() {
-        // SAFETY: a non-null CURRENT is the M living on this thread.
-        let m = unsafe { &*m };
+    if let Some(m) = m::current_m() {
         if m.has_p() && Arc::ptr_eq(&m.rt, &rt) {
             id = m.p().id;
         }
