@@ -37,7 +37,7 @@ use crate::sys::clock;
 const EVENTS: usize = 128;
 /// The eventfd's event data (no descriptor has this address).
 const EVENTFD_TOKEN: u64 = 0;
-/// sysmon polls if nobody has for this long.
+/// sysmon has the errand thread poll if nobody has for this long.
 pub(crate) const STALE_POLL_NS: u64 = 10_000_000;
 
 struct Poller {

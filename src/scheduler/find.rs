@@ -76,7 +76,7 @@ impl M {
             // global queue, which has no other way to wake it.
             // So are preempted Gs: one queued without a P to hand on (a
             // retaken one) finds no idle P if it looked before ours went
-            // idle (pairs with the fence in `park_preempted`).
+            // idle (pairs with the fence in `resume_preempted_on_idle_p`).
             if (was_spinning && self.work_anywhere())
                 || !self.rt.injector.is_empty()
                 || !self.rt.preempted.is_empty()

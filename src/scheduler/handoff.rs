@@ -37,7 +37,7 @@ pub(crate) struct MHandle {
     kick: AtomicBool,
     /// Futex word, bumped by every hand-off and kick.
     seq: AtomicU32,
-    /// Kernel thread id of the M (0 until it starts), for tgkill.
+    /// Kernel thread id of the M (0 until it starts), for rt_tgsigqueueinfo.
     pub(crate) tid: AtomicI32,
     /// Running a G (not the scheduler): what sysmon may preempt.
     pub(crate) in_g: AtomicBool,

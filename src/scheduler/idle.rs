@@ -23,7 +23,9 @@ const STACK_POOL_IDLE_NS: u64 = 1_000_000_000;
 /// green thread holding its lock) must never hold it, or every M that
 /// looks for a P would wait behind it. `pidle` is sized for every P up
 /// front, `midle` grows outside the lock (`stop_m`), and the handles
-/// dropped here are never the last reference (`allm` holds one).
+/// dropped here are never the last reference (`allm` holds one). The one
+/// exception is shutdown's final drain (`Shared::shutdown`), which runs
+/// once every M has stopped and no G can be preempted any more.
 pub(super) struct SchedState {
     pub(super) pidle: Vec<PPtr>,
     pub(super) midle: Vec<Arc<MHandle>>,

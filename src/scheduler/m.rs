@@ -75,7 +75,8 @@ pub(crate) fn current_g_raw() -> *const G {
 /// Body of every M thread. Without a P (a spare M, see `Shared::ensure_spares`)
 /// it first waits to be handed one.
 pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spinning: bool) {
-    // Spare Ms are started by sysmon; don't run green threads at its class.
+    // Threads inherit their creator's scheduling class: never run green
+    // threads at sysmon's raised one.
     crate::sys::sched_class::reset_inherited();
     let _alt = AltStack::install();
     // SAFETY: gettid has no preconditions.
