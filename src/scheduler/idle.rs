@@ -24,8 +24,9 @@ const STACK_POOL_IDLE_NS: u64 = 1_000_000_000;
 /// looks for a P would wait behind it. `pidle` is sized for every P up
 /// front, `midle` grows outside the lock (`stop_m`), and the handles
 /// dropped here are never the last reference (`allm` holds one). The one
-/// exception is shutdown's final drain (`Shared::shutdown`), which runs
-/// once every M has stopped and no G can be preempted any more.
+/// exception is shutdown's final drain (`Shared::shutdown`): it runs once
+/// the Ms have stopped and every preempted G was resumed detached, so no
+/// holder of an allocator lock still waits for a P.
 pub(super) struct SchedState {
     pub(super) pidle: Vec<PPtr>,
     pub(super) midle: Vec<Arc<MHandle>>,
