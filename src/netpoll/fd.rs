@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use super::{Interest, PollDesc};
-use crate::scheduler::{blocks_green, BlockingSection};
+use crate::scheduler::park::{blocks_green, BlockingSection};
 use crate::sys::clock;
 use crate::sys::last_os_error;
 

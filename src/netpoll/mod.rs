@@ -291,6 +291,6 @@ pub(crate) fn break_wait() {
 /// is blocked in the poller, get an idle P's M going, which will be.
 pub(crate) fn poller_needed() {
     if !BLOCKED.load(Ordering::Relaxed) {
-        crate::scheduler::wakep_if_local_work();
+        crate::scheduler::park::wakep_if_local_work();
     }
 }

@@ -9,8 +9,8 @@ use super::g::{GRef, DEAD, G, RUNNABLE, RUNNING};
 use super::handoff::{MHandle, Wake};
 use super::p::{PPtr, P};
 use super::shared::Shared;
+use super::stack_overflow::AltStack;
 use crate::context;
-use crate::stack::overflow::AltStack;
 
 /// Why a G switched back to its M's scheduler context.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

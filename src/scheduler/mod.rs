@@ -17,6 +17,7 @@ mod runtime;
 mod shared;
 mod shutdown;
 mod spares;
+mod stack_overflow;
 mod sysmon;
 mod timers;
 

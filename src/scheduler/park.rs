@@ -3,12 +3,22 @@
 //! Every blocking primitive in greenrt (sync, join, timers) parks through
 //! here, so the same channel or mutex works between green threads, between
 //! OS threads, and across the two.
+//!
+//! It is also the one interface through which a lower layer (the
+//! netpoller) reaches up into the scheduler: to park (`block`, `Waker`),
+//! to hand back the green threads a poll made runnable (`ReadyList`), to
+//! block an OS thread with its P handed on (`BlockingSection`,
+//! `blocks_green`), and to hint that an idle P's M should poll
+//! (`wakep_if_local_work`).
 
 use std::thread::{self, Thread};
 
 use super::timers::add_timer;
-use super::{blocks_green, current_g, park, GRef};
+use super::{current_g, park, GRef};
 use crate::sys::clock;
+
+pub(crate) use super::blocking::BlockingSection;
+pub(crate) use super::{blocks_green, wakep_if_local_work};
 
 /// Green threads made runnable by a lower layer (the netpoller), for the
 /// scheduler to queue: Go's gList returned by netpoll.

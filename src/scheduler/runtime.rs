@@ -107,7 +107,7 @@ impl Builder {
         let wanted = self
             .preemption
             .unwrap_or_else(|| std::env::var("GREENRT_PREEMPT").map_or(true, |v| v != "off"));
-        crate::stack::overflow::install_handler();
+        super::stack_overflow::install_handler();
         let cfg = Config {
             workers,
             stack_size: stack::normalize_size(self.stack_size),

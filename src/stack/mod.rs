@@ -12,8 +12,6 @@
 //! bounded by `vm.max_map_count`. On older kernels the guard is made with
 //! `mprotect(PROT_NONE)`, which costs a second mapping per stack.
 
-pub(crate) mod overflow;
-
 use std::io;
 use std::sync::atomic::{AtomicU8, Ordering};
 

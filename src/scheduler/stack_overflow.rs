@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 use std::ptr;
 use std::sync::Once;
 
-use crate::scheduler;
+use super::guard_hit;
 
 /// Size of each M's alternate signal stack (the handler needs little; the
 /// rest is headroom for chained handlers).
@@ -43,7 +43,7 @@ pub(crate) fn install_handler() {
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
-    if let Some(name) = scheduler::guard_hit(addr) {
+    if let Some(name) = guard_hit(addr) {
         report_and_abort(name);
     }
     // Not ours: hand over to the previous disposition.
