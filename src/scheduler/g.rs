@@ -183,12 +183,20 @@ impl G {
     /// or about to run it).
     pub(crate) unsafe fn bind_stack(&self, stack: Stack) {
         let top = stack.top();
-        *self.top.get() = top;
-        *self.parent.get() = std::ptr::null_mut();
-        *self.guard.get() = stack.guard();
-        *self.stack.get() = Some(stack);
         let arg = self as *const G as *mut u8;
-        *self.sp.get() = context::prepare(top, super::m::g_entry, arg);
+        // SAFETY: the caller owns this G and it has not started, so no one
+        // else reads or writes these cells now (they are read by the M
+        // that runs the G, after a hand-over that synchronises).
+        unsafe {
+            *self.top.get() = top;
+            *self.parent.get() = std::ptr::null_mut();
+            *self.guard.get() = stack.guard();
+            *self.stack.get() = Some(stack);
+        }
+        // SAFETY: `top` is the top of the stack just bound to this G, which
+        // nothing runs on yet; `g_entry` never returns (as `prepare`
+        // requires). The caller's ownership covers the `sp` cell.
+        unsafe { *self.sp.get() = context::prepare(top, super::m::g_entry, arg) };
     }
 
     /// Points the stack's parent slot at `g0_sp`, the cell where the M
@@ -201,9 +209,14 @@ impl G {
     /// # Safety
     /// The caller must own the G, which must have a stack bound.
     pub(crate) unsafe fn link_parent(&self, g0_sp: *mut *mut u8) {
-        if *self.parent.get() != g0_sp {
-            *self.parent.get() = g0_sp;
-            *context::parent_slot(self.top()) = g0_sp.cast();
+        // SAFETY: the caller owns the G, so its `parent` cell is ours; the
+        // G has a stack bound, so `top` is its stack's top, whose parent
+        // slot is ours to write while the G does not run (it is about to).
+        unsafe {
+            if *self.parent.get() != g0_sp {
+                *self.parent.get() = g0_sp;
+                *context::parent_slot(self.top()) = g0_sp.cast();
+            }
         }
     }
 
@@ -212,7 +225,8 @@ impl G {
     /// # Safety
     /// The caller must own the G (be about to run it).
     pub(crate) unsafe fn has_stack(&self) -> bool {
-        !(*self.top.get()).is_null()
+        // SAFETY: the caller owns the G: no one writes `top` meanwhile.
+        unsafe { !(*self.top.get()).is_null() }
     }
 
     /// Top of the bound stack.
@@ -240,7 +254,9 @@ impl G {
     /// # Safety
     /// The G must be DEAD and no longer running on its stack.
     pub(crate) unsafe fn take_stack(&self) -> Option<Stack> {
-        (*self.stack.get()).take()
+        // SAFETY: a DEAD G no longer runs on its stack and nothing else
+        // touches the cell (the caller finishing it is the last owner).
+        unsafe { (*self.stack.get()).take() }
     }
 
     /// Consumes the wake-up token, if set.

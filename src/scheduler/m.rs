@@ -135,7 +135,9 @@ impl M {
     /// # Safety
     /// Must be called on this M's thread.
     pub(crate) unsafe fn current_g(&self) -> Option<GRef> {
-        (*self.cur.get()).clone()
+        // SAFETY: `cur` is only written by this M's thread (in `execute`),
+        // and the caller is on it: no write can race this read.
+        unsafe { (*self.cur.get()).clone() }
     }
 
     /// Takes or gives up P ownership, keeping sysmon's view (the P's
@@ -274,9 +276,11 @@ impl M {
     pub(crate) unsafe fn switch_to_scheduler(&self, req: Request) {
         self.request.set(req);
         let g = self.curg.get();
-        // SAFETY: the caller runs on `g`'s stack; `g0_sp` holds the
-        // scheduler's stack pointer, saved when this M switched in.
-        context::switch((*g).sp.get(), *self.g0_sp.get());
+        // SAFETY: the caller runs on `g`'s stack, so `g` (this M's curg)
+        // is alive and its `sp` cell is ours to save into; `g0_sp` holds
+        // the scheduler's stack pointer, saved when this M switched in,
+        // and only this thread touches it.
+        unsafe { context::switch((*g).sp.get(), *self.g0_sp.get()) };
     }
 }
 

@@ -138,9 +138,15 @@ pub(crate) struct PPtr(pub(crate) NonNull<P>);
 unsafe impl Send for PPtr {}
 
 impl PPtr {
+    /// The P itself.
+    ///
     /// # Safety
-    /// The caller must own this P (hold it as its current P).
+    /// The caller must own this P (hold it as its current P), and not keep
+    /// the reference past giving the P away.
     pub(crate) unsafe fn get<'a>(self) -> &'a P {
-        self.0.as_ref()
+        // SAFETY: Ps are leaked boxes freed only when the runtime drops
+        // (after every M is gone), so the pointer is valid; the caller's
+        // ownership makes its non-atomic fields ours.
+        unsafe { self.0.as_ref() }
     }
 }
