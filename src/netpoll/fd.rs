@@ -214,7 +214,8 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
         return Err(last_os_error());
     }
     if flags & libc::O_NONBLOCK == 0 {
-        // SAFETY: as above.
+        // SAFETY: F_SETFL with an int argument on the caller's open fd;
+        // no memory is passed.
         if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
             return Err(last_os_error());
         }

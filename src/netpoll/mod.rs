@@ -64,13 +64,15 @@ fn poller() -> io::Result<&'static Poller> {
 
 impl Poller {
     fn new() -> io::Result<Poller> {
-        // SAFETY: plain syscalls; the fds are owned right away.
+        // SAFETY: a plain syscall taking no pointers.
         let epoll = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: as above.
+        // SAFETY: `epoll` was just created (cvt checked it) and nothing
+        // else owns it: the OwnedFd becomes its one owner.
         let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
-        // SAFETY: as above.
+        // SAFETY: a plain syscall taking no pointers.
         let efd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-        // SAFETY: as above.
+        // SAFETY: `efd` was just created (cvt checked it) and nothing else
+        // owns it.
         let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
@@ -171,7 +173,8 @@ fn epoll_wait(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ns: Option<
         None => -1,
         Some(ns) => ns.div_ceil(1_000_000).min(i32::MAX as u64) as libc::c_int,
     };
-    // SAFETY: as above.
+    // SAFETY: `ptr` points at `events`, which has room for `max` entries
+    // and outlives the call; `epfd` is the caller's epoll fd.
     let n = unsafe { libc::epoll_wait(epfd, ptr, max, ms) };
     n.max(0) as usize
 }

@@ -135,7 +135,9 @@ pub(crate) struct G {
 // runs (or last ran and then released, with a release/acquire hand-over
 // through the run queues and `state`) this G.
 unsafe impl Send for G {}
-// SAFETY: as above; shared access from other threads goes through atomics.
+// SAFETY: other threads share a G only through its atomic fields (state,
+// notified, the no-preempt count, links taken under their own locks); the
+// UnsafeCell fields are touched by the owning M alone (see Send above).
 unsafe impl Sync for G {}
 
 impl G {
@@ -237,7 +239,9 @@ impl G {
 
     /// Guard page range of the bound stack ((0, 0) before one is bound).
     pub(crate) fn guard(&self) -> (usize, usize) {
-        // SAFETY: as for `top`.
+        // SAFETY: written only in `bind_stack`, by the owner, before the G
+        // first runs; later readers see it through the hand-over that
+        // made them the G's M (or read it on the G's own thread).
         unsafe { *self.guard.get() }
     }
 

@@ -176,7 +176,8 @@ impl M {
         // SAFETY: we own the G now: it came off a run queue.
         if !unsafe { g.has_stack() } {
             match super::alloc_stack(&self.rt, g.stack_size) {
-                // SAFETY: as above; it has not started.
+                // SAFETY: the G came off a run queue, so this M owns it,
+                // and it has no stack yet, so it has not started.
                 Ok(stack) => unsafe { g.bind_stack(stack) },
                 Err(e) => return self.fail_start(g, e),
             }
@@ -203,7 +204,8 @@ impl M {
         unsafe { context::switch(g0_sp, *sp) };
         self.handle.in_g.store(false, Ordering::Relaxed);
         self.curg.set(std::ptr::null());
-        // SAFETY: as above; the G is suspended now.
+        // SAFETY: `cur` is written only on this M's thread, and the G
+        // that ran is suspended (it switched back to us): nothing races.
         let g = unsafe { (*self.cur.get()).take() }.expect("greenrt: lost the running G");
         match self.request.get() {
             Request::Yield => {

@@ -89,8 +89,9 @@ pub(crate) fn current_g() -> Option<GRef> {
 /// Runs `f` with the running G, without touching its reference count.
 pub(crate) fn with_current_g<R>(f: impl FnOnce(Option<&G>) -> R) -> R {
     let g = m::current_g_raw();
-    // SAFETY: as in `current_g`; the borrow does not outlive this call,
-    // during which the G keeps running on this thread.
+    // SAFETY: a non-null pointer is this M's running G, which its
+    // M's `cur` reference keeps alive while it runs; the borrow does not
+    // outlive this call, during which the G keeps running on this thread.
     f(unsafe { g.as_ref() })
 }
 

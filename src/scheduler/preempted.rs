@@ -63,7 +63,9 @@ impl PreemptedQueue {
         unsafe { *(*raw).preempt_ref.get() = Some(g) };
         let mut head = self.incoming.load(Ordering::Relaxed);
         loop {
-            // SAFETY: as above.
+            // SAFETY: `raw` is the G we hold a reference to (stored in its
+            // `preempt_ref` just above), so it is alive; its link is ours
+            // until the exchange below publishes it.
             unsafe { (*raw).preempt_next.store(head, Ordering::Relaxed) };
             match self.incoming.compare_exchange_weak(
                 head,
@@ -122,7 +124,8 @@ impl PreemptedQueue {
         if first.is_null() {
             return None;
         }
-        // SAFETY: as above: the FIFO's Gs are ours under the lock.
+        // SAFETY: a queued G is kept alive by its `preempt_ref`, and the
+        // FIFO's Gs and links are only touched under the lock we hold.
         let g = unsafe { &*first };
         fifo.head = g.preempt_next.load(Ordering::Relaxed);
         g.preempt_next.store(ptr::null_mut(), Ordering::Relaxed);

@@ -108,11 +108,13 @@ impl Registry {
         if prev.is_null() {
             s.head = next;
         } else {
-            // SAFETY: as in `insert`.
+            // SAFETY: `prev` is listed in this shard, so its `this`
+            // reference keeps it alive; links are ours under the lock.
             unsafe { (*prev).links.next.set(next) };
         }
         if !next.is_null() {
-            // SAFETY: as in `insert`.
+            // SAFETY: `next` is listed in this shard, so its `this`
+            // reference keeps it alive; links are ours under the lock.
             unsafe { (*next).links.prev.set(prev) };
         }
         links.prev.set(ptr::null());
@@ -131,7 +133,8 @@ impl Registry {
             let s = shard.lock();
             let mut p = s.head;
             while !p.is_null() {
-                // SAFETY: as in `insert`.
+                // SAFETY: every G reachable from a shard's head is listed,
+                // held alive by its `this`, and we hold the shard's lock.
                 let g = unsafe { &*p };
                 let this = g.links.this.take();
                 out.extend(this.clone());

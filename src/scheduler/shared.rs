@@ -89,7 +89,9 @@ pub(crate) struct Shared {
 // SAFETY: the PPtrs in `all_ps` are only dereferenced by their current
 // owner (or at drop, when no M runs); everything else is Sync.
 unsafe impl Sync for Shared {}
-// SAFETY: as above.
+// SAFETY: moving the last `Shared` to another thread (to drop it there)
+// is fine: `Drop` runs when no M is left, and frees the leaked Ps and M
+// handles, which belong to no thread.
 unsafe impl Send for Shared {}
 
 impl Shared {

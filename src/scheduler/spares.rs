@@ -15,7 +15,8 @@ impl Shared {
     pub(crate) fn claim_spare(&self) -> Option<&MHandle> {
         self.spares.iter().find_map(|slot| {
             let m = slot.swap(std::ptr::null_mut(), Ordering::AcqRel);
-            // SAFETY: as in `owner`.
+            // SAFETY: a slot holds null or an MHandle listed in `allm`,
+            // which keeps every handle alive until the runtime drops.
             unsafe { m.as_ref() }
         })
     }
