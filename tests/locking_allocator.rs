@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::with_timeout;
+use common::{serial, with_timeout};
 
 struct Tracking;
 
@@ -121,13 +121,11 @@ unsafe impl GlobalAlloc for Tracking {
 #[global_allocator]
 static ALLOC: Tracking = Tracking;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
 /// Four green threads allocate in a loop for `dur` under a 200 µs
 /// quantum; all must get through, and preemptions must have happened
 /// (else the test proves nothing).
 fn allocating_green_threads_make_progress(workers: usize, dur: Duration) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     with_timeout(Duration::from_secs(60), move || {
         let before = greenrt::preempt::stats();
         let rt = greenrt::Builder::new()
@@ -192,7 +190,7 @@ fn preemption_with_a_locking_allocator_does_not_deadlock_two_workers() {
 /// a preempted holder: a single worker keeps going.
 #[test]
 fn no_preempt_wrapped_locking_allocator_keeps_runtime_calls_going() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     WRAPPED_ON.store(true, SeqCst);
     struct Off;
     impl Drop for Off {

@@ -17,19 +17,13 @@ use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{child_tag, describe, expect_panic, run_child, with_timeout, TIMEOUT};
+use common::{child_tag, describe, expect_panic, run_child, serial, with_timeout, TIMEOUT};
 use greenrt::net::{TcpListener, TcpStream, UdpSocket};
 use greenrt::os::unix::net::{UnixListener, UnixStream};
 use greenrt::JoinHandle;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")

@@ -19,22 +19,14 @@ use std::cell::RefCell;
 use std::hint::black_box;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{child_tag, describe, run_child, spin_for, with_timeout};
+use common::{child_tag, describe, run_child, serial, spin_for, with_timeout};
 use greenrt::preempt::{self, Stats};
 
 /// Limit for one test body (in-process) or one child process.
 const LIMIT: Duration = Duration::from_secs(60);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// The file-wide lock: tests of this file measure time and count
-/// preemptions (process-wide counters), so they must not overlap.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Runs `f` alone (under `SERIAL`) and under the timeout.
 fn exclusive<T, F>(f: F) -> T

@@ -12,22 +12,14 @@ mod common;
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{child_tag, describe, run_child, spin_for};
+use common::{child_tag, describe, run_child, serial, spin_for};
 use greenrt::preempt::{self, Stats};
 
 /// Limit for one test body (in-process) or one child process.
 const LIMIT: Duration = Duration::from_secs(60);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// The file-wide lock: the tests of this file read process-wide counters
-/// and measure time, so they must not overlap.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Runs this test binary's `test` as a child with `tag` (under `SERIAL`)
 /// and returns its output, whatever its exit status.

@@ -12,22 +12,16 @@ mod common;
 use std::io::{Read, Write};
 use std::panic::catch_unwind;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::with_timeout;
+use common::{serial, with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(120);
 /// Each drop must return within this (the default timeout is 1 s).
 const DROP_LIMIT: Duration = Duration::from_secs(2);
 const BIG_STACK: usize = 16 << 20;
 const FOREVER: Duration = Duration::from_secs(3600);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn exclusive<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let _serial = serial();

@@ -13,22 +13,14 @@ mod common;
 use std::io::{self, Cursor, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use greenrt::io::{CopyMode, CopyOptions, CopyStats};
 use greenrt::net::{TcpListener, TcpStream};
 use greenrt::os::unix::net::UnixStream;
 
-use common::{close_with_reset, with_timeout};
-
-/// Taken by every test on its own thread, outside `with_timeout`, so a
-/// test body that hangs (and is abandoned) does not keep it.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use common::{close_with_reset, serial, with_timeout};
 
 const GIB: u64 = 1 << 30;
 /// Transfer unit of the pattern streams (the totals are multiples of it).

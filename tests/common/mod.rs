@@ -6,6 +6,7 @@ use std::any::Any;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Generous limit for one test body: a lost wake-up or deadlock makes the
@@ -14,6 +15,18 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Env var that tells a re-executed test binary which child body to run.
 pub const CHILD_ENV: &str = "GREENRT_CHILD";
+
+/// The lock of the test files whose tests must not overlap (they measure
+/// time, or compare process-wide counts: fds, threads, preemptions). Each
+/// test file is its own binary, so this is one lock per file.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Takes `SERIAL`. A test takes it on its own thread, outside
+/// `with_timeout`, so a test body that hangs (and is abandoned) does not
+/// keep it; a test that failed holding it does not poison it for the rest.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Runs `f` on a fresh OS thread and waits at most `limit` for it. A panic
 /// in `f` is resumed here; a timeout fails the test with a clear message
