@@ -2,6 +2,8 @@
 //! module, and not every file uses every helper).
 #![allow(dead_code)]
 
+pub mod preemption;
+
 use std::any::Any;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::process::{Command, Output, Stdio};
