@@ -2102,49 +2102,6 @@ fn global_queue_is_not_starved_by_preempted_hogs() {
     });
 }
 
-#[test]
-fn dropping_a_runtime_with_preempted_hogs_returns() {
-    const NAME: &str = "dropping_a_runtime_with_preempted_hogs_returns";
-    if child_tag().as_deref() != Some("drop") {
-        let out = child_ok(NAME, "drop", &[]);
-        println!(
-            "{}",
-            out.lines().find(|l| l.starts_with("drop:")).unwrap_or("")
-        );
-        return;
-    }
-    let rt = preemptive(2, Duration::from_millis(1));
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    rt.block_on(move || {
-        for _ in 0..4 {
-            let stop = stop2.clone();
-            greenrt::spawn(move || {
-                let end = tsc() + tsc_ticks(Duration::from_secs(20));
-                while !stop.load(SeqCst) && tsc() < end {
-                    black_box(add_twos(black_box(1000)));
-                }
-            });
-        }
-        greenrt::sleep(Duration::from_millis(50));
-    });
-    let t = Instant::now();
-    drop(rt);
-    let took = t.elapsed();
-    stop.store(true, SeqCst);
-    std::thread::sleep(Duration::from_millis(50));
-    println!(
-        "drop: dropping the runtime with 4 running hogs took {:.1} ms",
-        ms(took)
-    );
-    assert!(
-        took < Duration::from_secs(5),
-        "dropping a runtime waited {took:?} for CPU-bound green threads that preemption \
-         should have parked"
-    );
-    println!("CHILD_OK drop");
-}
-
 /// The scheduling policy of thread `tid` of this process (field 41 of
 /// /proc/self/task/<tid>/stat: 0 SCHED_OTHER, 1 SCHED_FIFO, ...).
 fn thread_policy(tid: libc::pid_t) -> Option<u32> {

@@ -9,13 +9,15 @@
 
 mod common;
 
+use std::hint::black_box;
 use std::io::{Read, Write};
 use std::panic::catch_unwind;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{serial, with_timeout};
+use common::preemption::{add_twos, child_ok, ms, preemptive, tsc, tsc_ticks};
+use common::{child_tag, serial, with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(120);
 /// Each drop must return within this (the default timeout is 1 s).
@@ -393,6 +395,49 @@ fn preempted_printing_green_threads_do_not_hang_drop() {
         let mut out = std::io::stdout().lock();
         out.write_all(b"").unwrap();
     });
+}
+
+#[test]
+fn dropping_a_runtime_with_preempted_hogs_returns() {
+    const NAME: &str = "dropping_a_runtime_with_preempted_hogs_returns";
+    if child_tag().as_deref() != Some("drop") {
+        let out = child_ok(NAME, "drop", &[]);
+        println!(
+            "{}",
+            out.lines().find(|l| l.starts_with("drop:")).unwrap_or("")
+        );
+        return;
+    }
+    let rt = preemptive(2, Duration::from_millis(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    rt.block_on(move || {
+        for _ in 0..4 {
+            let stop = stop2.clone();
+            greenrt::spawn(move || {
+                let end = tsc() + tsc_ticks(Duration::from_secs(20));
+                while !stop.load(SeqCst) && tsc() < end {
+                    black_box(add_twos(black_box(1000)));
+                }
+            });
+        }
+        greenrt::sleep(Duration::from_millis(50));
+    });
+    let t = Instant::now();
+    drop(rt);
+    let took = t.elapsed();
+    stop.store(true, SeqCst);
+    std::thread::sleep(Duration::from_millis(50));
+    println!(
+        "drop: dropping the runtime with 4 running hogs took {:.1} ms",
+        ms(took)
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "dropping a runtime waited {took:?} for CPU-bound green threads that preemption \
+         should have parked"
+    );
+    println!("CHILD_OK drop");
 }
 
 #[test]
