@@ -204,7 +204,9 @@ fn quantile<T: Copy>(sorted: &[T], p: f64) -> T {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn median(values: &[f64]) -> f64 {
+/// The lower median: the nearest-rank 0.5-quantile, like this bench's
+/// other medians (`common::median` is the upper one, for an even count).
+fn lower_median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     quantile(&v, 0.5)
@@ -605,7 +607,7 @@ fn fairness(c: &mut Criterion) {
             label(Some(quantum)),
             finishes.len(),
             last_mean,
-            median(&ratios),
+            lower_median(&ratios),
             if worst >= 0.9 {
                 "met in every round"
             } else {
@@ -934,7 +936,7 @@ fn cost_by_accounting() {
     };
     let mut diffs: Vec<f64> = pairs.iter().map(|(on, off)| on - off).collect();
     diffs.sort_by(f64::total_cmp);
-    let diff = median(&diffs);
+    let diff = lower_median(&diffs);
     println!(
         "  time accounting, {ACCOUNTING_PAIRS} × {ACCOUNTING_WINDOW:?} of TSC-recording hogs: \
          share of worker time lost, {COST_THREADS} hogs at {} minus {WORKERS} hogs off: {}",
