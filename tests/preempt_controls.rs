@@ -210,8 +210,10 @@ fn preempt_disable_defers_preemption() {
             before > 0 && after > 0,
             "the recorder should run before and after the window"
         );
+        // Any clear share proves the control; how much depends on load (a
+        // debug build on a busy machine saw 4.4 ms of 50).
         assert!(
-            tsc_to_ms(c_inside) > 5.0,
+            tsc_to_ms(c_inside) > 1.0,
             "control: without the guard the recorder should run inside the window (1 ms \
              quantum), it ran {:.3} ms",
             tsc_to_ms(c_inside)
