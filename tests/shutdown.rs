@@ -428,6 +428,9 @@ fn dropping_a_runtime_with_preempted_hogs_returns() {
     let took = t.elapsed();
     stop.store(true, SeqCst);
     std::thread::sleep(Duration::from_millis(50));
+    // On a line of its own: the test runner's "test … " prefix is on the
+    // current one, and the parent looks for a line starting with "drop:".
+    println!();
     println!(
         "drop: dropping the runtime with 4 running hogs took {:.1} ms",
         ms(took)
