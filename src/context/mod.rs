@@ -43,10 +43,14 @@ pub(crate) fn parent_slot(top: *mut u8) -> *mut *mut u8 {
 ///
 /// # Safety
 /// `top` must be the 16-byte aligned top of a writable stack with room for
-/// at least `TOP_RESERVED + 64` bytes.
+/// at least `TOP_RESERVED + 64` bytes below it, which nothing else uses
+/// while this runs (the stack's context is not running).
 pub(crate) unsafe fn prepare(top: *mut u8, entry: EntryFn, arg: *mut u8) -> *mut u8 {
     debug_assert_eq!(top as usize % 16, 0);
-    let sp = top.sub(TOP_RESERVED + SWITCH_FRAME).cast::<u64>();
+    // SAFETY: the caller guarantees `TOP_RESERVED + SWITCH_FRAME` (80)
+    // bytes below `top` belong to the same stack mapping, so the offset
+    // pointer stays inside that allocation.
+    let sp = unsafe { top.sub(TOP_RESERVED + SWITCH_FRAME) }.cast::<u64>();
     let words: [u64; 8] = [
         DEFAULT_FP_CONTROL,
         0,                                 // r15
@@ -57,10 +61,14 @@ pub(crate) unsafe fn prepare(top: *mut u8, entry: EntryFn, arg: *mut u8) -> *mut
         0,                                 // rbp: end of the frame-pointer chain
         greenrt_start as *const () as u64, // return address
     ];
-    // SAFETY: the caller guarantees the 80 bytes below `top` are writable.
-    std::ptr::copy_nonoverlapping(words.as_ptr(), sp, words.len());
-    // SAFETY: as above; the parent slot and padding word lie in that range.
-    top.sub(TOP_RESERVED).cast::<u64>().write_bytes(0, 2);
+    // SAFETY: `sp..sp + 64` lies in the caller's writable, unused stack
+    // range; `sp` is 16-byte aligned (top is, and 80 is a multiple of 16),
+    // so 8-aligned for u64; `words` is a local array that cannot overlap it.
+    unsafe { std::ptr::copy_nonoverlapping(words.as_ptr(), sp, words.len()) };
+    // SAFETY: `top - 16` is inside the same stack range the caller vouches
+    // for (its top 16 bytes: parent slot and padding word) and 8-aligned,
+    // so writing two zeroed u64s there stays in bounds.
+    unsafe { top.sub(TOP_RESERVED).cast::<u64>().write_bytes(0, 2) };
     sp.cast()
 }
 
@@ -69,9 +77,14 @@ pub(crate) unsafe fn prepare(top: *mut u8, entry: EntryFn, arg: *mut u8) -> *mut
 /// context switches back to the saved one.
 ///
 /// # Safety
-/// `next_sp` must be a context saved by `switch` or made by `prepare`, whose
-/// stack is still alive, and which no other thread resumes concurrently.
+/// `save_sp` must be valid for one pointer-sized write (whoever resumes
+/// the saved context reads it from there). `next_sp` must be a context saved by
+/// `switch` or made by `prepare`, whose stack is still alive, and which no
+/// other thread resumes concurrently.
 #[inline(always)]
 pub(crate) unsafe fn switch(save_sp: *mut *mut u8, next_sp: *mut u8) {
-    greenrt_switch(save_sp, next_sp)
+    // SAFETY: `greenrt_switch` writes the current stack pointer through
+    // `save_sp` and loads the frame at `next_sp`; both are exactly this
+    // function's caller obligations, forwarded unchanged.
+    unsafe { greenrt_switch(save_sp, next_sp) }
 }
