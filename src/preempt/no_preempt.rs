@@ -23,9 +23,10 @@ impl NoPreemptScope {
     pub(crate) fn new() -> NoPreemptScope {
         let g = scheduler::current_g_ptr();
         if !g.is_null() {
-            // SAFETY: the running G is alive while it runs, and this guard
-            // is dropped by the same G before the function that made it
-            // returns (it may switch OS threads meanwhile: the G stays).
+            // SAFETY: a non-null current_g_ptr is the G running this code,
+            // which stays alive while it runs; `nopreempt` is an atomic, so
+            // the shared access is race-free. (The scope is dropped by the
+            // same G before the function that made it returns.)
             unsafe { (*g).nopreempt.fetch_add(1, Ordering::Relaxed) };
             // The handler runs on this thread: keep the increment before
             // the guarded code, as the compiler sees it.
@@ -40,8 +41,11 @@ impl Drop for NoPreemptScope {
     fn drop(&mut self) {
         if !self.g.is_null() {
             compiler_fence(Ordering::SeqCst);
-            // SAFETY: as in `new`: the G that made the guard is still
-            // running (the guard never outlives its function).
+            // SAFETY: `self.g` is the G that made this scope, non-null and
+            // alive: a scope is dropped by the same runtime function (on
+            // the same G, possibly another OS thread) that made it, and a G
+            // is not freed while it is still running. `nopreempt` is an
+            // atomic, so the shared access is race-free.
             unsafe { (*self.g).nopreempt.fetch_sub(1, Ordering::Relaxed) };
         }
     }

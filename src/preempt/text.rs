@@ -14,14 +14,23 @@ static RANGES: [(AtomicUsize, AtomicUsize); MAX_RANGES] =
 
 /// Records the executable segments of the main program. Idempotent.
 pub(super) fn init() {
+    /// The `dl_iterate_phdr` callback: records the first object's (the
+    /// main program's) executable PT_LOAD segments, then stops.
+    ///
+    /// # Safety
+    /// Only for `dl_iterate_phdr`: `info` must point at a valid
+    /// `dl_phdr_info` whose `dlpi_phdr` holds `dlpi_phnum` program headers.
     unsafe extern "C" fn each(
         info: *mut libc::dl_phdr_info,
         _size: usize,
         _data: *mut libc::c_void,
     ) -> libc::c_int {
-        // SAFETY: the loader passes a valid info for each object; the
-        // first one reported is the main program.
+        // SAFETY: per this function's contract the loader passes a valid,
+        // aligned `dl_phdr_info`, alive for the callback; we only read it.
         let info = unsafe { &*info };
+        // SAFETY: `dlpi_phdr` points at the object's `dlpi_phnum` program
+        // headers, mapped read-only for as long as the object is loaded
+        // (the main program: for good); the slice is only read, here.
         let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
         let mut n = 0;
         for ph in phdrs {
@@ -36,7 +45,9 @@ pub(super) fn init() {
         }
         1 // stop after the main program
     }
-    // SAFETY: the callback only reads what the loader hands it.
+    // SAFETY: `each` has the callback signature dl_iterate_phdr expects and
+    // upholds its contract (it only reads the info it is handed); the null
+    // `data` is never dereferenced. Ordinary context, not a signal handler.
     unsafe { libc::dl_iterate_phdr(Some(each), std::ptr::null_mut()) };
 }
 

@@ -92,11 +92,14 @@ pub(super) fn init() -> bool {
 /// neither allocates nor locks.
 #[no_mangle]
 extern "C" fn greenrt_preempt_park() {
-    // SAFETY: __errno_location returns this thread's errno slot, valid
-    // for the thread's lifetime; nothing else writes it concurrently.
+    // SAFETY: __errno_location returns this thread's errno slot, aligned
+    // and valid for the thread's lifetime; only this thread accesses it.
     let errno = unsafe { *libc::__errno_location() };
     let parked = preempt_park();
-    // SAFETY: as above; still the same OS thread (see the doc comment).
+    // SAFETY: a preempted G keeps its OS thread (doc comment above), so
+    // __errno_location returns the same thread's aligned, live errno slot
+    // as before the park; only this thread writes it, and nothing between
+    // here and the interrupted code's resumption reads it.
     unsafe { *libc::__errno_location() = errno };
     if parked {
         PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
