@@ -4,9 +4,10 @@
 //! the ucontext and the interrupted stack, and (for a blocking hand-off)
 //! gives the P to a spare M through atomics and a futex.
 
-use std::mem::MaybeUninit;
 use std::ptr;
-use std::sync::Once;
+use std::sync::OnceLock;
+
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use super::{text, trampoline};
 use crate::scheduler;
@@ -45,27 +46,36 @@ const RED_ZONE: usize = 128;
 /// beyond the XSAVE area: saved GPRs, alignment, and Rust frames.
 const PARK_STACK: usize = 16 * 1024;
 
-static INSTALL: Once = Once::new();
-static mut INSTALLED: bool = false;
-static mut OLD_URG: MaybeUninit<libc::sigaction> = MaybeUninit::zeroed();
+/// Whether the handler got installed (decided once per process).
+static INSTALLED: OnceLock<bool> = OnceLock::new();
+/// The SIGURG disposition ours replaced (raw, as `sys::call_previous_handler`
+/// takes it). Set just after the install, so a foreign SIGURG landing in
+/// between finds it empty (SIGURG's default is to ignore it); the handler
+/// reads it with an atomic load, never waits.
+static OLD_URG: OnceLock<libc::sigaction> = OnceLock::new();
 
 /// Installs the SIGURG handler once per process, remembering the previous
 /// one: SIGURGs greenrt did not send are passed on to it.
 pub(super) fn install() -> bool {
-    INSTALL.call_once(|| {
+    *INSTALLED.get_or_init(|| {
         text::init();
-        // SAFETY: a fully initialised sigaction; OLD_URG is written here,
-        // once, before our handler can run (Once orders it).
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_sigurg as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            INSTALLED = libc::sigaction(libc::SIGURG, &sa, ptr::addr_of_mut!(OLD_URG).cast()) == 0;
+        let sa = SigAction::new(
+            SigHandler::SigAction(on_sigurg),
+            SaFlags::SA_SIGINFO | SaFlags::SA_ONSTACK | SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        // SAFETY: `on_sigurg` has the SA_SIGINFO signature and does only
+        // async-signal-safe work (module docs); SA_ONSTACK gives it each
+        // M's alternate stack. Foreign SIGURGs keep reaching the previous
+        // disposition, which we store right away for `forward`.
+        match unsafe { signal::sigaction(Signal::SIGURG, &sa) } {
+            Ok(old) => {
+                let _ = OLD_URG.set(old.into());
+                true
+            }
+            Err(_) => false,
         }
-    });
-    // SAFETY: written once inside call_once, which has completed.
-    unsafe { INSTALLED }
+    })
 }
 
 extern "C" fn on_sigurg(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
@@ -89,7 +99,10 @@ extern "C" fn on_sigurg(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut
     if level == 0 {
         return; // ours, but stale: the G it was meant for is gone
     }
-    // SAFETY: as above; the ucontext is ours to modify until we return.
+    // SAFETY: for an SA_SIGINFO handler the kernel passes a valid, aligned
+    // ucontext_t in this thread's signal frame, alive until we return and
+    // referenced by nothing else meanwhile; what we write to it takes
+    // effect at sigreturn.
     let uc = unsafe { &mut *(uctx as *mut libc::ucontext_t) };
     let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
     let rsp = uc.uc_mcontext.gregs[libc::REG_RSP as usize] as usize;
@@ -128,21 +141,26 @@ fn blocked_in_syscall(uc: &libc::ucontext_t) -> bool {
     let rax = uc.uc_mcontext.gregs[libc::REG_RAX as usize];
     let offset = rip % 4096;
     // SAFETY: rip is where the thread was executing, so its page is mapped
-    // and readable code; both bytes lie in that page.
+    // and readable code (greenrt assumes no execute-only mappings);
+    // offset <= 4094 keeps both bytes in that page; read_unaligned needs no
+    // alignment.
     if offset <= 4094 && unsafe { ptr::read_unaligned(rip as *const [u8; 2]) } == SYSCALL {
         return true;
     }
     if offset < 2 || rax != -(libc::EINTR as i64) {
         return false;
     }
-    // SAFETY: as above: the two bytes before rip are in the same page.
+    // SAFETY: offset >= 2, so rip - 2 and rip - 1 lie in rip's own page,
+    // which is mapped and readable (the thread was executing there);
+    // read_unaligned needs no alignment.
     unsafe { ptr::read_unaligned((rip - 2) as *const [u8; 2]) == SYSCALL }
 }
 
 /// Hands a SIGURG that is not ours to the handler installed before us.
 fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
-    // SAFETY: OLD_URG was written before this handler was installed.
-    let old = unsafe { ptr::addr_of!(OLD_URG).read().assume_init() };
-    // SIGURG's default action is to ignore it: nothing to do for DFL/IGN.
-    crate::sys::call_previous_handler(&old, sig, info, uctx);
+    // SIGURG's default action is to ignore it: nothing to do for DFL/IGN,
+    // nor before `install` has stored the previous disposition.
+    if let Some(old) = OLD_URG.get() {
+        crate::sys::call_previous_handler(old, sig, info, uctx);
+    }
 }

@@ -1,4 +1,8 @@
 //! Chaining to the signal disposition that was installed before ours.
+//!
+//! Takes the raw `libc::sigaction`, not nix's `SigAction`: the SIGSEGV/SIGBUS
+//! install (scheduler/stack_overflow.rs) still stores raw ones, and nix
+//! offers no conversion from `libc::sigaction` to `SigAction`.
 
 /// Calls the handler `old` describes for a signal that is not greenrt's
 /// (SA_SIGINFO or plain). Returns false, calling nothing, when `old` is
@@ -14,14 +18,19 @@ pub(crate) fn call_previous_handler(
         return false;
     }
     if old.sa_flags & libc::SA_SIGINFO != 0 {
-        // SAFETY: with SA_SIGINFO set, `sa_sigaction` was installed as a
-        // three-argument handler (sigaction(2)), and neither DFL nor IGN.
+        // SAFETY: `old` is a disposition the kernel reported; with
+        // SA_SIGINFO set, sigaction(2) defines `sa_sigaction` as the
+        // three-argument handler, and it is neither DFL nor IGN (checked
+        // above), so it is the address of such a function: usize and an
+        // `extern "C" fn` have the same size on x86-64.
         let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
             unsafe { std::mem::transmute(old.sa_sigaction) };
         f(sig, info, uctx);
     } else {
-        // SAFETY: without SA_SIGINFO, `sa_sigaction` holds a plain
-        // one-argument `sa_handler` (the two share storage).
+        // SAFETY: `old` is a disposition the kernel reported; without
+        // SA_SIGINFO, `sa_sigaction` holds the plain one-argument
+        // `sa_handler` (the two share storage), neither DFL nor IGN
+        // (checked above), so the address of such a function.
         let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(old.sa_sigaction) };
         f(sig);
     }
