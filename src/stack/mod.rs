@@ -13,7 +13,11 @@
 //! `mprotect(PROT_NONE)`, which costs a second mapping per stack.
 
 use std::io;
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
+
+use nix::sys::mman::{self, MapFlags, ProtFlags};
 
 /// Default usable stack size of a green thread.
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
@@ -23,16 +27,19 @@ pub const MIN_STACK_SIZE: usize = 16 * 1024;
 const GUARD_LEN: usize = 4096;
 const PAGE: usize = 4096;
 /// `MADV_GUARD_INSTALL` from linux/mman.h (not yet in every libc crate).
+/// Called through libc: nix's `MmapAdvise` has no such variant.
 const MADV_GUARD_INSTALL: libc::c_int = 102;
 
 /// One green-thread stack: `[base, base + GUARD_LEN)` is the guard,
 /// `[base + GUARD_LEN, base + len)` is usable.
 pub(crate) struct Stack {
-    base: *mut u8,
+    base: NonNull<u8>,
     len: usize,
 }
 
-// SAFETY: a Stack is plain memory owned by exactly one holder at a time.
+// SAFETY: `base` only names a private anonymous mapping that this Stack
+// owns alone (made in `new`, unmapped in `drop`); nothing in it is tied to
+// the thread that mapped it, so ownership may move to another thread.
 unsafe impl Send for Stack {}
 
 impl Stack {
@@ -40,21 +47,18 @@ impl Stack {
     pub(crate) fn new(size: usize) -> io::Result<Stack> {
         let usable = round_up(size.max(MIN_STACK_SIZE), PAGE);
         let len = usable + GUARD_LEN;
-        // SAFETY: an anonymous mapping with no address hint touches no
-        // existing memory; the result is checked below.
+        let nz_len = NonZeroUsize::new(len).expect("at least a guard page");
+        // SAFETY: a fresh anonymous private mapping with no address hint
+        // cannot alias or replace any existing memory.
         let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
+            mman::mmap_anonymous(
+                None,
+                nz_len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
             )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(map_error(io::Error::last_os_error(), len));
         }
+        .map_err(|e| map_error(e.into(), len))?;
         let stack = Stack {
             base: base.cast(),
             len,
@@ -65,8 +69,12 @@ impl Stack {
 
     fn install_guard(&self) -> io::Result<()> {
         if guard_mode() == GuardMode::Madvise {
-            // SAFETY: the range is the first page of our own mapping.
-            let rc = unsafe { libc::madvise(self.base.cast(), GUARD_LEN, MADV_GUARD_INSTALL) };
+            // libc: nix's `MmapAdvise` has no MADV_GUARD_INSTALL.
+            // SAFETY: `[base, base + GUARD_LEN)` is the first page of this
+            // Stack's own mapping, which nothing uses yet; the advice only
+            // makes that page fault on access.
+            let rc =
+                unsafe { libc::madvise(self.base.as_ptr().cast(), GUARD_LEN, MADV_GUARD_INSTALL) };
             if rc == 0 {
                 return Ok(());
             }
@@ -77,23 +85,22 @@ impl Stack {
             // Kernel without guard regions: remember and fall through.
             GUARD_MODE.store(GuardMode::Mprotect as u8, Ordering::Relaxed);
         }
-        // SAFETY: as above.
-        let rc = unsafe { libc::mprotect(self.base.cast(), GUARD_LEN, libc::PROT_NONE) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        // SAFETY: `[base, base + GUARD_LEN)` is the page-aligned first page
+        // of this Stack's own mapping, which no code uses yet (nor, as the
+        // guard, ever will): making it inaccessible breaks no reference.
+        unsafe { mman::mprotect(self.base.cast(), GUARD_LEN, ProtFlags::PROT_NONE) }
+            .map_err(io::Error::from)
     }
 
     /// One past the highest usable byte (16-byte aligned).
     pub(crate) fn top(&self) -> *mut u8 {
-        self.base.wrapping_add(self.len)
+        self.base.as_ptr().wrapping_add(self.len)
     }
 
     /// The guard page's address range.
     pub(crate) fn guard(&self) -> (usize, usize) {
-        (self.base as usize, self.base as usize + GUARD_LEN)
+        let base = self.base.as_ptr() as usize;
+        (base, base + GUARD_LEN)
     }
 
     /// Usable size in bytes.
@@ -104,8 +111,10 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        // SAFETY: we own the whole mapping and nothing runs on it any more.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
+        // SAFETY: `[base, base + len)` is exactly the mapping `new` made,
+        // owned by this Stack alone; the runtime drops a Stack only when no
+        // green thread runs on it any more (a finished G's, or a pooled one).
+        let _ = unsafe { mman::munmap(self.base.cast(), self.len) };
     }
 }
 
@@ -143,23 +152,28 @@ fn guard_mode() -> GuardMode {
 
 /// Probes for `MADV_GUARD_INSTALL` on a scratch page.
 fn kernel_has_guard_regions() -> bool {
-    // SAFETY: a private scratch mapping, checked, and unmapped below.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return false;
-        }
-        let ok = libc::madvise(p, PAGE, MADV_GUARD_INSTALL) == 0;
-        libc::munmap(p, PAGE);
-        ok
-    }
+    let page = NonZeroUsize::new(PAGE).expect("non-zero");
+    // SAFETY: a fresh anonymous private mapping with no address hint
+    // cannot alias or replace any existing memory.
+    let mapped = unsafe {
+        mman::mmap_anonymous(
+            None,
+            page,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE,
+        )
+    };
+    let Ok(p) = mapped else {
+        return false;
+    };
+    // libc: nix's `MmapAdvise` has no MADV_GUARD_INSTALL.
+    // SAFETY: `p` is the scratch page mapped above, which nothing else
+    // references; the advice only makes it fault on access.
+    let ok = unsafe { libc::madvise(p.as_ptr(), PAGE, MADV_GUARD_INSTALL) } == 0;
+    // SAFETY: `p` is the scratch mapping of PAGE bytes made above, which
+    // nothing references.
+    let _ = unsafe { mman::munmap(p, PAGE) };
+    ok
 }
 
 /// Explains an mmap/mprotect failure; ENOMEM near `vm.max_map_count` gets
