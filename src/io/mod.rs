@@ -240,13 +240,14 @@ pub(crate) fn copy_sockets(
 /// Rust programs ignore SIGPIPE unless told otherwise, so this is rare;
 /// where it is the default, copies use send(MSG_NOSIGNAL) instead.
 fn sigpipe_default() -> bool {
-    // SAFETY: all-zero is a valid sigaction; querying (null new action)
-    // changes nothing.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0
-            && old.sa_sigaction == libc::SIG_DFL
-    }
+    // SAFETY: sigaction is integers, a sigset and a handler address;
+    // all-zero is a valid value for each (SIG_DFL, no flags, empty mask).
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // libc, not nix: nix's sigaction always installs, it cannot only query.
+    // SAFETY: a null new action makes this a pure query that changes no
+    // disposition; `old` is a valid, writable sigaction.
+    let queried = unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) } == 0;
+    queried && old.sa_sigaction == libc::SIG_DFL
 }
 
 /// The endpoint `x` is, if it is a greenrt stream socket.

@@ -112,7 +112,9 @@ macro_rules! socket_traits {
                     "netpoller.\n\n# Panics\n\n`FromRawFd` cannot return an error: if the fd ",
                     "cannot be registered (it is not open, or epoll refuses it), this closes ",
                     "`fd` and panics with `greenrt::", $name, "::from_raw_fd: cannot register fd ",
-                    "...`. Use `TryFrom<", stringify!($std), ">` to get the error instead."
+                    "...`. Use `TryFrom<", stringify!($std), ">` to get the error instead.",
+                    "\n\n# Safety\n\n`fd` must be an open socket that the caller owns and ",
+                    "gives up: nothing else may use or close it afterwards."
                 )]
         impl std::os::fd::FromRawFd for $ty {
             unsafe fn from_raw_fd(fd: std::os::fd::RawFd) -> $ty {

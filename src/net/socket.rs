@@ -58,7 +58,8 @@ impl Socket {
 
     /// A new non-blocking, close-on-exec socket, registered.
     pub(crate) fn open(family: libc::c_int, ty: libc::c_int) -> io::Result<Socket> {
-        // SAFETY: plain syscall; the fd is owned right away.
+        // SAFETY: socket(2) takes only integers and touches no memory of
+        // ours; the fd it returns is checked by cvt and owned just below.
         let fd =
             cvt(unsafe { libc::socket(family, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
         // SAFETY: `fd` was just opened and is owned by nobody else.
@@ -83,10 +84,12 @@ impl Socket {
     /// A second handle on the same socket (dup), with this one's timeouts
     /// and non-blocking mode copied.
     pub(crate) fn try_clone(&self) -> io::Result<Socket> {
-        // SAFETY: F_DUPFD_CLOEXEC on our open fd; the new fd is owned
-        // right away.
+        // SAFETY: F_DUPFD_CLOEXEC takes an integer argument and reads no
+        // memory; `self.raw()` is open while `self` is borrowed.
         let fd = cvt(unsafe { libc::fcntl(self.raw(), libc::F_DUPFD_CLOEXEC, 3) })?;
-        // SAFETY: as above.
+        // SAFETY: `fd` is the new descriptor F_DUPFD_CLOEXEC just returned
+        // (checked by cvt); nobody else holds it, so OwnedFd may own and
+        // close it.
         let sock = Socket::new(unsafe { OwnedFd::from_raw_fd(fd) })?;
         for (to, from) in [
             (&sock.read_timeout, &self.read_timeout),
@@ -437,8 +440,9 @@ impl SockAddr {
                     },
                     sin_zero: [0; 8],
                 };
-                // SAFETY: sockaddr_storage is larger than and at least as
-                // aligned as sockaddr_in.
+                // SAFETY: `s.storage` is a sockaddr_storage we own, larger
+                // than and at least as aligned as sockaddr_in; write() stores
+                // plain data, dropping nothing.
                 unsafe { s.as_mut_ptr().cast::<libc::sockaddr_in>().write(sin) };
                 s.len = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
             }
@@ -452,7 +456,9 @@ impl SockAddr {
                     },
                     sin6_scope_id: a.scope_id(),
                 };
-                // SAFETY: as above, for sockaddr_in6.
+                // SAFETY: `s.storage` is a sockaddr_storage we own, larger
+                // (128 bytes) than sockaddr_in6 (28) and at least as aligned;
+                // write() stores plain data, dropping nothing.
                 unsafe { s.as_mut_ptr().cast::<libc::sockaddr_in6>().write(sin6) };
                 s.len = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
             }
@@ -488,7 +494,10 @@ impl SockAddr {
                 )))
             }
             libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
-                // SAFETY: as above, for sockaddr_in6.
+                // SAFETY: the family is AF_INET6 and `len` covers a whole
+                // sockaddr_in6, so the kernel filled one in at the start of
+                // the storage, which is large and aligned enough for it; any
+                // bytes are a valid sockaddr_in6 (integers only).
                 let sin6 = unsafe { self.as_ptr().cast::<libc::sockaddr_in6>().read() };
                 Ok(SocketAddr::V6(SocketAddrV6::new(
                     Ipv6Addr::from(sin6.sin6_addr.s6_addr),
