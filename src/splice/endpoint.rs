@@ -105,11 +105,15 @@ impl<'a> Endpoint<'a> {
     /// are not sockets (tests use eventfds).
     fn write(&self, buf: &[u8]) -> io::Result<usize> {
         self.io(Interest::Write, false, |fd| {
-            // SAFETY: `buf` is valid for reads of its length.
+            // SAFETY: `buf` is a live slice, valid for reads of `buf.len()`
+            // bytes, and send(2) only reads it; `fd` stays open while
+            // `self.fd` is borrowed.
             match cvt(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) })
             {
-                // SAFETY: as above.
                 Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
+                    // SAFETY: `buf` is a live slice, valid for reads of
+                    // `buf.len()` bytes, and write(2) only reads it; `fd`
+                    // stays open while `self.fd` is borrowed.
                     cvt(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })
                 }
                 other => other,

@@ -71,10 +71,12 @@ impl Pipe {
         CREATED.fetch_add(1, Relaxed);
         // EPERM (over the user's pipe-buffer limits or pipe-max-size
         // without CAP_SYS_RESOURCE): keep the default size.
-        // SAFETY: fcntl on the pipe we own.
+        // SAFETY: F_SETPIPE_SZ takes an integer argument and reads no
+        // memory; `write` is an open fd this function owns.
         let mut size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
         if size < 0 {
-            // SAFETY: as above.
+            // SAFETY: F_GETPIPE_SZ takes no argument and reads no memory;
+            // `write` is an open fd this function owns.
             size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
         }
         // 64 KiB, the kernel's default, if even F_GETPIPE_SZ failed.

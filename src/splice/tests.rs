@@ -13,10 +13,11 @@ fn netfd(s: StdUnix) -> NetFd {
 }
 
 fn eventfd() -> NetFd {
-    // SAFETY: plain syscall; the fd is owned right away.
+    // SAFETY: eventfd(2) takes only integers and touches no memory of ours.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
     assert!(fd >= 0);
-    // SAFETY: just opened, owned by nobody else.
+    // SAFETY: `fd` was just returned by eventfd (checked), so nobody else
+    // owns it.
     NetFd::new(unsafe { OwnedFd::from_raw_fd(fd) }).unwrap()
 }
 
