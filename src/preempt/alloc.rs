@@ -35,27 +35,45 @@ pub struct NoPreempt<A>(pub A);
 // which upholds GlobalAlloc's contract; the scope only changes the
 // running green thread's no-preempt count and allocates nothing.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for NoPreempt<A> {
+    /// # Safety
+    /// [`GlobalAlloc::alloc`]'s: `layout` has a non-zero size.
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let _scope = NoPreemptScope::new();
-        // SAFETY: the caller's contract, forwarded.
+        // SAFETY: our caller guarantees `layout` has a non-zero size
+        // (GlobalAlloc::alloc's contract), which is all `A::alloc` asks.
         unsafe { self.0.alloc(layout) }
     }
 
+    /// # Safety
+    /// [`GlobalAlloc::dealloc`]'s: `ptr` was allocated by this allocator
+    /// with `layout`.
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let _scope = NoPreemptScope::new();
-        // SAFETY: the caller's contract, forwarded.
+        // SAFETY: our caller guarantees `ptr` came from this allocator with
+        // `layout`; every allocation here is `self.0`'s, so that is exactly
+        // what `A::dealloc` asks.
         unsafe { self.0.dealloc(ptr, layout) }
     }
 
+    /// # Safety
+    /// [`GlobalAlloc::alloc_zeroed`]'s: `layout` has a non-zero size.
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let _scope = NoPreemptScope::new();
-        // SAFETY: the caller's contract, forwarded.
+        // SAFETY: our caller guarantees `layout` has a non-zero size, which
+        // is all `A::alloc_zeroed` asks.
         unsafe { self.0.alloc_zeroed(layout) }
     }
 
+    /// # Safety
+    /// [`GlobalAlloc::realloc`]'s: `ptr` was allocated by this allocator
+    /// with `layout`; `new_size` is non-zero and, rounded up to
+    /// `layout.align()`, does not overflow `isize`.
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let _scope = NoPreemptScope::new();
-        // SAFETY: the caller's contract, forwarded.
+        // SAFETY: our caller guarantees `ptr` came from this allocator
+        // (hence from `self.0`) with `layout`, and that `new_size` is
+        // non-zero and does not overflow isize when rounded up to
+        // `layout.align()`: exactly `A::realloc`'s contract.
         unsafe { self.0.realloc(ptr, layout, new_size) }
     }
 }
