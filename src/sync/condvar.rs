@@ -24,6 +24,8 @@ pub struct Condvar {
 pub struct WaitTimeoutResult(bool);
 
 impl WaitTimeoutResult {
+    /// True if the wait ended because its timeout elapsed (not because of
+    /// a notification or a spurious wake-up).
     pub fn timed_out(&self) -> bool {
         self.0
     }
@@ -38,6 +40,7 @@ impl fmt::Debug for Condvar {
 type Relocked<'a, T> = LockResult<MutexGuard<'a, T>>;
 
 impl Condvar {
+    /// A new condition variable with no waiters.
     pub const fn new() -> Condvar {
         Condvar {
             seq: AtomicU32::new(0),

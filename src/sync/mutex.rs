@@ -24,9 +24,13 @@ pub struct Mutex<T: ?Sized> {
     data: UnsafeCell<T>,
 }
 
-// SAFETY: the lock gives exclusive access to `data`, as for std's Mutex.
+// SAFETY: moving the Mutex moves the `T` inside, which T: Send allows; the
+// other fields are atomics and a wait queue, not tied to any thread.
 unsafe impl<T: ?Sized + Send> Send for Mutex<T> {}
-// SAFETY: as above.
+// SAFETY: through `&Mutex` the data is reached only via a guard, and the
+// state word (Acquire on lock, Release on unlock) lets one guard exist at
+// a time, so threads take turns with `&mut T`: T: Send suffices, as for
+// std's Mutex.
 unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
 
 /// Proof of holding a [`Mutex`]; unlocks on drop.
@@ -38,10 +42,12 @@ pub struct MutexGuard<'a, T: ?Sized + 'a> {
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
-// SAFETY: sharing a guard only shares `&T`.
+// SAFETY: a shared `&MutexGuard` only derefs to `&T` (DerefMut needs
+// `&mut`), so sharing the guard shares `&T`, which T: Sync allows.
 unsafe impl<T: ?Sized + Sync> Sync for MutexGuard<'_, T> {}
 
 impl<T> Mutex<T> {
+    /// A new, unlocked and unpoisoned mutex holding `value`.
     pub const fn new(value: T) -> Mutex<T> {
         Mutex {
             state: AtomicU32::new(UNLOCKED),
@@ -179,14 +185,17 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
 impl<T: ?Sized> Deref for MutexGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: the guard proves we hold the lock.
+        // SAFETY: the guard exists only while this thread holds the lock,
+        // so no `&mut T` exists elsewhere; the `&T` borrows the guard.
         unsafe { &*self.lock.data.get() }
     }
 }
 
 impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the guard proves we hold the lock exclusively.
+        // SAFETY: the guard exists only while this thread holds the lock,
+        // and `&mut self` means no other reference derived from this guard
+        // is live: the `&mut T` is unique for its borrow of the guard.
         unsafe { &mut *self.lock.data.get() }
     }
 }

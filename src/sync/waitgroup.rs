@@ -32,6 +32,7 @@ struct Inner {
 }
 
 impl WaitGroup {
+    /// A new group with a count of zero (`wait` returns at once).
     pub fn new() -> WaitGroup {
         WaitGroup::default()
     }

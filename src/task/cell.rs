@@ -36,7 +36,10 @@ impl<F, T> Cell<F, T> {
     }
 
     fn take_f(&self) -> Option<F> {
-        // SAFETY: see the Sync impl: a single taker at a time.
+        // SAFETY: only `start` (run once for the G: on it, or by the
+        // scheduler before it ever ran) and `abandon` (at shutdown, when no
+        // M runs it) call this, never at the same time, so this `&mut`
+        // to `f` is the only reference to it while it lives.
         unsafe { (*self.f.get()).take() }
     }
 }

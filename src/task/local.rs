@@ -53,7 +53,11 @@ impl<T: 'static> LocalKey<T> {
             let v: Box<dyn Any> = Box::new((self.init)());
             scheduler::with_current_g(|g| {
                 let g = g.expect("still on the green thread");
-                // SAFETY: as above; `init` ran outside the borrow.
+                // SAFETY: `g` is the running G, and only it touches its own
+                // `locals`; no other reference into the map is live (the
+                // lookup's ended with its closure, and `init`, which may
+                // itself call `with`, ran before this one). The `&mut` ends
+                // with this closure; `ptr` points into the Box, not the Vec.
                 let map = unsafe { &mut *g.locals.get() };
                 let ptr = v.downcast_ref::<T>().expect("key type") as *const T;
                 map.entries.push((key, v));

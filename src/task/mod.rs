@@ -34,6 +34,7 @@ pub struct Builder {
 }
 
 impl Builder {
+    /// A builder with no name and the runtime's default stack size.
     pub fn new() -> Builder {
         Builder::default()
     }
@@ -85,7 +86,9 @@ impl Builder {
         let id = rt.next_gid();
         let header = G::new(rt.clone(), id, self.name.map(String::into_boxed_str), size);
         if let Some(stack) = stack {
-            // SAFETY: the G is not visible to anyone yet.
+            // SAFETY: `header` was made just above and is not yet in any
+            // cell, registry or queue: it has not started, and this
+            // function owns it alone (bind_stack's contract).
             unsafe { header.bind_stack(stack) };
         }
         let cell = Arc::new(Cell::new(header, f));
