@@ -16,8 +16,10 @@ pub(crate) struct Packet<T> {
     waiter: Mutex<Option<Waker>>,
 }
 
-// SAFETY: `result` is written once by the green thread before `done` is
-// set (Release) and read only by the joiner after seeing `done` (Acquire).
+// SAFETY: `result` is written once (by the green thread as it finishes,
+// or by `abandon` for a G that will never run) before `done` is set
+// (Release), and read only by the single joiner after it sees `done`
+// (Acquire); a `T` crosses threads that way, hence T: Send.
 unsafe impl<T: Send> Sync for Packet<T> {}
 
 impl<T> Packet<T> {
@@ -31,7 +33,10 @@ impl<T> Packet<T> {
 
     pub(crate) fn complete(&self, r: thread::Result<T>) {
         let _np = crate::preempt::no_preempt();
-        // SAFETY: only the green thread writes, once, before `done`.
+        // SAFETY: `complete` runs once per packet: when the G finishes, or
+        // from `abandon` for a G that never will (the scheduler guarantees
+        // the two exclude each other). The joiner reads `result` only after
+        // `done` is set below, so no other reference to it exists now.
         unsafe { *self.result.get() = Some(r) };
         self.done.store(true, Ordering::Release);
         if let Some(w) = self.waiter.lock().take() {
@@ -95,8 +100,9 @@ impl<T> JoinHandle<T> {
                 block(None);
             }
         }
-        // SAFETY: `done` is set, so the result was written and nobody else
-        // touches it; we are the only joiner (join takes self).
+        // SAFETY: `done` was seen with Acquire, so the single write to
+        // `result` happened before and nothing writes it again; `join`
+        // takes `self`, so this is the only access from the joiner's side.
         unsafe { (*p.result.get()).take() }.expect("greenrt: green thread result taken twice")
     }
 
