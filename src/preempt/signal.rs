@@ -48,11 +48,10 @@ const PARK_STACK: usize = 16 * 1024;
 
 /// Whether the handler got installed (decided once per process).
 static INSTALLED: OnceLock<bool> = OnceLock::new();
-/// The SIGURG disposition ours replaced (raw, as `sys::call_previous_handler`
-/// takes it). Set just after the install, so a foreign SIGURG landing in
-/// between finds it empty (SIGURG's default is to ignore it); the handler
-/// reads it with an atomic load, never waits.
-static OLD_URG: OnceLock<libc::sigaction> = OnceLock::new();
+/// The SIGURG disposition ours replaced. Set just after the install, so a
+/// foreign SIGURG landing in between finds it empty (SIGURG's default is
+/// to ignore it); the handler reads it with an atomic load, never waits.
+static OLD_URG: OnceLock<SigAction> = OnceLock::new();
 
 /// Installs the SIGURG handler once per process, remembering the previous
 /// one: SIGURGs greenrt did not send are passed on to it.
@@ -70,7 +69,7 @@ pub(super) fn install() -> bool {
         // disposition, which we store right away for `forward`.
         match unsafe { signal::sigaction(Signal::SIGURG, &sa) } {
             Ok(old) => {
-                let _ = OLD_URG.set(old.into());
+                let _ = OLD_URG.set(old);
                 true
             }
             Err(_) => false,
