@@ -22,6 +22,12 @@
 //! another OS thread at any blocking runtime call: use [`task_local!`] for
 //! per-green-thread state.
 
+// Unsafe hygiene, kept by CI (clippy -D warnings): every unsafe operation
+// in its own block with a SAFETY comment, and every public item documented.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 compile_error!("greenrt supports Linux on x86-64 only");
 
