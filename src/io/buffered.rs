@@ -3,7 +3,7 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 
-use crate::io::stats::Tally;
+use crate::splice::counters::Tally;
 
 /// std's `io::copy` with a buffer of `buf_size` bytes (at least 1), and
 /// counted.

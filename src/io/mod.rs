@@ -229,7 +229,7 @@ pub(crate) fn copy_sockets(
 ) -> io::Result<u64> {
     let mut splice = opts.mode == CopyMode::Splice;
     if splice && sigpipe_default() {
-        stats::FALLBACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::splice::counters::FALLBACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         splice = false;
     }
     relay::relay(src, dst, opts.buffer_size, splice)

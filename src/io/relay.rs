@@ -18,7 +18,7 @@
 
 use std::io;
 
-use super::stats::Tally;
+use crate::splice::counters::Tally;
 use crate::splice::{self, Burst, Endpoint};
 
 /// Copies from `src` to `dst` until `src` ends; splices the tail of

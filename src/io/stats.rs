@@ -1,15 +1,10 @@
-//! Process-wide counters of the copy paths, so tests and benchmarks can
-//! tell which path ran. Relaxed atomics: they count, they order nothing.
-//! Copy loops tally locally and add once per copy, not once per syscall.
+//! `greenrt::io::stats()`: the copy paths' counters (kept in
+//! `splice::counters`, beside the code that counts) as a public snapshot.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
+use crate::splice::counters::{COPIED_BYTES, FALLBACKS, SPLICED_BYTES, SPLICE_CALLS};
 use crate::splice::pipe;
-
-pub(crate) static SPLICED_BYTES: AtomicU64 = AtomicU64::new(0);
-pub(crate) static COPIED_BYTES: AtomicU64 = AtomicU64::new(0);
-pub(crate) static SPLICE_CALLS: AtomicU64 = AtomicU64::new(0);
-pub(crate) static FALLBACKS: AtomicU64 = AtomicU64::new(0);
 
 /// Counters of [`copy`](super::copy) and
 /// [`copy_bidirectional`](super::copy_bidirectional), process-wide and
@@ -68,28 +63,5 @@ pub(crate) fn snapshot() -> CopyStats {
         pipes_created: pipe::CREATED.load(Relaxed),
         pipes_closed: pipe::CLOSED.load(Relaxed),
         pool_len: pipe::pooled(),
-    }
-}
-
-/// Adds a copy's tallies to the counters when dropped (also on the error
-/// paths).
-#[derive(Debug, Default)]
-pub(crate) struct Tally {
-    pub(crate) spliced: u64,
-    pub(crate) copied: u64,
-    pub(crate) calls: u64,
-}
-
-impl Drop for Tally {
-    fn drop(&mut self) {
-        for (counter, n) in [
-            (&SPLICED_BYTES, self.spliced),
-            (&COPIED_BYTES, self.copied),
-            (&SPLICE_CALLS, self.calls),
-        ] {
-            if n != 0 {
-                counter.fetch_add(n, Relaxed);
-            }
-        }
     }
 }

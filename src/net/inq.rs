@@ -20,7 +20,7 @@ use std::mem;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use super::socket::{cvt_size, iov_count};
+use crate::sys::{cvt_size, iov_count};
 
 /// Whether a socket's reads use TCP_INQ.
 #[derive(Default)]

@@ -67,6 +67,7 @@
 //! still in non-blocking mode. `FromRawFd` panics if the fd cannot be
 //! registered (see its documentation).
 
+pub(crate) mod addr;
 mod inq;
 mod socket;
 mod tcp;

@@ -1,19 +1,21 @@
 //! What every socket type shares: a registered [`NetFd`] plus std-style
-//! timeouts and non-blocking mode, the retry loop with those applied, raw
-//! send/recv wrappers, and `SocketAddr` ⇄ `sockaddr` conversion.
+//! timeouts and non-blocking mode, the retry loop with those applied, and
+//! raw send/recv wrappers (addresses: `net::addr`).
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::marker::PhantomData;
 use std::mem::{self, ManuallyDrop};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::ops::Deref;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::addr::SockAddr;
 use super::inq::{self, InqState};
-use crate::netpoll::{Interest, NetFd};
+use crate::netpoll::{timeout_as_would_block, Interest, NetFd};
 pub(crate) use crate::sys::{cvt, cvt_size};
+use crate::sys::{iov_count, retry_eintr};
 use crate::time;
 
 /// A registered socket with the per-handle settings std keeps in the
@@ -182,18 +184,12 @@ impl Socket {
         f: impl FnOnce(Option<u64>) -> io::Result<T>,
     ) -> io::Result<T> {
         let deadline = self.timeout(interest).map(time::deadline_after);
-        f(deadline).map_err(|e| {
-            // Only the wait's own TimedOut carries no OS error code; an
-            // ETIMEDOUT from the socket passes through.
-            if deadline.is_some()
-                && e.kind() == io::ErrorKind::TimedOut
-                && e.raw_os_error().is_none()
-            {
-                io::Error::from_raw_os_error(libc::EAGAIN)
-            } else {
-                e
-            }
-        })
+        let r = f(deadline);
+        if deadline.is_some() {
+            r.map_err(timeout_as_would_block)
+        } else {
+            r
+        }
     }
 
     /// As [`Socket::io`] with an explicit deadline (monotonic ns, TimedOut
@@ -206,12 +202,8 @@ impl Socket {
         mut op: impl FnMut(RawFd) -> io::Result<T>,
     ) -> io::Result<T> {
         if self.nonblocking.load(Ordering::Relaxed) {
-            loop {
-                match op(self.raw()) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    other => return other,
-                }
-            }
+            let fd = self.raw();
+            return retry_eintr(|| op(fd));
         }
         self.fd.io(interest, deadline, op)
     }
@@ -401,142 +393,4 @@ impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.raw().fmt(f)
     }
-}
-
-/// A sockaddr_storage and its length, for the calls that fill one or take
-/// one.
-pub(crate) struct SockAddr {
-    storage: libc::sockaddr_storage,
-    pub(crate) len: libc::socklen_t,
-}
-
-impl SockAddr {
-    fn new() -> SockAddr {
-        SockAddr {
-            // SAFETY: all-zero is a valid sockaddr_storage.
-            storage: unsafe { mem::zeroed() },
-            len: mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
-        }
-    }
-
-    pub(crate) fn as_ptr(&self) -> *const libc::sockaddr {
-        (&self.storage as *const libc::sockaddr_storage).cast()
-    }
-
-    fn as_mut_ptr(&mut self) -> *mut libc::sockaddr {
-        (&mut self.storage as *mut libc::sockaddr_storage).cast()
-    }
-
-    /// The C form of an IP socket address (as std converts it).
-    pub(crate) fn from_std(addr: &SocketAddr) -> SockAddr {
-        let mut s = SockAddr::new();
-        match addr {
-            SocketAddr::V4(a) => {
-                let sin = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: a.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from_ne_bytes(a.ip().octets()),
-                    },
-                    sin_zero: [0; 8],
-                };
-                // SAFETY: `s.storage` is a sockaddr_storage we own, larger
-                // than and at least as aligned as sockaddr_in; write() stores
-                // plain data, dropping nothing.
-                unsafe { s.as_mut_ptr().cast::<libc::sockaddr_in>().write(sin) };
-                s.len = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            }
-            SocketAddr::V6(a) => {
-                let sin6 = libc::sockaddr_in6 {
-                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                    sin6_port: a.port().to_be(),
-                    sin6_flowinfo: a.flowinfo(),
-                    sin6_addr: libc::in6_addr {
-                        s6_addr: a.ip().octets(),
-                    },
-                    sin6_scope_id: a.scope_id(),
-                };
-                // SAFETY: `s.storage` is a sockaddr_storage we own, larger
-                // (128 bytes) than sockaddr_in6 (28) and at least as aligned;
-                // write() stores plain data, dropping nothing.
-                unsafe { s.as_mut_ptr().cast::<libc::sockaddr_in6>().write(sin6) };
-                s.len = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-            }
-        }
-        s
-    }
-
-    /// The std form of a Unix socket address the kernel filled in.
-    pub(crate) fn to_unix(&self) -> io::Result<std::os::unix::net::SocketAddr> {
-        if libc::c_int::from(self.storage.ss_family) != libc::AF_UNIX {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a Unix socket address",
-            ));
-        }
-        // SAFETY: the family says the storage holds a sockaddr_un, and
-        // sockaddr_storage is large and aligned enough for one.
-        let sun = unsafe { self.as_ptr().cast::<libc::sockaddr_un>().read() };
-        crate::os::unix::net::unix_addr_to_std(&sun, self.len)
-    }
-
-    /// The std form of an IP socket address the kernel filled in.
-    pub(crate) fn to_std(&self) -> io::Result<SocketAddr> {
-        let len = self.len as usize;
-        match libc::c_int::from(self.storage.ss_family) {
-            libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
-                // SAFETY: the family says the storage holds a sockaddr_in,
-                // and it is large and aligned enough for one.
-                let sin = unsafe { self.as_ptr().cast::<libc::sockaddr_in>().read() };
-                Ok(SocketAddr::V4(SocketAddrV4::new(
-                    Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
-                    u16::from_be(sin.sin_port),
-                )))
-            }
-            libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
-                // SAFETY: the family is AF_INET6 and `len` covers a whole
-                // sockaddr_in6, so the kernel filled one in at the start of
-                // the storage, which is large and aligned enough for it; any
-                // bytes are a valid sockaddr_in6 (integers only).
-                let sin6 = unsafe { self.as_ptr().cast::<libc::sockaddr_in6>().read() };
-                Ok(SocketAddr::V6(SocketAddrV6::new(
-                    Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                    u16::from_be(sin6.sin6_port),
-                    sin6.sin6_flowinfo,
-                    sin6.sin6_scope_id,
-                )))
-            }
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "invalid socket address",
-            )),
-        }
-    }
-}
-
-/// Resolves `addr` and calls `f` on each address until one succeeds;
-/// otherwise returns the last error (std's `each_addr`).
-pub(crate) fn each_addr<A: ToSocketAddrs, T>(
-    addr: A,
-    mut f: impl FnMut(&SocketAddr) -> io::Result<T>,
-) -> io::Result<T> {
-    let mut last_err = None;
-    for addr in addr.to_socket_addrs()? {
-        match f(&addr) {
-            Ok(v) => return Ok(v),
-            Err(e) => last_err = Some(e),
-        }
-    }
-    Err(last_err.unwrap_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "could not resolve to any addresses",
-        )
-    }))
-}
-
-/// At most IOV_MAX buffers per call (the rest wait for the next call, as
-/// with any short transfer).
-pub(crate) fn iov_count(n: usize) -> libc::c_int {
-    n.min(1024) as libc::c_int
 }

@@ -5,8 +5,10 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use super::socket::{cvt, each_addr, SockAddr, Socket};
+use super::addr::{each_addr, SockAddr};
+use super::socket::Socket;
 use crate::netpoll::Interest;
+use crate::sys::cvt;
 use crate::time;
 
 /// A TCP socket server, listening for connections: std's

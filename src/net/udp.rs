@@ -4,7 +4,8 @@ use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
-use super::socket::{each_addr, Socket, StdRef};
+use super::addr::each_addr;
+use super::socket::{Socket, StdRef};
 
 /// A UDP socket: std's [`UdpSocket`](std::net::UdpSocket) whose blocking
 /// calls park the calling green thread instead of blocking its worker.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{Interest, PollDesc};
 use crate::scheduler::park::{blocks_green, BlockingSection};
 use crate::sys::clock;
-use crate::sys::last_os_error;
+use crate::sys::{last_os_error, retry_eintr};
 
 /// An open, non-blocking fd known to the poller. Closing (drop) removes it
 /// from the poller first and wakes anyone still waiting on it.
@@ -52,9 +52,9 @@ impl NetFd {
         deadline: Option<u64>,
         mut op: impl FnMut(RawFd) -> io::Result<T>,
     ) -> io::Result<T> {
+        let fd = self.raw();
         loop {
-            match op(self.raw()) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            match retry_eintr(|| op(fd)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(interest, deadline)?,
                 other => return other,
             }
@@ -203,6 +203,18 @@ fn os_wait(fd: RawFd, interest: Interest, deadline: Option<u64>) -> io::Result<(
                 }
             }
         }
+    }
+}
+
+/// A socket timeout's expiry as std reports it for SO_RCVTIMEO/SO_SNDTIMEO
+/// on Linux: the waits' own TimedOut (which carries no OS error code)
+/// becomes EAGAIN (WouldBlock); an OS error such as ETIMEDOUT passes
+/// through.
+pub(crate) fn timeout_as_would_block(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::TimedOut && e.raw_os_error().is_none() {
+        io::Error::from_raw_os_error(libc::EAGAIN)
+    } else {
+        e
     }
 }
 

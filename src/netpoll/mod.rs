@@ -29,7 +29,7 @@ use crate::scheduler::park::ReadyList;
 use crate::sys::cvt;
 
 pub(crate) use desc::{Interest, PollDesc};
-pub(crate) use fd::NetFd;
+pub(crate) use fd::{timeout_as_would_block, NetFd};
 
 use crate::sys::clock;
 

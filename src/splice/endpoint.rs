@@ -6,7 +6,7 @@ use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use crate::netpoll::{Interest, NetFd};
+use crate::netpoll::{timeout_as_would_block, Interest, NetFd};
 use crate::sys::{cvt_size as cvt, last_os_error};
 use crate::time;
 
@@ -37,51 +37,47 @@ impl<'a> Endpoint<'a> {
         self.fd.as_raw_fd()
     }
 
+    /// The read or write timeout.
+    fn timeout(&self, interest: Interest) -> Option<Duration> {
+        match interest {
+            Interest::Read => self.read_timeout,
+            Interest::Write => self.write_timeout,
+        }
+    }
+
     /// Waits until the fd may be ready for `interest`. `deadline` starts
     /// as None and is set from the timeout at the first wait of one
     /// logical read or write, so all its waits share one budget. An
     /// expired timeout is WouldBlock, as std's SO_RCVTIMEO/SO_SNDTIMEO
     /// give on Linux (and as greenrt's sockets do).
     pub(crate) fn wait(&self, interest: Interest, deadline: &mut Option<u64>) -> io::Result<()> {
-        let timeout = match interest {
-            Interest::Read => self.read_timeout,
-            Interest::Write => self.write_timeout,
-        };
         if deadline.is_none() {
-            *deadline = timeout.map(time::deadline_after);
+            *deadline = self.timeout(interest).map(time::deadline_after);
         }
-        self.fd.wait(interest, *deadline).map_err(|e| {
-            if e.kind() == io::ErrorKind::TimedOut && e.raw_os_error().is_none() {
-                io::Error::from_raw_os_error(libc::EAGAIN)
-            } else {
-                e
-            }
-        })
+        self.fd
+            .wait(interest, *deadline)
+            .map_err(timeout_as_would_block)
     }
 
-    /// Runs `op` until it does not fail with EAGAIN or EINTR, waiting for
-    /// `interest` in between — and before the first try if `wait_first`
-    /// (the caller just saw EAGAIN on this fd: saves a syscall that would
-    /// fail again). All waits share one timeout budget.
+    /// `NetFd::io` (EINTR retried, EAGAIN waited out) under this
+    /// endpoint's timeout, waiting first if `wait_first` (the caller just
+    /// saw EAGAIN on this fd: saves a syscall that would fail again). All
+    /// waits share one timeout budget.
     fn io<T>(
         &self,
         interest: Interest,
         wait_first: bool,
-        mut op: impl FnMut(RawFd) -> io::Result<T>,
+        op: impl FnMut(RawFd) -> io::Result<T>,
     ) -> io::Result<T> {
         let mut deadline = None;
         if wait_first {
             self.wait(interest, &mut deadline)?;
+        } else {
+            deadline = self.timeout(interest).map(time::deadline_after);
         }
-        loop {
-            match op(self.raw()) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.wait(interest, &mut deadline)?
-                }
-                other => return other,
-            }
-        }
+        self.fd
+            .io(interest, deadline, op)
+            .map_err(timeout_as_would_block)
     }
 
     /// One read of at most `buf.len()` bytes (0: end of stream). It waits

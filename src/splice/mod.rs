@@ -22,6 +22,7 @@
 //! Pipes come from [`pipe`]'s pool for one burst and go back when it ends
 //! (empty), so an idle connection holds none.
 
+pub(crate) mod counters;
 mod endpoint;
 pub(crate) mod pipe;
 
@@ -31,9 +32,9 @@ use std::ptr;
 pub(crate) use endpoint::Endpoint;
 use pipe::Pipe;
 
-use crate::io::stats::{Tally, FALLBACKS};
 use crate::netpoll::Interest;
 use crate::sys::last_os_error;
+use counters::{Tally, FALLBACKS};
 
 /// How a burst of splicing ended; each carries the bytes it moved.
 #[derive(Debug, PartialEq, Eq)]

@@ -62,3 +62,21 @@ pub(crate) fn timespec_ptr(ts: &Option<libc::timespec>) -> *const libc::timespec
     ts.as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec)
 }
+
+/// Runs `op` again while it fails with EINTR (a signal interrupted the
+/// syscall before it did anything).
+#[inline(always)]
+pub(crate) fn retry_eintr<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// At most IOV_MAX buffers per call (the rest wait for the next call, as
+/// with any short transfer).
+pub(crate) fn iov_count(n: usize) -> libc::c_int {
+    n.min(1024) as libc::c_int
+}

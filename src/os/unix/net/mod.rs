@@ -50,28 +50,6 @@ pub use std::os::unix::net::SocketAddr;
 pub use listener::{Incoming, UnixListener};
 pub use stream::UnixStream;
 
-/// The std form of the first `len` bytes of `addr`, an address the kernel
-/// filled in (accept's).
-pub(crate) fn unix_addr_to_std(
-    addr: &libc::sockaddr_un,
-    len: libc::socklen_t,
-) -> io::Result<SocketAddr> {
-    let len = (len as usize).min(mem::size_of::<libc::sockaddr_un>());
-    let name: Vec<u8> = addr.sun_path[..len.saturating_sub(PATH_OFFSET)]
-        .iter()
-        .map(|&c| c as u8)
-        .collect();
-    match name.split_first() {
-        // Unnamed: std's unnamed address is the empty path.
-        None => SocketAddr::from_pathname(""),
-        Some((0, abstract_name)) => SocketAddr::from_abstract_name(abstract_name),
-        Some(_) => {
-            let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-            SocketAddr::from_pathname(std::ffi::OsStr::from_bytes(&name[..end]))
-        }
-    }
-}
-
 /// A sockaddr_un and its length.
 struct UnixAddr {
     addr: libc::sockaddr_un,
@@ -79,7 +57,7 @@ struct UnixAddr {
 }
 
 /// Offset of `sun_path` in sockaddr_un.
-const PATH_OFFSET: usize = mem::offset_of!(libc::sockaddr_un, sun_path);
+use crate::net::addr::PATH_OFFSET;
 
 impl UnixAddr {
     /// The address of a socket file (std's rules: no NUL bytes, shorter
