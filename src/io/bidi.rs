@@ -136,3 +136,65 @@ impl<C: Fn()> Drop for CancelOnUnwind<'_, C> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::run_both;
+    use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// Records, when dropped, whether the helper had finished by then.
+    struct CheckHelperDone(Arc<AtomicBool>, Arc<AtomicU8>);
+
+    impl Drop for CheckHelperDone {
+        fn drop(&mut self) {
+            self.1
+                .store(if self.0.load(SeqCst) { 1 } else { 2 }, SeqCst);
+        }
+    }
+
+    /// The caller of `run_both` is cancelled (its runtime drops) while it
+    /// waits for the helper: it must still not unwind past `run_both`
+    /// before the helper is done, since the helper borrows its frames.
+    #[test]
+    fn cancelled_caller_of_run_both_waits_for_its_helper() {
+        let rt = crate::Builder::new().workers(2).build().unwrap();
+        let helper_done = Arc::new(AtomicBool::new(false));
+        let verdict = Arc::new(AtomicU8::new(0));
+        let waiting = Arc::new(AtomicBool::new(false));
+        let (done, v, w) = (helper_done.clone(), verdict.clone(), waiting.clone());
+        rt.block_on(move || {
+            crate::spawn(move || {
+                let _check = CheckHelperDone(done.clone(), v);
+                let borrowed = &done;
+                let _ = run_both(
+                    || w.store(true, SeqCst),
+                    move || {
+                        // Busy, never blocking: cancellation cannot stop it.
+                        let t = Instant::now();
+                        while t.elapsed() < Duration::from_millis(300) {
+                            std::hint::spin_loop();
+                        }
+                        borrowed.store(true, SeqCst);
+                    },
+                    &|| {},
+                );
+            });
+        });
+        while !waiting.load(SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        drop(rt);
+        let t = Instant::now();
+        while verdict.load(SeqCst) == 0 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            verdict.load(SeqCst),
+            1,
+            "the cancelled caller unwound past run_both while its helper still ran"
+        );
+    }
+}
