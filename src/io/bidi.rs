@@ -112,6 +112,10 @@ struct Joiner<'c, T, C: Fn()> {
 
 impl<T, C: Fn()> Joiner<'_, T, C> {
     fn join(&mut self) -> T {
+        // Wait with the handle still here: if the wait unwinds (this green
+        // thread was cancelled), `drop` still joins the helper, which may
+        // be using what the caller's frames lend it.
+        self.handle.as_ref().expect("joined once").wait();
         let handle = self.handle.take().expect("joined once");
         handle.join().unwrap_or_else(|p| resume_unwind(p))
     }

@@ -87,6 +87,18 @@ impl<T> JoinHandle<T> {
     /// Waits for the green thread to finish and returns its result. Works
     /// from green threads (parks only the caller) and from OS threads.
     pub fn join(self) -> thread::Result<T> {
+        self.wait();
+        let p = self.slot.packet();
+        // SAFETY: `wait` saw `done` with Acquire, so the single write to
+        // `result` happened before and nothing writes it again; `join`
+        // takes `self`, so this is the only access from the joiner's side.
+        unsafe { (*p.result.get()).take() }.expect("greenrt: green thread result taken twice")
+    }
+
+    /// Blocks until the green thread has finished, keeping the handle (so
+    /// a caller whose wait unwinds — a cancelled green thread — still
+    /// holds it and can join in its unwinding).
+    pub(crate) fn wait(&self) {
         let _np = crate::preempt::no_preempt();
         let p = self.slot.packet();
         if !p.done.load(Ordering::Acquire) {
@@ -100,10 +112,6 @@ impl<T> JoinHandle<T> {
                 block(None);
             }
         }
-        // SAFETY: `done` was seen with Acquire, so the single write to
-        // `result` happened before and nothing writes it again; `join`
-        // takes `self`, so this is the only access from the joiner's side.
-        unsafe { (*p.result.get()).take() }.expect("greenrt: green thread result taken twice")
     }
 
     /// True once the green thread has finished (returned or panicked).
