@@ -17,12 +17,13 @@
 //! If this thread blocks behind a preempted green thread, only these
 //! errands wait; preemption and hand-off go on.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 
 use super::park::ReadyList;
 use super::shared::Shared;
+use crate::sys::sync::AtomicU32;
 use crate::sys::{futex_wait, futex_wake};
 
 /// Fill the spare-M slots.

@@ -1,6 +1,11 @@
 //! `FutexLock`: the lock for runtime state that the preemption path takes.
 
-use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{PoisonError, TryLockError};
+
+use super::sync::{Mutex, MutexGuard};
+
+/// What `FutexLock::lock` returns.
+pub(crate) type FutexGuard<'a, T> = MutexGuard<'a, T>;
 
 /// A mutex the critical path may take (docs/DESIGN.md, "The critical
 /// path"): std's Linux futex mutex, one word of its own, which never
@@ -11,10 +16,18 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 /// can be preempted inside parking_lot's code holding one.
 ///
 /// Runtime code never panics while holding it, so poisoning is ignored.
+///
+/// Under loom, loom's mutex (see `sys::sync`); its `new` is not `const`.
 pub(crate) struct FutexLock<T>(Mutex<T>);
 
 impl<T> FutexLock<T> {
+    #[cfg(not(all(test, loom)))]
     pub(crate) const fn new(v: T) -> FutexLock<T> {
+        FutexLock(Mutex::new(v))
+    }
+
+    #[cfg(all(test, loom))]
+    pub(crate) fn new(v: T) -> FutexLock<T> {
         FutexLock(Mutex::new(v))
     }
 

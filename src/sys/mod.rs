@@ -8,11 +8,12 @@ mod futex;
 mod lock;
 pub(crate) mod sched_class;
 mod signal;
+pub(crate) mod sync;
 
 use std::io;
 
 pub(crate) use futex::{futex_wait, futex_wake};
-pub(crate) use lock::FutexLock;
+pub(crate) use lock::{FutexGuard, FutexLock};
 pub(crate) use signal::call_previous_handler;
 
 /// The calling thread's errno as an `io::Error`, never inlined.
