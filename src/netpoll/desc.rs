@@ -23,9 +23,11 @@
 //!   marked drained.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use parking_lot::Mutex;
+
+use crate::sys::sync::{AtomicBool, AtomicU32, ParkingLotMutex};
 
 use super::waiters::{Slot, Woken};
 use crate::scheduler::park::{block, Waker};
@@ -92,7 +94,7 @@ pub(crate) struct PollDesc {
     read_edges: AtomicU32,
     /// A short read emptied the socket and no read edge came since.
     read_drained: AtomicBool,
-    state: Mutex<State>,
+    state: ParkingLotMutex<State>,
 }
 
 static FREE: Mutex<Vec<&'static PollDesc>> = Mutex::new(Vec::new());

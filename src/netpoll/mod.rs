@@ -249,33 +249,31 @@ pub(crate) fn poll_is_stale(now: u64) -> bool {
 }
 
 /// Blocks the calling M in epoll_wait for up to `timeout_ns`, unless
-/// another M already does, no green thread waits for I/O, or
-/// `interrupted()` (checked after this M announced itself through
-/// `in_poll`, which makes wakers break the wait). Green threads it makes
-/// runnable go to `ready`. Returns None if it did not poll, else how many
-/// waiters it woke.
+/// another M already does, no green thread waits for I/O, or `announce`
+/// says not to: it announces the M (its handle's `in_poll`, which makes
+/// wakers break the wait) and returns whether a P or kick came first
+/// (`Handoff::enter_poll`); `leave` withdraws the announcement. Green
+/// threads it makes runnable go to `ready`. Returns None if it did not
+/// poll, else how many waiters it woke.
 pub(crate) fn block(
-    in_poll: &AtomicBool,
     timeout_ns: Option<u64>,
-    interrupted: impl Fn() -> bool,
+    announce: impl FnOnce() -> bool,
+    leave: impl Fn(),
     ready: &mut ReadyList,
 ) -> Option<usize> {
     let poller = POLLER.get()?;
     if !has_waiters() || BLOCKED.swap(true, Ordering::AcqRel) {
         return None;
     }
-    in_poll.store(true, Ordering::SeqCst);
-    // Pairs with the fence in `MHandle::bump`: either the waker sees
-    // `in_poll` and breaks the wait, or we see its P or kick here.
-    std::sync::atomic::fence(Ordering::SeqCst);
+    let interrupted = announce();
     // Awake again (before handing anything out, so a hand-off to this M
     // does not write the eventfd for nothing): cleared exactly once, as
     // another M may take `BLOCKED` right after.
     let awake = || {
-        in_poll.store(false, Ordering::SeqCst);
+        leave();
         BLOCKED.store(false, Ordering::Release);
     };
-    if interrupted() {
+    if interrupted {
         awake();
         return Some(0);
     }

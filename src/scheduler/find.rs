@@ -2,13 +2,13 @@
 //! queue, timers, the netpoller and stealing from other Ps (Go's
 //! `findRunnable`), and giving the P up when there is none.
 
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_deque::{Injector, Steal};
 
 use super::g::GRef;
-use super::idle::Stopped;
+use super::idle::{self, Stopped};
 use super::m::M;
 use super::p::P;
 use super::park::ReadyList;
@@ -70,17 +70,17 @@ impl M {
             self.drop_p();
             // Pairs with the fence in `wakep`: work made runnable before the
             // P went idle must be seen here.
-            fence(Ordering::SeqCst);
             // A spinner that gives up re-checks everything (and resumes
             // spinning if it finds work); anyone re-checks the lock-free
             // global queue, which has no other way to wake it.
             // So are preempted Gs: one queued without a P to hand on (a
             // retaken one) finds no idle P if it looked before ours went
             // idle (pairs with the fence in `resume_preempted_on_idle_p`).
-            if (was_spinning && self.work_anywhere())
-                || !self.rt.injector.is_empty()
-                || !self.rt.preempted.is_empty()
-            {
+            if idle::recheck_after_idle(|| {
+                (was_spinning && self.work_anywhere())
+                    || !self.rt.injector.is_empty()
+                    || !self.rt.preempted.is_empty()
+            }) {
                 if let Some(p) = self.rt.get_idle_p() {
                     self.set_p(Some(p));
                     if was_spinning {

@@ -1,8 +1,10 @@
 //! G: a green thread — its stack, saved context, state and identity.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+
+use crate::sys::sync::{AtomicBool, AtomicPtr, AtomicU8};
 
 use super::handoff::MHandle;
 use super::registry::Links;
@@ -92,10 +94,8 @@ impl std::ops::Deref for GRef {
 /// with thousands of parked green threads each wake-up finds its G cold.
 #[repr(C)]
 pub(crate) struct G {
-    state: AtomicU8,
-    /// A wake-up token, as for `std::thread::park`: set by `unpark`,
-    /// consumed by `park`.
-    notified: AtomicBool,
+    /// State, wake-up token and cancel mark.
+    park: ParkState,
     /// While non-zero the G must not be preempted: it is in runtime code
     /// (or under `preempt::disable`). Read by the SIGURG handler.
     pub(crate) nopreempt: AtomicU32,
@@ -124,9 +124,6 @@ pub(crate) struct G {
     pub(crate) preempt_next: AtomicPtr<G>,
     /// The queue's reference to this G while it is queued there.
     pub(crate) preempt_ref: UnsafeCell<Option<GRef>>,
-    /// Set when its runtime shuts down: every blocking call of the G
-    /// unwinds with [`crate::Cancelled`] from then on.
-    cancelled: AtomicBool,
     /// Membership in the runtime's registry of live Gs.
     pub(crate) links: Links,
 }
@@ -148,8 +145,7 @@ impl G {
             id,
             name,
             rt,
-            state: AtomicU8::new(RUNNABLE),
-            notified: AtomicBool::new(false),
+            park: ParkState::new(),
             sp: UnsafeCell::new(std::ptr::null_mut()),
             top: UnsafeCell::new(std::ptr::null_mut()),
             parent: UnsafeCell::new(std::ptr::null_mut()),
@@ -161,21 +157,18 @@ impl G {
             locked_m: AtomicPtr::new(std::ptr::null_mut()),
             preempt_next: AtomicPtr::new(std::ptr::null_mut()),
             preempt_ref: UnsafeCell::new(None),
-            cancelled: AtomicBool::new(false),
             links: Links::default(),
         }
     }
 
-    /// Marks the G cancelled (see [`crate::Cancelled`]). SeqCst: pairs
-    /// with the wake-up token, so a G that sees the token the canceller
-    /// set after this also sees the mark.
+    /// Marks the G cancelled (see [`ParkState::cancel`]).
     pub(crate) fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
+        self.park.cancel();
     }
 
     /// Whether the G's runtime cancelled it.
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst)
+        self.park.is_cancelled()
     }
 
     /// Gives the G its stack and prepares the first switch into it.
@@ -245,12 +238,9 @@ impl G {
         unsafe { *self.guard.get() }
     }
 
-    /// Sets RUNNING, RUNNABLE or DEAD. (PARKED is only set by
-    /// `finish_park`, whose SeqCst store pairs with `wake_token`; these
-    /// transitions race with nobody, so Release suffices.)
+    /// Sets RUNNING, RUNNABLE or DEAD (see [`ParkState::set_state`]).
     pub(crate) fn set_state(&self, s: u8) {
-        debug_assert_ne!(s, PARKED);
-        self.state.store(s, Ordering::Release);
+        self.park.set_state(s);
     }
 
     /// Takes the stack of a G that has exited.
@@ -261,6 +251,70 @@ impl G {
         // SAFETY: a DEAD G no longer runs on its stack and nothing else
         // touches the cell (the caller finishing it is the last owner).
         unsafe { (*self.stack.get()).take() }
+    }
+
+    /// Consumes the wake-up token, if set.
+    pub(crate) fn take_token(&self) -> bool {
+        self.park.take_token()
+    }
+
+    /// See [`ParkState::finish_park`].
+    pub(crate) fn finish_park(&self) -> bool {
+        self.park.finish_park()
+    }
+
+    /// See [`ParkState::wake_token`].
+    pub(crate) fn wake_token(&self) -> bool {
+        self.park.wake_token()
+    }
+
+    /// The display name used in messages.
+    pub(crate) fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or("<unnamed>")
+    }
+}
+
+/// A G's park/wake hand-shake: its state, its wake-up token and its
+/// cancel mark. A type of its own so that the loom tests drive this very
+/// code (docs/DESIGN.md, "Model checking").
+#[repr(C)]
+pub(crate) struct ParkState {
+    state: AtomicU8,
+    /// A wake-up token, as for `std::thread::park`: set by `unpark`,
+    /// consumed by `park`.
+    notified: AtomicBool,
+    /// Set when its runtime shuts down: every blocking call of the G
+    /// unwinds with [`crate::Cancelled`] from then on.
+    cancelled: AtomicBool,
+}
+
+impl ParkState {
+    pub(crate) fn new() -> ParkState {
+        ParkState {
+            state: AtomicU8::new(RUNNABLE),
+            notified: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the G cancelled (see [`crate::Cancelled`]). SeqCst: pairs
+    /// with the wake-up token, so a G that sees the token the canceller
+    /// set after this also sees the mark.
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the G's runtime cancelled it.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Sets RUNNING, RUNNABLE or DEAD. (PARKED is only set by
+    /// `finish_park`, whose SeqCst store pairs with `wake_token`; these
+    /// transitions race with nobody, so Release suffices.)
+    pub(crate) fn set_state(&self, s: u8) {
+        debug_assert_ne!(s, PARKED);
+        self.state.store(s, Ordering::Release);
     }
 
     /// Consumes the wake-up token, if set.
@@ -287,10 +341,5 @@ impl G {
         self.state
             .compare_exchange(PARKED, RUNNABLE, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok()
-    }
-
-    /// The display name used in messages.
-    pub(crate) fn display_name(&self) -> &str {
-        self.name.as_deref().unwrap_or("<unnamed>")
     }
 }

@@ -4,21 +4,22 @@
 //! preemption path, which may have interrupted code holding arbitrary
 //! locks, can hand a P to another M.
 
-use std::ptr;
-
-use crate::sys::{futex_wait, futex_wake};
+use std::ptr::{self, NonNull};
 use std::sync::atomic::{
-    fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering,
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering,
 };
+
+use crate::sys::sync;
+use crate::sys::{futex_wait, futex_wake};
 
 use super::p::{PPtr, P};
 use super::park::ReadyList;
 use crate::sys::clock;
 
 /// What an M waiting on its handle woke up for.
-pub(crate) enum Wake {
+pub(crate) enum Wake<Q = PPtr> {
     /// Handed a P; `bool`: start out spinning.
-    P(PPtr, bool),
+    P(Q, bool),
     /// Kicked (re-evaluate: shutdown, timer change).
     Kicked,
     /// The deadline passed.
@@ -27,90 +28,55 @@ pub(crate) enum Wake {
     Polled,
 }
 
-/// In lines of its own: its M writes `in_g` on every switch, and two
-/// handles allocated one after the other would otherwise share a line.
-#[repr(align(64))]
-pub(crate) struct MHandle {
+/// The hand-off protocol proper, generic over what is handed (a P; the
+/// loom tests hand their own values through this very code): the slot,
+/// the kick flag, the futex word every hand-off and kick bumps, and
+/// `in_poll`, whose fence pairs with the one in `bump`.
+pub(crate) struct Handoff<T> {
     /// A P handed to this M, or null.
-    p: AtomicPtr<P>,
-    spinning: AtomicBool,
-    kick: AtomicBool,
+    p: sync::AtomicPtr<T>,
+    spinning: sync::AtomicBool,
+    kick: sync::AtomicBool,
     /// Futex word, bumped by every hand-off and kick.
-    seq: AtomicU32,
-    /// Kernel thread id of the M (0 until it starts), for rt_tgsigqueueinfo.
-    pub(crate) tid: AtomicI32,
-    /// Running a G (not the scheduler): what sysmon may preempt.
-    pub(crate) in_g: AtomicBool,
-    /// Preemption requested by sysmon: 0 none, `PREEMPT`, or `RETAKE`
-    /// (preempt, or else give up the P).
-    pub(crate) preempt_req: AtomicU8,
-    /// The P schedule tick the request is for: a request that arrives
-    /// after the P moved on (another G runs now) is stale and ignored.
-    pub(crate) preempt_tick: AtomicU32,
-    /// A SIGURG is on its way (at most one pending per M).
-    pub(crate) signal_pending: AtomicBool,
-    /// Parked in the preemption path, waiting to resume its G.
-    pub(crate) preempt_waiting: AtomicBool,
-    /// Its P was retaken while its G was blocked: the G runs without a P
-    /// and must be stopped (queued for a P) once back in its own code.
-    pub(crate) retaken: AtomicBool,
+    seq: sync::AtomicU32,
     /// Blocked in the netpoller's epoll_wait rather than on the futex:
-    /// waking it takes an eventfd write too.
-    in_poll: AtomicBool,
-    /// Next handle in `Shared::allm` (written once, before publication).
-    pub(crate) next_all: AtomicPtr<MHandle>,
-    /// sysmon's own back-off for signalling this M while its P is
-    /// retaken: failed attempts so far, and when to try next (ns).
-    pub(crate) retaken_attempts: AtomicU32,
-    pub(crate) retaken_next_signal: AtomicU64,
+    /// waking it takes an eventfd write too (`break_wait`).
+    in_poll: sync::AtomicBool,
 }
 
-/// `MHandle::preempt_req` levels.
-pub(crate) const PREEMPT: u8 = 1;
-pub(crate) const RETAKE: u8 = 2;
-
-impl MHandle {
-    pub(crate) fn new() -> MHandle {
-        MHandle {
-            p: AtomicPtr::new(ptr::null_mut()),
-            spinning: AtomicBool::new(false),
-            kick: AtomicBool::new(false),
-            seq: AtomicU32::new(0),
-            tid: AtomicI32::new(0),
-            in_g: AtomicBool::new(false),
-            preempt_req: AtomicU8::new(0),
-            preempt_tick: AtomicU32::new(0),
-            signal_pending: AtomicBool::new(false),
-            preempt_waiting: AtomicBool::new(false),
-            retaken: AtomicBool::new(false),
-            in_poll: AtomicBool::new(false),
-            next_all: AtomicPtr::new(ptr::null_mut()),
-            retaken_attempts: AtomicU32::new(0),
-            retaken_next_signal: AtomicU64::new(0),
+impl<T> Handoff<T> {
+    pub(crate) fn new() -> Handoff<T> {
+        Handoff {
+            p: sync::AtomicPtr::new(ptr::null_mut()),
+            spinning: sync::AtomicBool::new(false),
+            kick: sync::AtomicBool::new(false),
+            seq: sync::AtomicU32::new(0),
+            in_poll: sync::AtomicBool::new(false),
         }
     }
 
-    /// Hands `p` to the M (which must be waiting for one or about to).
-    pub(crate) fn give(&self, p: PPtr, spinning: bool) {
+    /// Hands `p` over (the M must be waiting for one or about to).
+    /// `break_wait` makes the netpoller's epoll_wait return.
+    pub(crate) fn give(&self, p: NonNull<T>, spinning: bool, break_wait: impl FnOnce()) {
         self.spinning.store(spinning, Ordering::Relaxed);
-        self.p.store(p.0.as_ptr(), Ordering::Release);
-        self.bump();
+        self.p.store(p.as_ptr(), Ordering::Release);
+        self.bump(break_wait);
     }
 
     /// Makes a waiting M return `Wake::Kicked`.
-    pub(crate) fn kick(&self) {
+    pub(crate) fn kick(&self, break_wait: impl FnOnce()) {
         self.kick.store(true, Ordering::Release);
-        self.bump();
+        self.bump(break_wait);
     }
 
-    fn bump(&self) {
+    fn bump(&self, break_wait: impl FnOnce()) {
         self.seq.fetch_add(1, Ordering::Release);
         futex_wake(&self.seq);
-        // Pairs with the fence in `netpoll::block`: either we see `in_poll`
+        // Pairs with the fence in `enter_poll`: either we see `in_poll`
         // or the poller sees our P or kick before it blocks.
-        fence(Ordering::SeqCst);
+        sync::fence(Ordering::SeqCst);
         if self.in_poll.load(Ordering::SeqCst) {
-            crate::netpoll::break_wait();
+            break_wait();
         }
     }
 
@@ -119,11 +85,32 @@ impl MHandle {
         !self.p.load(Ordering::SeqCst).is_null() || self.kick.load(Ordering::SeqCst)
     }
 
-    /// Waits until handed a P, kicked, or `deadline` (monotonic ns) passes.
-    /// With `polled`, the M may wait in the netpoller instead (when green
-    /// threads wait for I/O and no other M does); the green threads whose
-    /// fds become ready are added to `polled` for the caller to queue.
-    pub(crate) fn wait(&self, deadline: Option<u64>, mut polled: Option<&mut ReadyList>) -> Wake {
+    /// The M is about to block in the netpoller: announces it (wakers
+    /// break the wait from now on), then says whether a P or a kick came
+    /// first, in which case it must not block.
+    pub(crate) fn enter_poll(&self) -> bool {
+        self.in_poll.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `bump`: either the waker sees `in_poll`
+        // and breaks the wait, or we see its P or kick here.
+        sync::fence(Ordering::SeqCst);
+        self.pending()
+    }
+
+    /// The M is back from the netpoller (before anything is handed out,
+    /// so a hand-off to it does not break a wait for nothing).
+    pub(crate) fn leave_poll(&self) {
+        self.in_poll.store(false, Ordering::SeqCst);
+    }
+
+    /// Waits until handed a value, kicked, or `deadline` (monotonic ns)
+    /// passes. With `poll`, the M may wait in the netpoller instead:
+    /// `poll(timeout)` does (through `enter_poll` and `leave_poll`) and
+    /// returns None if it did not, else how many waiters it woke.
+    pub(crate) fn wait(
+        &self,
+        deadline: Option<u64>,
+        mut poll: Option<&mut dyn FnMut(Option<u64>) -> Option<usize>>,
+    ) -> Wake<NonNull<T>> {
         loop {
             let seen = self.seq.load(Ordering::Acquire);
             if let Some(p) = self.take_p() {
@@ -142,8 +129,8 @@ impl MHandle {
                     Some(d - now)
                 }
             };
-            if let Some(ready) = polled.as_deref_mut() {
-                match crate::netpoll::block(&self.in_poll, timeout, || self.pending(), ready) {
+            if let Some(poll) = poll.as_deref_mut() {
+                match poll(timeout) {
                     Some(0) => continue,
                     Some(_) => return Wake::Polled,
                     None => {}
@@ -153,8 +140,93 @@ impl MHandle {
         }
     }
 
-    fn take_p(&self) -> Option<PPtr> {
-        let p = self.p.swap(ptr::null_mut(), Ordering::Acquire);
-        std::ptr::NonNull::new(p).map(PPtr)
+    fn take_p(&self) -> Option<NonNull<T>> {
+        NonNull::new(self.p.swap(ptr::null_mut(), Ordering::Acquire))
+    }
+}
+
+/// In lines of its own: its M writes `in_g` on every switch, and two
+/// handles allocated one after the other would otherwise share a line.
+#[repr(align(64))]
+pub(crate) struct MHandle {
+    /// P hand-off and kicks.
+    handoff: Handoff<P>,
+    /// Kernel thread id of the M (0 until it starts), for rt_tgsigqueueinfo.
+    pub(crate) tid: AtomicI32,
+    /// Running a G (not the scheduler): what sysmon may preempt.
+    pub(crate) in_g: AtomicBool,
+    /// Preemption requested by sysmon: 0 none, `PREEMPT`, or `RETAKE`
+    /// (preempt, or else give up the P).
+    pub(crate) preempt_req: AtomicU8,
+    /// The P schedule tick the request is for: a request that arrives
+    /// after the P moved on (another G runs now) is stale and ignored.
+    pub(crate) preempt_tick: AtomicU32,
+    /// A SIGURG is on its way (at most one pending per M).
+    pub(crate) signal_pending: AtomicBool,
+    /// Parked in the preemption path, waiting to resume its G.
+    pub(crate) preempt_waiting: AtomicBool,
+    /// Its P was retaken while its G was blocked: the G runs without a P
+    /// and must be stopped (queued for a P) once back in its own code.
+    pub(crate) retaken: AtomicBool,
+    /// Next handle in `Shared::allm` (written once, before publication).
+    pub(crate) next_all: AtomicPtr<MHandle>,
+    /// sysmon's own back-off for signalling this M while its P is
+    /// retaken: failed attempts so far, and when to try next (ns).
+    pub(crate) retaken_attempts: AtomicU32,
+    pub(crate) retaken_next_signal: AtomicU64,
+}
+
+/// `MHandle::preempt_req` levels.
+pub(crate) const PREEMPT: u8 = 1;
+pub(crate) const RETAKE: u8 = 2;
+
+impl MHandle {
+    pub(crate) fn new() -> MHandle {
+        MHandle {
+            handoff: Handoff::new(),
+            tid: AtomicI32::new(0),
+            in_g: AtomicBool::new(false),
+            preempt_req: AtomicU8::new(0),
+            preempt_tick: AtomicU32::new(0),
+            signal_pending: AtomicBool::new(false),
+            preempt_waiting: AtomicBool::new(false),
+            retaken: AtomicBool::new(false),
+            next_all: AtomicPtr::new(ptr::null_mut()),
+            retaken_attempts: AtomicU32::new(0),
+            retaken_next_signal: AtomicU64::new(0),
+        }
+    }
+
+    /// Hands `p` to the M (which must be waiting for one or about to).
+    pub(crate) fn give(&self, p: PPtr, spinning: bool) {
+        self.handoff.give(p.0, spinning, crate::netpoll::break_wait);
+    }
+
+    /// Makes a waiting M return `Wake::Kicked`.
+    pub(crate) fn kick(&self) {
+        self.handoff.kick(crate::netpoll::break_wait);
+    }
+
+    /// Waits until handed a P, kicked, or `deadline` (monotonic ns) passes.
+    /// With `polled`, the M may wait in the netpoller instead (when green
+    /// threads wait for I/O and no other M does); the green threads whose
+    /// fds become ready are added to `polled` for the caller to queue.
+    pub(crate) fn wait(&self, deadline: Option<u64>, polled: Option<&mut ReadyList>) -> Wake {
+        let h = &self.handoff;
+        let woke = match polled {
+            Some(ready) => h.wait(
+                deadline,
+                Some(&mut |timeout| {
+                    crate::netpoll::block(timeout, || h.enter_poll(), || h.leave_poll(), ready)
+                }),
+            ),
+            None => h.wait(deadline, None),
+        };
+        match woke {
+            Wake::P(p, spinning) => Wake::P(PPtr(p), spinning),
+            Wake::Kicked => Wake::Kicked,
+            Wake::Timeout => Wake::Timeout,
+            Wake::Polled => Wake::Polled,
+        }
     }
 }

@@ -3,9 +3,12 @@
 //! found nothing (`stop_m`, Go's stopm). All of it under the scheduler
 //! lock `Shared::sched`, which is never held across an allocation.
 
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
+
+use crate::sys::sync::{fence, AtomicUsize};
+use crate::sys::FutexGuard;
 
 use super::handoff::{MHandle, Wake};
 use super::m;
@@ -43,6 +46,38 @@ pub(crate) enum Stopped {
     Shutdown,
 }
 
+/// The two halves of the idle-P pairing (the loom tests drive them, see
+/// docs/DESIGN.md, "Model checking"). Whoever makes work runnable asks
+/// `idle_p_for_work` (or `claim_spinner`) afterwards; an M that finds
+/// nothing puts its P on the idle list (counting it in `npidle`) and
+/// then looks again through `recheck_after_idle`. The two SeqCst fences
+/// order each side's write before its read: either the waker sees the
+/// idle P, or the M sees the work. Never both missed.
+///
+/// The waking half: is a P idle, now that our work is visible?
+pub(super) fn idle_p_for_work(npidle: &AtomicUsize) -> bool {
+    fence(Ordering::SeqCst);
+    npidle.load(Ordering::SeqCst) != 0
+}
+
+/// `wakep`'s waking half: true if a P is idle and nobody spins, and the
+/// caller now counts (in `nmspinning`) as the one new spinning M to
+/// start; "at most one new spinner" keeps wake-ups cheap.
+pub(super) fn claim_spinner(npidle: &AtomicUsize, nmspinning: &AtomicUsize) -> bool {
+    idle_p_for_work(npidle)
+        && nmspinning.load(Ordering::SeqCst) == 0
+        && nmspinning
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+}
+
+/// The idle half, after the P went on the idle list: `work_visible`
+/// looks at the queues again.
+pub(super) fn recheck_after_idle(work_visible: impl FnOnce() -> bool) -> bool {
+    fence(Ordering::SeqCst);
+    work_visible()
+}
+
 impl Shared {
     /// Starts a spinning M if there is an idle P and nobody is spinning:
     /// called after making work runnable. Spinning Ms find the work; the
@@ -50,18 +85,9 @@ impl Shared {
     pub(crate) fn wakep(self: &Arc<Self>) {
         // Pairs with the fence in `M::find_runnable` after `drop_p`: either
         // we see the idle P or its M sees our work when it re-checks.
-        fence(Ordering::SeqCst);
-        if self.npidle.load(Ordering::SeqCst) == 0 || self.nmspinning.load(Ordering::SeqCst) != 0 {
-            return;
+        if claim_spinner(&self.npidle, &self.nmspinning) {
+            self.start_m(true);
         }
-        if self
-            .nmspinning
-            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
-            .is_err()
-        {
-            return;
-        }
-        self.start_m(true);
     }
 
     /// Hands an idle P to an idle (or new) M. With `spinning`, the caller
@@ -235,7 +261,7 @@ impl Shared {
 
     /// Locks `sched` with room in `midle` for one more M, growing it
     /// outside the lock (see `SchedState`: nothing allocates under it).
-    pub(super) fn sched_with_idle_room(&self) -> std::sync::MutexGuard<'_, SchedState> {
+    pub(super) fn sched_with_idle_room(&self) -> FutexGuard<'_, SchedState> {
         loop {
             let s = self.sched.lock();
             if s.midle.len() < s.midle.capacity() {

@@ -15,33 +15,63 @@
 //!   turns fairly.
 
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use std::sync::atomic::fence;
-use std::sync::MutexGuard;
-
-use crate::sys::FutexLock;
+use crate::sys::sync::{AtomicPtr, AtomicUsize};
+use crate::sys::{FutexGuard, FutexLock};
 
 use super::g::{GRef, G};
 use super::p::PPtr;
 use super::shared::Shared;
 
+/// What the queue links through: a G (a test's own node in the loom
+/// tests, which drive this very queue).
+///
+/// # Safety
+/// `node` must return the node that `r` keeps alive, and the node's
+/// `link` and `held` must be used by nothing but this queue while the
+/// node is queued.
+pub(crate) unsafe trait Queued: Sized {
+    /// The reference the queue holds while the node is queued.
+    type Ref;
+    fn node(r: &Self::Ref) -> *const Self;
+    /// The intrusive link.
+    fn link(&self) -> &AtomicPtr<Self>;
+    /// Where the queue keeps its reference.
+    fn held(&self) -> *mut Option<Self::Ref>;
+}
+
+// SAFETY: `preempt_next` and `preempt_ref` are the G's queue fields, used
+// only here; a GRef keeps its header alive.
+unsafe impl Queued for G {
+    type Ref = GRef;
+    fn node(r: &GRef) -> *const G {
+        r.as_ptr()
+    }
+    fn link(&self) -> &AtomicPtr<G> {
+        &self.preempt_next
+    }
+    fn held(&self) -> *mut Option<GRef> {
+        self.preempt_ref.get()
+    }
+}
+
 /// The FIFO is refilled only when empty, so it needs no tail.
-struct Fifo {
-    head: *const G,
+struct Fifo<N> {
+    head: *const N,
 }
 
 // SAFETY: the raw pointers are only followed under the queue's lock, and
 // every queued G is kept alive by its `preempt_ref`.
-unsafe impl Send for Fifo {}
+unsafe impl<N> Send for Fifo<N> {}
 
-pub(crate) struct PreemptedQueue {
-    incoming: AtomicPtr<G>,
-    ready: FutexLock<Fifo>,
+pub(crate) struct PreemptedQueue<N: Queued = G> {
+    incoming: AtomicPtr<N>,
+    ready: FutexLock<Fifo<N>>,
     len: AtomicUsize,
 }
 
-impl Default for PreemptedQueue {
+impl<N: Queued> Default for PreemptedQueue<N> {
     fn default() -> Self {
         PreemptedQueue {
             incoming: AtomicPtr::new(ptr::null_mut()),
@@ -51,22 +81,22 @@ impl Default for PreemptedQueue {
     }
 }
 
-impl PreemptedQueue {
+impl<N: Queued> PreemptedQueue<N> {
     /// Queues the running G. Lock-free and allocation-free.
     ///
     /// # Safety
     /// `g` must be the caller's own running G, not queued here already.
-    pub(crate) unsafe fn push(&self, g: GRef) {
-        let raw = g.as_ptr() as *mut G;
+    pub(crate) unsafe fn push(&self, g: N::Ref) {
+        let raw = N::node(&g) as *mut N;
         // SAFETY: the caller runs `g`, so nobody else touches its queue
         // fields until the exchange below publishes it.
-        unsafe { *(*raw).preempt_ref.get() = Some(g) };
+        unsafe { *(*raw).held() = Some(g) };
         let mut head = self.incoming.load(Ordering::Relaxed);
         loop {
             // SAFETY: `raw` is the G we hold a reference to (stored in its
             // `preempt_ref` just above), so it is alive; its link is ours
             // until the exchange below publishes it.
-            unsafe { (*raw).preempt_next.store(head, Ordering::Relaxed) };
+            unsafe { (*raw).link().store(head, Ordering::Relaxed) };
             match self.incoming.compare_exchange_weak(
                 head,
                 raw,
@@ -86,7 +116,7 @@ impl PreemptedQueue {
 
     /// The longest-waiting preempted G. Allocation-free; takes the
     /// queue's own short lock.
-    pub(crate) fn pop(&self) -> Option<GRef> {
+    pub(crate) fn pop(&self) -> Option<N::Ref> {
         if self.is_empty() {
             return None;
         }
@@ -96,25 +126,25 @@ impl PreemptedQueue {
     /// As `pop`, but gives up rather than wait for the lock: for the
     /// signal handler, which may have interrupted the lock's holder on
     /// this very thread.
-    pub(crate) fn try_pop(&self) -> Option<GRef> {
+    pub(crate) fn try_pop(&self) -> Option<N::Ref> {
         if self.is_empty() {
             return None;
         }
         self.pop_locked(self.ready.try_lock()?)
     }
 
-    fn pop_locked(&self, mut fifo: MutexGuard<'_, Fifo>) -> Option<GRef> {
+    fn pop_locked(&self, mut fifo: FutexGuard<'_, Fifo<N>>) -> Option<N::Ref> {
         if fifo.head.is_null() {
             // Take the whole pushed chain (newest first) and append it
             // reversed, so the oldest comes out first.
-            let mut p = self.incoming.swap(ptr::null_mut(), Ordering::Acquire) as *const G;
-            let mut reversed: *const G = ptr::null();
+            let mut p = self.incoming.swap(ptr::null_mut(), Ordering::Acquire) as *const N;
+            let mut reversed: *const N = ptr::null();
             while !p.is_null() {
                 // SAFETY: pushed Gs stay alive through `preempt_ref`, and
                 // the swap made this chain ours alone.
                 let g = unsafe { &*p };
-                let next = g.preempt_next.load(Ordering::Relaxed);
-                g.preempt_next.store(reversed as *mut G, Ordering::Relaxed);
+                let next = g.link().load(Ordering::Relaxed);
+                g.link().store(reversed as *mut N, Ordering::Relaxed);
                 reversed = p;
                 p = next;
             }
@@ -127,18 +157,18 @@ impl PreemptedQueue {
         // SAFETY: a queued G is kept alive by its `preempt_ref`, and the
         // FIFO's Gs and links are only touched under the lock we hold.
         let g = unsafe { &*first };
-        fifo.head = g.preempt_next.load(Ordering::Relaxed);
-        g.preempt_next.store(ptr::null_mut(), Ordering::Relaxed);
+        fifo.head = g.link().load(Ordering::Relaxed);
+        g.link().store(ptr::null_mut(), Ordering::Relaxed);
         // SAFETY: the G left the queue under the lock; its reference is
         // ours to take.
-        let r = unsafe { (*g.preempt_ref.get()).take() }.expect("greenrt: queued G");
+        let r = unsafe { (*g.held()).take() }.expect("greenrt: queued G");
         drop(fifo);
         self.len.fetch_sub(1, Ordering::Release);
         Some(r)
     }
 
     /// Removes every queued G (shutdown).
-    pub(crate) fn drain(&self) -> Vec<GRef> {
+    pub(crate) fn drain(&self) -> Vec<N::Ref> {
         let mut out = Vec::new();
         while let Some(g) = self.pop() {
             out.push(g);
@@ -156,8 +186,7 @@ impl Shared {
     pub(crate) fn resume_preempted_on_idle_p(&self) {
         // Pairs with the fence in `find_runnable` after a P goes idle:
         // either that M sees the queued G, or we see its idle P.
-        fence(Ordering::SeqCst);
-        if self.npidle.load(Ordering::SeqCst) == 0 {
+        if !super::idle::idle_p_for_work(&self.npidle) {
             return;
         }
         let Some(p) = self.get_idle_p() else {

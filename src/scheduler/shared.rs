@@ -1,6 +1,6 @@
 //! State shared by all Ms of one runtime: queues, idle lists, counters.
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -15,8 +15,10 @@ use super::idle::SchedState;
 use super::p::{PPtr, P};
 use super::preempted::PreemptedQueue;
 use super::registry::Registry;
+use super::spares::SpareSlots;
 use super::timers::TimerQueue;
 use crate::stack::StackPool;
+use crate::sys::sync::AtomicUsize;
 use crate::sys::FutexLock;
 
 /// Stacks kept in the runtime-wide pool (beyond the per-P pools) under
@@ -57,14 +59,8 @@ pub(crate) struct Shared {
     pub(crate) ticks: Box<[Padded<AtomicU32>]>,
     owners: Box<[AtomicPtr<MHandle>]>,
     /// Ms parked off the idle list, ready to take a P from the preemption
-    /// path without a lock (filled by sysmon).
-    pub(super) spares: Box<[AtomicPtr<MHandle>]>,
-    /// New spare Ms whose threads have not yet taken a slot. A new thread
-    /// runs std's start-up first, which allocates: published before that,
-    /// a spare could be handed a P while it waits for an allocator lock
-    /// held by the very green thread that P is for. So a new spare
-    /// publishes itself (`publish_spare`) once it is ready to wait.
-    pub(super) spares_starting: AtomicUsize,
+    /// path without a lock (filled by sysmon's errand thread).
+    pub(super) spares: SpareSlots<MHandle>,
     pub(crate) preempted: PreemptedQueue,
     /// Tells sysmon to exit (set after the Ms are gone).
     pub(crate) sysmon_stop: AtomicBool,
@@ -133,10 +129,7 @@ impl Shared {
             owners: (0..workers)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
-            spares: (0..workers)
-                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
-                .collect(),
-            spares_starting: AtomicUsize::new(0),
+            spares: SpareSlots::new(workers),
             preempted: PreemptedQueue::default(),
             sysmon_stop: AtomicBool::new(false),
             allm: AtomicPtr::new(std::ptr::null_mut()),
