@@ -335,3 +335,7 @@ impl Drop for LeaveOnUnwind<'_> {
 #[cfg(test)]
 #[path = "desc_tests.rs"]
 mod tests;
+
+#[cfg(all(test, loom))]
+#[path = "desc_loom_tests.rs"]
+mod loom_tests;

@@ -7,6 +7,8 @@ mod find;
 mod g;
 mod handoff;
 mod idle;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod m;
 mod p;
 pub(crate) mod park;
