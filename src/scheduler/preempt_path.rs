@@ -141,6 +141,8 @@ fn park_preempted(m: &M, g: GRef) -> bool {
     if m.rt.is_shutdown() {
         return false;
     }
+    #[cfg(test)]
+    tests::in_window(&m.rt);
     let spare = if retaken || successor.is_some() {
         None
     } else {
@@ -188,3 +190,7 @@ fn park_preempted(m: &M, g: GRef) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+#[path = "preempt_path_tests.rs"]
+mod tests;
