@@ -83,6 +83,12 @@ impl State {
 
 /// One registered fd's readiness and waiters.
 ///
+/// Its lock (and the free list's) is taken on green threads only under a
+/// no-preemption scope: the poller takes it in `notify` in scheduler
+/// context, holding its P, and a green thread preempted with it held
+/// would stall that M, P and all, until the green thread ran again (with
+/// one worker, never).
+///
 /// Laid out so that everything a read touches — the drained state, the
 /// lock, the generation and flags, the read slot — is the first cache line
 /// (the write slot follows): with thousands of connections each wake-up
@@ -106,10 +112,13 @@ const ADDR_BITS: u32 = 48;
 impl PollDesc {
     /// A fresh or recycled descriptor, open.
     pub(crate) fn alloc() -> &'static PollDesc {
-        let pd = FREE
-            .lock()
-            .pop()
-            .unwrap_or_else(|| Box::leak(Box::default()));
+        let pooled = {
+            let _np = crate::preempt::no_preempt();
+            FREE.lock().pop()
+        };
+        // A new one is allocated outside the lock.
+        let pd = pooled.unwrap_or_else(|| Box::leak(Box::default()));
+        let _np = crate::preempt::no_preempt();
         let mut s = pd.state.lock();
         *s = State {
             gen: s.gen,
@@ -124,6 +133,7 @@ impl PollDesc {
     pub(crate) fn token(&'static self) -> u64 {
         let addr = self as *const PollDesc as u64;
         debug_assert!(addr >> ADDR_BITS == 0);
+        let _np = crate::preempt::no_preempt();
         addr | (u64::from(self.state.lock().gen) << ADDR_BITS)
     }
 
@@ -178,8 +188,9 @@ impl PollDesc {
     /// frame a socket operation adds to a parked green thread's stack.
     #[inline(never)]
     pub(crate) fn wait(&self, interest: Interest, deadline: Option<u64>) -> io::Result<()> {
-        // Never preempted while holding the state lock, which the poller
-        // (scheduler context) takes too.
+        // Not preempted while holding the state lock, which the poller
+        // (scheduler context) takes too (see `PollDesc`); the scope also
+        // covers `leave` on unwind.
         let _np = crate::preempt::no_preempt();
         let me = Waker::current();
         let mut parked = false;
@@ -258,6 +269,7 @@ impl PollDesc {
     /// first — unless an edge came since (it may stand for bytes the read
     /// did not see) or the stream has ended (see the module docs).
     pub(crate) fn mark_drained(&self, seen: u32) {
+        let _np = crate::preempt::no_preempt();
         let mut s = self.state.lock();
         if s.closing || s.read_closed || self.read_edges.load(Ordering::Acquire) != seen {
             return;
@@ -277,6 +289,7 @@ impl PollDesc {
     pub(crate) fn close(&'static self) {
         let mut woken = Woken::default();
         {
+            let _np = crate::preempt::no_preempt();
             let mut s = self.state.lock();
             s.closing = true;
             s.gen = s.gen.wrapping_add(1);
@@ -286,6 +299,7 @@ impl PollDesc {
             s.write_waited = false;
         }
         woken.wake_all();
+        let _np = crate::preempt::no_preempt();
         FREE.lock().push(self);
     }
 }

@@ -74,6 +74,15 @@ fn push(q: &PreemptedQueue<Node>, n: std::sync::Arc<Node>) {
 }
 
 /// The popping M's side: it reads the state the pusher wrote.
+/// Pops until the queue is empty (what shutdown's release does).
+fn drain(q: &PreemptedQueue<Node>) -> Vec<std::sync::Arc<Node>> {
+    let mut out = Vec::new();
+    while let Some(n) = q.pop() {
+        out.push(n);
+    }
+    out
+}
+
 fn popped(n: &Node) -> usize {
     // SAFETY: the queue handed the node to us alone.
     let v = n.payload.with(|p| unsafe { *p });
@@ -103,7 +112,7 @@ fn loom_preempted_queue_fifo_and_exactly_once() {
         out.extend(q.try_pop().map(|n| popped(&n)));
         t1.join().unwrap();
         t2.join().unwrap();
-        out.extend(q.drain().iter().map(|n| popped(n)));
+        out.extend(drain(&q).iter().map(|n| popped(n)));
         let mut sorted = out.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, [1, 2, 3], "lost or duplicated: {out:?}");
@@ -322,7 +331,7 @@ fn loom_preempted_g_sees_idle_p_or_idle_m_sees_it() {
             handed || m_saw_g,
             "lost wake-up: a preempted G waits with a P idle"
         );
-        drop(q.drain());
+        drop(drain(&q));
     });
 }
 

@@ -5,7 +5,7 @@
 //! docs/DESIGN.md, "The critical path"): no allocation, no lock user
 //! code can hold.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use super::g::{GRef, G};
@@ -137,10 +137,16 @@ fn park_preempted(m: &M, g: GRef) -> bool {
         m.preempted_successor()
     };
     // Once the runtime has stopped, nobody would resume the G: let it run
-    // on (it is detached, see `Shared::shutdown`).
+    // on (it is detached, see `Shared::shutdown`). The successor taken off
+    // the queue above was out of reach of shutdown's drain: release it.
     if m.rt.is_shutdown() {
+        if let Some(next) = successor {
+            m.rt.release_preempted_g(next);
+        }
         return false;
     }
+    #[cfg(test)]
+    tests::in_window(&m.rt);
     let spare = if retaken || successor.is_some() {
         None
     } else {
@@ -165,9 +171,20 @@ fn park_preempted(m: &M, g: GRef) -> bool {
         (None, Some(spare), Some(p)) => spare.give(p, false),
         _ => m.rt.resume_preempted_on_idle_p(),
     }
-    // Wait for our turn. If the runtime stops first, shutdown takes the G
-    // out of the queue and kicks us: the G runs on without a P (detached)
-    // until its next blocking call, where it unwinds as cancelled.
+    // Shutdown's stop step stores `shutdown`, then drains the queue; we
+    // pushed, then read `shutdown` (a SeqCst fence on each side, the
+    // other in `release_preempted`): either its drain finds our G, or we
+    // see `shutdown` and drain the queue ourselves (our G included if it
+    // is still there), else our G, queued after the drain, would wait
+    // here for good.
+    fence(Ordering::SeqCst);
+    if m.rt.is_shutdown() {
+        m.rt.release_preempted();
+    }
+    // Wait for our turn. If the runtime stops first, shutdown (or the
+    // drain above) takes the G out of the queue and kicks us: the G runs
+    // on without a P (detached) until its next blocking call, where it
+    // unwinds as cancelled.
     let p = loop {
         match m.handle.wait(None, None) {
             Wake::P(p, _) => break Some(p),
@@ -188,3 +205,7 @@ fn park_preempted(m: &M, g: GRef) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+#[path = "preempt_path_tests.rs"]
+mod tests;

@@ -17,7 +17,7 @@
 use std::ptr;
 use std::sync::atomic::Ordering;
 
-use crate::sys::sync::{AtomicPtr, AtomicUsize};
+use crate::sys::sync::{fence, AtomicPtr, AtomicUsize};
 use crate::sys::{FutexGuard, FutexLock};
 
 use super::g::{GRef, G};
@@ -166,15 +166,6 @@ impl<N: Queued> PreemptedQueue<N> {
         self.len.fetch_sub(1, Ordering::Release);
         Some(r)
     }
-
-    /// Removes every queued G (shutdown).
-    pub(crate) fn drain(&self) -> Vec<N::Ref> {
-        let mut out = Vec::new();
-        while let Some(g) = self.pop() {
-            out.push(g);
-        }
-        out
-    }
 }
 
 impl Shared {
@@ -195,6 +186,42 @@ impl Shared {
         match self.preempted.pop() {
             Some(next) => self.hand_to_preempted(next, p),
             None => self.put_idle_p(p),
+        }
+    }
+
+    /// Shutdown: every queued preempted G runs on without a P (detached)
+    /// on its own M (`release_preempted_g`). Called by shutdown's stop
+    /// step after it sets `shutdown`, and by the preemption path when it
+    /// sees `shutdown` set after queueing its G. Allocation-free; takes
+    /// only the queue's own lock.
+    pub(crate) fn release_preempted(&self) {
+        // The caller set or saw `shutdown`; pairs with the fence in
+        // `park_preempted` (push; fence; read `shutdown`): either this
+        // drain finds that G or that path sees `shutdown` and drains.
+        fence(Ordering::SeqCst);
+        while let Some(g) = self.preempted.pop() {
+            self.release_preempted_g(g);
+        }
+    }
+
+    /// A preempted G taken off the queue that no P will be handed to
+    /// (shutdown): clears its `locked_m` and kicks that M, which then runs
+    /// it on without a P. As in `hand_to_preempted`, the queue's reference
+    /// is dropped first: until `locked_m` is cleared the waiting M's own
+    /// reference keeps the G alive, so the drop never frees (this runs on
+    /// the preemption path too).
+    pub(crate) fn release_preempted_g(&self, g: GRef) {
+        let raw: *const G = g.as_ptr();
+        drop(g);
+        // SAFETY: alive (see above): its M waits in the preemption path
+        // until `locked_m` is cleared, here, or it is handed a P, which
+        // only whoever took the G off the queue (we) could do.
+        let m = unsafe { &*raw }
+            .locked_m
+            .swap(ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: handles live as long as the runtime (`allm`).
+        if let Some(m) = unsafe { m.as_ref() } {
+            m.kick();
         }
     }
 

@@ -71,14 +71,9 @@ impl Shared {
     /// detaches the rest.
     fn stop_ms(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
-        // Preempted Gs run on, detached, on their own Ms.
-        for g in self.preempted.drain() {
-            let m = g.locked_m.swap(std::ptr::null_mut(), Ordering::AcqRel);
-            // SAFETY: handles live as long as the runtime (`allm`).
-            if let Some(m) = unsafe { m.as_ref() } {
-                m.kick();
-            }
-        }
+        // Preempted Gs run on, detached, on their own Ms (one queued from
+        // now on is released by its own preemption path).
+        self.release_preempted();
         for m in self.sched.lock().midle.iter() {
             m.kick();
         }
@@ -145,7 +140,9 @@ impl Shared {
         for t in self.timers.iter() {
             drop(t.drain());
         }
-        drop(self.preempted.drain());
+        // Empty by now (see `stop_ms`); a G found here would otherwise
+        // keep its M waiting for good.
+        self.release_preempted();
         self.stacks.lock().clear();
     }
 
