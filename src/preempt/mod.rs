@@ -1,20 +1,23 @@
-//! Signal-based asynchronous preemption (Go's model, adapted to Rust).
+//! Signal-based asynchronous preemption (Go's model, adapted to Rust): the
+//! scheduler's other half. sysmon (`scheduler::sysmon`) watches every P;
+//! when one G has held its P longer than the quantum it sends SIGURG
+//! (rt_tgsigqueueinfo with greenrt's tag, one pending per M) to that M.
 //!
-//! - `sysmon` watches every P; when one G has held its P longer than the
-//!   quantum it sends SIGURG (tgkill, one pending per M) to that M.
 //! - `signal`: the handler preempts only at a safe point (a G runs, its
 //!   no-preempt count is zero, the instruction is in the main executable's
 //!   text, there is room on its stack) by rewriting the interrupted
 //!   context to "call" the trampoline (`asm/x86_64/preempt.S`). Otherwise
-//!   the request stays pending; if the M stays stuck past a grace period
-//!   (a blocking syscall, a std lock, a long libc call) the handler gives
-//!   its P to a spare M instead (blocking hand-off).
+//!   the request stays pending; if sysmon escalates to a retake and the M
+//!   is blocked in a system call, the handler gives its P to a spare M
+//!   instead (blocking hand-off).
 //! - `trampoline`: saves every register and the XSAVE state, and parks:
 //!   the preempted G keeps its OS thread (thread-locals, std's reentrant
 //!   locks and the allocator's per-thread state stay consistent), its P
 //!   goes to a spare M, and when the G's turn comes its M gets a P back.
-//! - `sched_class`: sysmon asks the kernel to run it promptly (real-time
-//!   if allowed, else a short slice), so the quantum holds on a busy CPU.
+//! - `guard`, `no_preempt`, `alloc`, `critical`: holding preemption off
+//!   (the public guard, the runtime's own scopes, the allocator wrapper)
+//!   and marking the critical path.
+//! - `text`: where the main executable's code lies.
 //!
 //! The preemption path neither allocates nor takes a lock the interrupted
 //! code could hold: futexes, atomics and intrusive queues only.
