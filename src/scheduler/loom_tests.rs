@@ -73,7 +73,6 @@ fn push(q: &PreemptedQueue<Node>, n: std::sync::Arc<Node>) {
     unsafe { q.push(n) };
 }
 
-/// The popping M's side: it reads the state the pusher wrote.
 /// Pops until the queue is empty (what shutdown's release does).
 fn drain(q: &PreemptedQueue<Node>) -> Vec<std::sync::Arc<Node>> {
     let mut out = Vec::new();
@@ -83,6 +82,7 @@ fn drain(q: &PreemptedQueue<Node>) -> Vec<std::sync::Arc<Node>> {
     out
 }
 
+/// The popping M's side: it reads the state the pusher wrote.
 fn popped(n: &Node) -> usize {
     // SAFETY: the queue handed the node to us alone.
     let v = n.payload.with(|p| unsafe { *p });
