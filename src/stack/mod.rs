@@ -218,9 +218,13 @@ pub(crate) struct StackPool {
 }
 
 impl StackPool {
+    /// A pool of at most `cap` stacks, its room reserved now: putting a
+    /// stack back runs in the scheduler with a P held, where an allocation
+    /// could wait for an allocator lock held by a preempted green thread
+    /// that needs this very P (docs/DESIGN.md, "The critical path").
     pub(crate) fn new(cap: usize) -> StackPool {
         StackPool {
-            free: Vec::new(),
+            free: Vec::with_capacity(cap),
             cap,
             last_used: 0,
         }
@@ -258,7 +262,8 @@ impl StackPool {
 
     /// Unmaps every pooled stack (shutdown).
     pub(crate) fn clear(&mut self) {
-        self.free = Vec::new();
+        // Keeps the reserved room (see `new`).
+        self.free.clear();
     }
 
     /// Moves up to half of the pool into `other` (which must have room).
