@@ -216,7 +216,13 @@ fn runtimes_dropped_with_parked_green_threads_release_everything() {
                 .unwrap_or_else(|e| panic!("round {round}: {addr} still bound: {e}"));
         }
         assert_eq!(open_fds(), fds_before, "fds left open by 50 runtimes");
-        assert_eq!(threads(), threads_before, "threads left by 50 runtimes");
+        // At most as many as before: a thread of an earlier test (in this
+        // binary) may still have been exiting when the baseline was taken.
+        let threads_after = threads();
+        assert!(
+            threads_after <= threads_before,
+            "threads left by 50 runtimes: {threads_before} before, {threads_after} after"
+        );
         // 50 runtimes × 9 green threads of 16 MiB stacks: a leak of even a
         // tenth of them would add 700 MiB; malloc's arenas (64 MiB each)
         // may add a few.
