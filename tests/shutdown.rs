@@ -36,12 +36,6 @@ fn open_fds() -> usize {
         .count()
 }
 
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("read /proc/self/task")
-        .count()
-}
-
 /// The process's virtual size in bytes (/proc/self/statm, first field).
 fn virtual_size() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
@@ -101,7 +95,7 @@ fn runtimes_dropped_with_parked_green_threads_release_everything() {
         // Warm up the process-wide netpoller (its epoll and eventfd stay).
         drop(runtime(2).block_on(|| greenrt::net::TcpListener::bind("127.0.0.1:0").unwrap()));
         let fds_before = open_fds();
-        let threads_before = threads();
+        let threads_before = common::thread_count();
         let vsz_before = virtual_size();
         let mut slowest = Duration::ZERO;
         for round in 0..50 {
@@ -218,7 +212,7 @@ fn runtimes_dropped_with_parked_green_threads_release_everything() {
         assert_eq!(open_fds(), fds_before, "fds left open by 50 runtimes");
         // At most as many as before: a thread of an earlier test (in this
         // binary) may still have been exiting when the baseline was taken.
-        let threads_after = threads();
+        let threads_after = common::thread_count_settled(threads_before);
         assert!(
             threads_after <= threads_before,
             "threads left by 50 runtimes: {threads_before} before, {threads_after} after"

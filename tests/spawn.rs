@@ -455,11 +455,6 @@ fn join_returns_when_shutdown_drops_a_green_thread_that_never_ran() {
 #[test]
 fn runtimes_built_and_dropped_repeatedly_release_their_threads() {
     const NAME: &str = "runtimes_built_and_dropped_repeatedly_release_their_threads";
-    fn threads() -> usize {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
-        line["Threads:".len()..].trim().parse().unwrap()
-    }
     fn mappings() -> usize {
         std::fs::read_to_string("/proc/self/maps")
             .unwrap()
@@ -469,7 +464,7 @@ fn runtimes_built_and_dropped_repeatedly_release_their_threads() {
     if common::child_tag().as_deref() == Some("rt_churn") {
         // Warm up once (lazy statics, signal handler), then measure.
         runtime(2).block_on(|| greenrt::spawn(|| 1).join().unwrap());
-        let (t0, m0) = (threads(), mappings());
+        let (t0, m0) = (common::thread_count(), mappings());
         for i in 0..100u64 {
             let rt = runtime(2);
             let v = rt.block_on(move || {
@@ -485,7 +480,7 @@ fn runtimes_built_and_dropped_repeatedly_release_their_threads() {
             });
             assert_eq!(v, 20 * i + 190);
         }
-        let (t1, m1) = (threads(), mappings());
+        let (t1, m1) = (common::thread_count_settled(t0), mappings());
         println!("threads {t0} -> {t1}, mappings {m0} -> {m1}");
         assert!(t1 <= t0, "worker threads leaked: {t0} -> {t1}");
         assert!(m1 <= m0 + 20, "mappings leaked: {m0} -> {m1}");

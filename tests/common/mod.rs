@@ -141,6 +141,29 @@ pub fn spin_for(d: Duration) {
     }
 }
 
+/// Threads of this process (/proc/self/task).
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("read /proc/self/task")
+        .count()
+}
+
+/// The thread count once it has come down to `at_most`, or whatever it is
+/// after two seconds. A joined thread is still counted for a moment: its
+/// kernel task is released after `pthread_join` has been told it ended
+/// (the tid is cleared before the task is unhashed), so a count taken
+/// right after joining can be one high. A leaked thread stays.
+pub fn thread_count_settled(at_most: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let n = thread_count();
+        if n <= at_most || Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The child tag this process was started with, if it is a child.
 pub fn child_tag() -> Option<String> {
     std::env::var(CHILD_ENV).ok()
