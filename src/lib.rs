@@ -32,6 +32,7 @@
 compile_error!("greenrt supports Linux on x86-64 only");
 
 mod context;
+pub mod fs;
 pub mod io;
 pub mod net;
 mod netpoll;

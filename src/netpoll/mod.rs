@@ -18,6 +18,7 @@
 
 mod desc;
 mod fd;
+pub(crate) mod uring;
 mod waiters;
 
 use std::io;
@@ -37,6 +38,8 @@ use crate::sys::clock;
 const EVENTS: usize = 128;
 /// The eventfd's event data (no descriptor has this address).
 const EVENTFD_TOKEN: u64 = 0;
+/// The io_uring ring's completion eventfd's event data (see `uring`).
+const URING_TOKEN: u64 = 1;
 /// sysmon has the errand thread poll if nobody has for this long.
 pub(crate) const STALE_POLL_NS: u64 = 10_000_000;
 
@@ -105,6 +108,10 @@ impl Poller {
         let mut woken = 0;
         for ev in &events[..n] {
             let token = ev.u64;
+            if token == URING_TOKEN {
+                woken += uring::reap(ready);
+                continue;
+            }
             if token == EVENTFD_TOKEN {
                 // A break meant for the blocked poller: only a blocking
                 // poll consumes it (the eventfd stays readable otherwise),
@@ -179,6 +186,19 @@ fn epoll_wait(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ns: Option<
     n.max(0) as usize
 }
 
+/// Adds the io_uring ring's completion eventfd to the epoll set
+/// (level-triggered: it stays readable until a reaper drains it).
+fn add_completion_source(fd: RawFd) -> io::Result<()> {
+    let poller = poller()?;
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: URING_TOKEN,
+    };
+    // SAFETY: the epoll fd is open; `fd` is the ring's open eventfd.
+    cvt(unsafe { libc::epoll_ctl(poller.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })
+        .map(drop)
+}
+
 /// Registers `fd` (already non-blocking) with the poller; the returned
 /// descriptor must be given back with [`deregister`] before `fd` closes.
 pub(crate) fn register(fd: RawFd) -> io::Result<&'static PollDesc> {
@@ -220,6 +240,9 @@ pub(crate) fn has_waiters() -> bool {
 /// Skipped while an M is blocked in the poller: it sees the events
 /// anyway, and two pollers would contend for them (as Go does).
 pub(crate) fn poll_now(ready: &mut ReadyList) -> usize {
+    // File operations queued on the ring go in first: some complete in
+    // the submitting call (page-cache hits), and this poll reaps them.
+    uring::submit_pending();
     match POLLER.get() {
         Some(p) if has_waiters() && !BLOCKED.load(Ordering::Relaxed) => {
             p.poll(Some(0), || {}, ready)
@@ -262,6 +285,7 @@ pub(crate) fn block(
     ready: &mut ReadyList,
 ) -> Option<usize> {
     let poller = POLLER.get()?;
+    uring::submit_pending();
     if !has_waiters() || BLOCKED.swap(true, Ordering::AcqRel) {
         return None;
     }

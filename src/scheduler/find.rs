@@ -178,6 +178,10 @@ impl M {
     fn find_once(&self) -> Option<GRef> {
         let p = self.p();
         self.run_timers();
+        // File operations queued on the io_uring ring by the Gs this P
+        // ran: into the kernel once enough gathered or they waited long
+        // enough (the netpoll calls below submit the rest).
+        crate::netpoll::uring::submit_if_due(crate::sys::clock::now);
         // Every 61st tick the shared queues go first, so neither the global
         // queue nor preempted Gs starve behind a busy local queue; they
         // alternate, so neither starves the other.

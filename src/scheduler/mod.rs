@@ -160,6 +160,21 @@ pub(crate) fn park() {
     }
 }
 
+/// As `park`, without unwinding a cancelled G: returns whether it is
+/// cancelled (see `park::block_through_cancel`).
+pub(crate) fn park_through_cancel() -> bool {
+    let pending = with_current_g(|g| g.is_some_and(|g| g.take_token()));
+    if !pending {
+        switch_out(Request::Park, "park");
+        with_current_g(|g| {
+            if let Some(g) = g {
+                g.take_token();
+            }
+        });
+    }
+    current_is_cancelled()
+}
+
 /// Puts the running G at the back of its P's queue and runs others. A
 /// cancelled G unwinds instead (see `park`).
 pub(crate) fn yield_now() {
@@ -185,7 +200,7 @@ pub(crate) fn current_is_cancelled() -> bool {
 /// while the G is already unwinding: a second panic would abort.
 #[cold]
 #[inline(never)]
-fn unwind_cancelled() {
+pub(crate) fn unwind_cancelled() {
     if !std::thread::panicking() {
         std::panic::resume_unwind(Box::new(crate::task::Cancelled::new()));
     }

@@ -14,7 +14,8 @@
 use std::thread::{self, Thread};
 
 use super::timers::add_timer;
-use super::{current_g, park, GRef};
+pub(crate) use super::GRef;
+use super::{current_g, park};
 use crate::sys::clock;
 
 pub(crate) use super::blocking::BlockingSection;
@@ -70,6 +71,33 @@ impl Waker {
             Waker::Green(g) => g.unpark_owned(),
             Waker::Os(t) => t.unpark(),
         }
+    }
+}
+
+/// The running green thread, if the caller is one that may park (see
+/// `blocks_green`).
+pub(crate) fn current_green() -> Option<GRef> {
+    if blocks_green() {
+        current_g()
+    } else {
+        None
+    }
+}
+
+/// Parks the running green thread until it is woken, like `block(None)`,
+/// but a cancelled one does not unwind: returns whether it is cancelled.
+/// For waits that must end before the green thread may leave (an
+/// in-flight file operation writes into its memory). May return
+/// spuriously.
+pub(crate) fn block_through_cancel() -> bool {
+    super::park_through_cancel()
+}
+
+/// Unwinds with [`crate::Cancelled`] if the running green thread's
+/// runtime cancelled it (after a `block_through_cancel` wait ended).
+pub(crate) fn unwind_if_cancelled() {
+    if super::current_is_cancelled() {
+        super::unwind_cancelled();
     }
 }
 

@@ -81,3 +81,14 @@ pub(crate) fn retry_eintr<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Resul
 pub(crate) fn iov_count(n: usize) -> libc::c_int {
     n.min(1024) as libc::c_int
 }
+
+/// The system's page size in bytes.
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf only reads a constant of the system.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as usize
+    } else {
+        4096
+    }
+}

@@ -1,0 +1,356 @@
+//! An open file whose reads and writes park only the green thread.
+
+use std::fmt;
+use std::io::{self, IoSlice, IoSliceMut, Read, Seek, SeekFrom, Write};
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use super::align::{self, Alignment};
+use super::ops::{self, blocking, Pos};
+use super::OpenOptions;
+
+/// An open file, like [`std::fs::File`], whose operations block only the
+/// calling green thread: on a worker they go through io_uring (or, where
+/// that is unavailable, run with the worker's P handed to another
+/// thread), so the worker's other green threads keep running. From a
+/// plain OS thread they block that thread, as std's do.
+///
+/// A file opened with [`OpenOptions::direct`] bypasses the page cache;
+/// its requests must meet [`File::direct_alignment`].
+///
+/// `Read`, `Write` and `Seek` are implemented for `File` and `&File` and
+/// share the file position, as std's are; `read_at` and `write_at`
+/// neither use nor move it.
+pub struct File {
+    fd: OwnedFd,
+    direct: Option<Alignment>,
+    dontcache: bool,
+}
+
+impl File {
+    pub(super) fn from_parts(fd: OwnedFd, direct: Option<Alignment>, dontcache: bool) -> File {
+        File {
+            fd,
+            direct,
+            dontcache,
+        }
+    }
+
+    /// Opens `path` read-only, through the page cache.
+    pub fn open<P: AsRef<Path>>(path: P) -> io::Result<File> {
+        OpenOptions::new().read(true).open(path)
+    }
+
+    /// Opens `path` write-only, creating it or truncating it.
+    pub fn create<P: AsRef<Path>>(path: P) -> io::Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+    }
+
+    /// std's [`OpenOptions`] equivalent, for chaining.
+    pub fn options() -> OpenOptions {
+        OpenOptions::new()
+    }
+
+    /// The alignment requests on this file must meet: `Some` for a file
+    /// opened with [`OpenOptions::direct`], None for a buffered one.
+    pub fn direct_alignment(&self) -> Option<Alignment> {
+        self.direct
+    }
+
+    fn rw_flags(&self) -> i32 {
+        if self.dontcache {
+            super::RWF_DONTCACHE
+        } else {
+            0
+        }
+    }
+
+    fn check(&self, addr: usize, len: usize, pos: Pos) -> io::Result<()> {
+        let Some(a) = self.direct else {
+            return Ok(());
+        };
+        let offset = match pos {
+            Pos::At(o) => o,
+            Pos::Current => self.position()?,
+        };
+        align::check(a, addr, len, offset)
+    }
+
+    fn position(&self) -> io::Result<u64> {
+        // SAFETY: lseek on our own open fd; it never blocks.
+        let r = unsafe { libc::lseek(self.fd.as_raw_fd(), 0, libc::SEEK_CUR) };
+        if r < 0 {
+            return Err(crate::sys::last_os_error());
+        }
+        Ok(r as u64)
+    }
+
+    fn read_pos(&self, buf: &mut [u8], pos: Pos) -> io::Result<usize> {
+        self.check(buf.as_ptr() as usize, buf.len(), pos)?;
+        let may_nowait = self.direct.is_none() && !self.dontcache;
+        ops::read(self.fd.as_raw_fd(), buf, pos, self.rw_flags(), may_nowait)
+    }
+
+    fn write_pos(&self, buf: &[u8], pos: Pos) -> io::Result<usize> {
+        self.check(buf.as_ptr() as usize, buf.len(), pos)?;
+        ops::write(self.fd.as_raw_fd(), buf, pos, self.rw_flags())
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many (0 at
+    /// end of file). The file position does not move.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.read_pos(buf, Pos::At(offset))
+    }
+
+    /// Writes up to `buf.len()` bytes at `offset`; returns how many. The
+    /// file position does not move (but see `pwrite(2)` on O_APPEND).
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        self.write_pos(buf, Pos::At(offset))
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`, or fails with
+    /// `UnexpectedEof` if the file ends first (the bytes read so far are
+    /// in `buf`).
+    pub fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, offset) {
+                Ok(0) => return Err(eof()),
+                Ok(n) if n < buf.len() && self.direct.is_some() => {
+                    // A short direct read means the file ended (and the
+                    // rest could not be asked for aligned anyway).
+                    let _ = n;
+                    return Err(eof());
+                }
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf` at `offset`.
+    pub fn write_all_at(&self, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.write_at(buf, offset) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "failed to write whole buffer",
+                    ))
+                }
+                Ok(n) => {
+                    buf = &buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes data and metadata to the device (fsync).
+    pub fn sync_all(&self) -> io::Result<()> {
+        ops::fsync(self.fd.as_raw_fd(), false)
+    }
+
+    /// Flushes data, and only the metadata needed to read it back
+    /// (fdatasync).
+    pub fn sync_data(&self) -> io::Result<()> {
+        ops::fsync(self.fd.as_raw_fd(), true)
+    }
+
+    /// Truncates or extends the file to `size` bytes (extending fills
+    /// with zeros). The file position does not move.
+    pub fn set_len(&self, size: u64) -> io::Result<()> {
+        let size = i64::try_from(size)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file size too large"))?;
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: a plain syscall on our open fd.
+        blocking(|| crate::sys::cvt(unsafe { libc::ftruncate(fd, size) }).map(drop))
+    }
+
+    /// The file's metadata, as [`std::fs::File::metadata`].
+    pub fn metadata(&self) -> io::Result<std::fs::Metadata> {
+        blocking(|| self.as_std().metadata())
+    }
+
+    /// Changes the file's permissions, as
+    /// [`std::fs::File::set_permissions`].
+    pub fn set_permissions(&self, perm: std::fs::Permissions) -> io::Result<()> {
+        blocking(|| self.as_std().set_permissions(perm.clone()))
+    }
+
+    /// A second handle to the same open file (shared position and flags).
+    pub fn try_clone(&self) -> io::Result<File> {
+        Ok(File {
+            fd: self.fd.try_clone()?,
+            direct: self.direct,
+            dontcache: self.dontcache,
+        })
+    }
+
+    /// A std view of the same fd, for its blocking-only helpers; never
+    /// closed (the `ManuallyDrop`).
+    fn as_std(&self) -> ManuallyDrop<std::fs::File> {
+        // SAFETY: the fd stays open while `self` lives, and the
+        // ManuallyDrop never closes it.
+        ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(self.fd.as_raw_fd()) })
+    }
+}
+
+fn eof() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "failed to fill whole buffer")
+}
+
+impl Read for &File {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_pos(buf, Pos::Current)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        let buf = bufs
+            .iter_mut()
+            .find(|b| !b.is_empty())
+            .map_or(&mut [][..], |b| &mut **b);
+        self.read(buf)
+    }
+}
+
+impl Write for &File {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_pos(buf, Pos::Current)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let buf = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &**b);
+        self.write(buf)
+    }
+
+    /// Nothing is buffered in user space.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for &File {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let (off, whence) = match pos {
+            SeekFrom::Start(o) => (
+                i64::try_from(o).map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "seek offset too large")
+                })?,
+                libc::SEEK_SET,
+            ),
+            SeekFrom::End(o) => (o, libc::SEEK_END),
+            SeekFrom::Current(o) => (o, libc::SEEK_CUR),
+        };
+        // SAFETY: lseek on our own open fd; it never blocks.
+        let r = unsafe { libc::lseek(self.fd.as_raw_fd(), off, whence) };
+        if r < 0 {
+            return Err(crate::sys::last_os_error());
+        }
+        Ok(r as u64)
+    }
+}
+
+impl Read for File {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        (&*self).read_vectored(bufs)
+    }
+}
+
+impl Write for File {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for File {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        (&*self).seek(pos)
+    }
+}
+
+impl fmt::Debug for File {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("File")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("direct", &self.direct)
+            .field("dontcache", &self.dontcache)
+            .finish()
+    }
+}
+
+impl AsFd for File {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for File {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl IntoRawFd for File {
+    fn into_raw_fd(self) -> RawFd {
+        self.fd.into_raw_fd()
+    }
+}
+
+impl From<File> for OwnedFd {
+    fn from(f: File) -> OwnedFd {
+        f.fd
+    }
+}
+
+impl From<File> for std::fs::File {
+    fn from(f: File) -> std::fs::File {
+        std::fs::File::from(f.fd)
+    }
+}
+
+impl TryFrom<std::fs::File> for File {
+    type Error = io::Error;
+
+    /// Adopts a std file; one opened with O_DIRECT (through
+    /// `custom_flags`) gets its alignment probed as
+    /// [`OpenOptions::direct`] would.
+    fn try_from(f: std::fs::File) -> io::Result<File> {
+        let fd = OwnedFd::from(f);
+        // SAFETY: F_GETFL on our open fd.
+        let flags = crate::sys::cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+        let direct = if flags & libc::O_DIRECT != 0 {
+            Some(align::probe(fd.as_raw_fd(), Path::new("<fd>"))?)
+        } else {
+            None
+        };
+        Ok(File::from_parts(fd, direct, false))
+    }
+}
