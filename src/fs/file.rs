@@ -93,12 +93,24 @@ impl File {
     fn read_pos(&self, buf: &mut [u8], pos: Pos) -> io::Result<usize> {
         self.check(buf.as_ptr() as usize, buf.len(), pos)?;
         let may_nowait = self.direct.is_none() && !self.dontcache;
-        ops::read(self.fd.as_raw_fd(), buf, pos, self.rw_flags(), may_nowait)
+        let r = ops::read(self.fd.as_raw_fd(), buf, pos, self.rw_flags(), may_nowait);
+        self.explain(r)
+    }
+
+    /// A request refused for its RWF_DONTCACHE flag says so.
+    fn explain(&self, r: io::Result<usize>) -> io::Result<usize> {
+        match r {
+            Err(e) if self.dontcache && e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                Err(super::dontcache_unsupported("this file", e))
+            }
+            r => r,
+        }
     }
 
     fn write_pos(&self, buf: &[u8], pos: Pos) -> io::Result<usize> {
         self.check(buf.as_ptr() as usize, buf.len(), pos)?;
-        ops::write(self.fd.as_raw_fd(), buf, pos, self.rw_flags())
+        let r = ops::write(self.fd.as_raw_fd(), buf, pos, self.rw_flags());
+        self.explain(r)
     }
 
     /// Reads up to `buf.len()` bytes at `offset`; returns how many (0 at

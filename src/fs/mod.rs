@@ -44,6 +44,17 @@ pub use residency::{residency, Residency};
 /// RWF_DONTCACHE (Linux 6.14; not in the libc crate yet).
 pub(crate) const RWF_DONTCACHE: i32 = 0x80;
 
+/// The error for RWF_DONTCACHE where the kernel or file system lacks it.
+pub(crate) fn dontcache_unsupported(what: impl std::fmt::Display, e: io::Error) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "uncached buffered I/O (RWF_DONTCACHE) is not supported for {what}: it needs \
+             Linux 6.14 or later and a file system that implements it ({e})"
+        ),
+    )
+}
+
 /// How file operations of green threads reach the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

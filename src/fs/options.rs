@@ -211,32 +211,23 @@ fn probe_direct_read(fd: &OwnedFd, a: align::Alignment, path: &Path) -> io::Resu
     }
 }
 
-/// RWF_DONTCACHE is refused per request, not at open: ask with an empty
-/// read, which the kernel checks the flag for before finding it empty.
+/// RWF_DONTCACHE is refused per request, not at open: ask with a
+/// one-byte read (the kernel checks the flag before it looks for data; an
+/// empty read it answers without checking).
 fn probe_dontcache(fd: &OwnedFd, path: &Path) -> io::Result<()> {
+    let mut byte = 0u8;
     let iov = libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
+        iov_base: (&mut byte as *mut u8).cast(),
+        iov_len: 1,
     };
-    // SAFETY: an empty iovec: the kernel writes nothing.
+    // SAFETY: `iov` describes one writable byte on our stack.
     let r = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, 0, super::RWF_DONTCACHE) };
     match crate::sys::cvt_size(r) {
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
-            ) =>
-        {
-            Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "uncached buffered I/O (RWF_DONTCACHE) is not supported for {}: it needs \
-                     Linux 6.14 or later and a file system that implements it ({e})",
-                    path.display()
-                ),
-            ))
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)) => {
+            Err(super::dontcache_unsupported(path.display(), e))
         }
-        // EBADF (write-only file) and the like: the flag itself passed.
+        // EBADF (a write-only file) and the like: the flag was not
+        // refused; a write refusing it later says so the same way.
         _ => Ok(()),
     }
 }
