@@ -223,7 +223,12 @@ fn probe_dontcache(fd: &OwnedFd, path: &Path) -> io::Result<()> {
     // SAFETY: `iov` describes one writable byte on our stack.
     let r = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, 0, super::RWF_DONTCACHE) };
     match crate::sys::cvt_size(r) {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+            ) =>
+        {
             Err(super::dontcache_unsupported(path.display(), e))
         }
         // EBADF (a write-only file) and the like: the flag was not

@@ -38,8 +38,10 @@ use crate::sys::clock;
 const EVENTS: usize = 128;
 /// The eventfd's event data (no descriptor has this address).
 const EVENTFD_TOKEN: u64 = 0;
-/// The io_uring ring's completion eventfd's event data (see `uring`).
+/// The event data of io_uring ring `i`'s completion eventfd is
+/// `URING_TOKEN + i` (see `uring`); descriptors' addresses are far above.
 const URING_TOKEN: u64 = 1;
+const URING_TOKEN_END: u64 = 4096;
 /// sysmon has the errand thread poll if nobody has for this long.
 pub(crate) const STALE_POLL_NS: u64 = 10_000_000;
 
@@ -108,8 +110,8 @@ impl Poller {
         let mut woken = 0;
         for ev in &events[..n] {
             let token = ev.u64;
-            if token == URING_TOKEN {
-                woken += uring::reap(ready);
+            if (URING_TOKEN..URING_TOKEN_END).contains(&token) {
+                woken += uring::reap((token - URING_TOKEN) as usize, ready);
                 continue;
             }
             if token == EVENTFD_TOKEN {
@@ -188,11 +190,11 @@ fn epoll_wait(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ns: Option<
 
 /// Adds the io_uring ring's completion eventfd to the epoll set
 /// (level-triggered: it stays readable until a reaper drains it).
-fn add_completion_source(fd: RawFd) -> io::Result<()> {
+fn add_completion_source(fd: RawFd, index: usize) -> io::Result<()> {
     let poller = poller()?;
     let mut ev = libc::epoll_event {
         events: libc::EPOLLIN as u32,
-        u64: URING_TOKEN,
+        u64: URING_TOKEN + index as u64,
     };
     // SAFETY: the epoll fd is open; `fd` is the ring's open eventfd.
     cvt(unsafe { libc::epoll_ctl(poller.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })

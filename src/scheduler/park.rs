@@ -19,7 +19,7 @@ use super::{current_g, park};
 use crate::sys::clock;
 
 pub(crate) use super::blocking::BlockingSection;
-pub(crate) use super::{blocks_green, wakep_if_local_work};
+pub(crate) use super::{blocks_green, current_p_id, wakep_if_local_work};
 
 /// Green threads made runnable by a lower layer (the netpoller), for the
 /// scheduler to queue: Go's gList returned by netpoll.
