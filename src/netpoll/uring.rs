@@ -417,14 +417,14 @@ pub(crate) fn submit_pending() {
     }
 }
 
-/// Submits what is queued on the caller's P's ring (every ring, for
-/// sysmon) if enough has gathered or the oldest waited long enough.
-pub(crate) fn submit_if_due(now: impl Fn() -> u64) {
+/// Submits what is queued on P `p`'s ring (every ring for None: sysmon)
+/// if enough has gathered or the oldest waited long enough.
+pub(crate) fn submit_if_due(p: Option<usize>, now: impl Fn() -> u64) {
     if RINGS[0].get().is_none() {
         return;
     }
     let due = |r: &Ring| r.queued.load(Ordering::Relaxed) > 0 && r.submission_due(now());
-    match crate::scheduler::park::current_p_id() {
+    match p {
         Some(p) => {
             if let Some(Ok(r)) = RINGS[p % ring_count()].get() {
                 if due(r) {

@@ -181,7 +181,7 @@ impl M {
         // File operations queued on the io_uring ring by the Gs this P
         // ran: into the kernel once enough gathered or they waited long
         // enough (the netpoll calls below submit the rest).
-        crate::netpoll::uring::submit_if_due(crate::sys::clock::now);
+        crate::netpoll::uring::submit_if_due(Some(p.id), crate::sys::clock::now);
         // Every 61st tick the shared queues go first, so neither the global
         // queue nor preempted Gs starve behind a busy local queue; they
         // alternate, so neither starves the other.

@@ -213,7 +213,7 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
         });
         // File operations queued while every M is busy with long-running
         // Gs: submit them (a syscall; no lock, no allocation).
-        crate::netpoll::uring::submit_if_due(|| now);
+        crate::netpoll::uring::submit_if_due(None, || now);
         // Nobody polled for a while (every M busy): have fds looked at.
         if crate::netpoll::poll_is_stale(now) {
             rt.chores.request(chores::POLL);
