@@ -42,7 +42,29 @@ pub(super) fn blocking<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T>
 /// The kernel has no RWF_NOWAIT for this kind of file (learned once).
 static NO_NOWAIT: AtomicBool = AtomicBool::new(false);
 
+/// Runs `op` on the ring from a green thread, else (an OS thread, no
+/// ring, no room on it) `syscall` in a blocking section.
+///
+/// # Safety
+///
+/// The memory `op` names must be valid (for a read: writable and not
+/// otherwise accessed) for the whole call.
+unsafe fn on_ring_or_blocking(
+    op: Op,
+    syscall: impl FnMut() -> io::Result<usize>,
+) -> io::Result<usize> {
+    if blocks_green() {
+        // SAFETY: the caller keeps the memory valid for this whole call,
+        // and `submit_and_wait` returns only once the kernel is done.
+        if let Some(r) = unsafe { uring::submit_and_wait(op) } {
+            return r.map(|n| n as usize);
+        }
+    }
+    blocking(syscall)
+}
+
 /// Reads into `buf`; `flags` are RWF_* flags (RWF_DONTCACHE).
+/// `may_nowait`: try the page cache first (buffered files).
 pub(super) fn read(
     fd: RawFd,
     buf: &mut [u8],
@@ -54,32 +76,27 @@ pub(super) fn read(
     if len == 0 {
         return Ok(0);
     }
-    if blocks_green() {
-        // Page-cache hits need no ring round trip: RWF_NOWAIT reads what
-        // is cached without blocking, and says EAGAIN otherwise.
-        if may_nowait && !NO_NOWAIT.load(Ordering::Relaxed) {
-            match preadv2(fd, ptr, len, pos, flags | libc::RWF_NOWAIT) {
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) && flags == 0 => {
-                    NO_NOWAIT.store(true, Ordering::Relaxed);
-                }
-                r => return r,
+    // Page-cache hits need no ring round trip: RWF_NOWAIT reads what is
+    // cached without blocking, and says EAGAIN otherwise.
+    if may_nowait && blocks_green() && !NO_NOWAIT.load(Ordering::Relaxed) {
+        match preadv2(fd, ptr, len, pos, flags | libc::RWF_NOWAIT) {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) && flags == 0 => {
+                NO_NOWAIT.store(true, Ordering::Relaxed);
             }
-        }
-        let op = Op::Read {
-            fd,
-            ptr,
-            len,
-            offset: pos.raw(),
-            flags,
-        };
-        // SAFETY: `buf` is borrowed mutably for this whole call, and
-        // `submit_and_wait` returns only once the kernel is done with it.
-        if let Some(r) = unsafe { uring::submit_and_wait(op) } {
-            return r.map(|n| n as usize);
+            r => return r,
         }
     }
-    blocking(|| preadv2(fd, ptr, len, pos, flags))
+    let offset = pos.raw();
+    let op = Op::Read {
+        fd,
+        ptr,
+        len,
+        offset,
+        flags,
+    };
+    // SAFETY: `buf` is borrowed mutably for this whole call.
+    unsafe { on_ring_or_blocking(op, || preadv2(fd, ptr, len, pos, flags)) }
 }
 
 /// Writes from `buf`; `flags` are RWF_* flags.
@@ -88,32 +105,22 @@ pub(super) fn write(fd: RawFd, buf: &[u8], pos: Pos, flags: i32) -> io::Result<u
     if len == 0 {
         return Ok(0);
     }
-    if blocks_green() {
-        let op = Op::Write {
-            fd,
-            ptr,
-            len,
-            offset: pos.raw(),
-            flags,
-        };
-        // SAFETY: `buf` is borrowed for this whole call, and
-        // `submit_and_wait` returns only once the kernel is done with it.
-        if let Some(r) = unsafe { uring::submit_and_wait(op) } {
-            return r.map(|n| n as usize);
-        }
-    }
-    blocking(|| pwritev2(fd, ptr, len, pos, flags))
+    let offset = pos.raw();
+    let op = Op::Write {
+        fd,
+        ptr,
+        len,
+        offset,
+        flags,
+    };
+    // SAFETY: `buf` is borrowed for this whole call (the kernel only
+    // reads it).
+    unsafe { on_ring_or_blocking(op, || pwritev2(fd, ptr, len, pos, flags)) }
 }
 
 /// fsync (or fdatasync when `data_only`).
 pub(super) fn fsync(fd: RawFd, data_only: bool) -> io::Result<()> {
-    if blocks_green() {
-        // SAFETY: no memory is involved.
-        if let Some(r) = unsafe { uring::submit_and_wait(Op::Fsync { fd, data_only }) } {
-            return r.map(drop);
-        }
-    }
-    blocking(|| {
+    let sync = || {
         // SAFETY: plain syscalls on the caller's open fd.
         let r = unsafe {
             if data_only {
@@ -122,8 +129,10 @@ pub(super) fn fsync(fd: RawFd, data_only: bool) -> io::Result<()> {
                 libc::fsync(fd)
             }
         };
-        crate::sys::cvt(r).map(drop)
-    })
+        crate::sys::cvt(r).map(|_| 0)
+    };
+    // SAFETY: no memory is involved.
+    unsafe { on_ring_or_blocking(Op::Fsync { fd, data_only }, sync) }.map(drop)
 }
 
 fn preadv2(fd: RawFd, ptr: *mut u8, len: usize, pos: Pos, flags: i32) -> io::Result<usize> {
