@@ -155,6 +155,9 @@ fn line(r: Residency, what: &str) -> String {
 /// for one total).
 pub fn report(files: &[(PathBuf, &str)]) {
     println!("page-cache residency: resident pages/total pages (4 KiB), percent");
+    if files.is_empty() {
+        println!("  (no files)");
+    }
     let mut totals: Vec<(&str, u64, Residency)> = Vec::new();
     for (path, how) in files {
         let r = match residency(path) {
