@@ -255,9 +255,11 @@ fn serve(mut cfg: Config, workers: usize) -> io::Result<()> {
         let cfg = cfg.clone();
         greenrt::spawn(move || {
             if let Err(e) = connection(stream, &cfg) {
-                if e.kind() != io::ErrorKind::ConnectionReset
-                    && e.kind() != io::ErrorKind::BrokenPipe
-                {
+                use io::ErrorKind::*;
+                if !matches!(
+                    e.kind(),
+                    ConnectionReset | BrokenPipe | WouldBlock | TimedOut
+                ) {
                     eprintln!("file_server: {peer}: {e}");
                 }
             }
@@ -270,6 +272,9 @@ fn serve(mut cfg: Config, workers: usize) -> io::Result<()> {
 fn connection(stream: TcpStream, cfg: &Config) -> io::Result<()> {
     static HANDLED: AtomicU64 = AtomicU64::new(0);
     stream.set_nodelay(true)?;
+    // An idle keep-alive connection is dropped after a minute (the read
+    // then fails with WouldBlock, which is not logged).
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut conn = BufReader::new(stream);
     loop {
         let req = match http::read_request(&mut conn)? {
