@@ -117,7 +117,9 @@ impl CopyOptions {
     /// Sets the copy buffer's size (one buffer per direction; 0 counts as
     /// 1). In splice mode it is also the threshold: a burst that fills it
     /// is spliced onwards, up to a pipe's capacity (1 MiB where the kernel
-    /// allows) per call.
+    /// allows) per call. A copy from an O_DIRECT file reads into a
+    /// buffer of at least 1 MiB (each of its reads goes to the device),
+    /// aligned as the file requires.
     pub const fn buffer_size(mut self, bytes: usize) -> CopyOptions {
         self.buffer_size = bytes;
         self
@@ -175,6 +177,9 @@ where
             file::Outcome::Done(n) => return Ok(n),
             file::Outcome::Refused(n) => sent = n,
         }
+    }
+    if let Some(r) = file::copy_direct(&mut *reader, writer, opts.buffer_size) {
+        return r;
     }
     Ok(sent + buffered::copy_generic(reader, writer, opts.buffer_size)?)
 }
