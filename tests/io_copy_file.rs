@@ -159,6 +159,24 @@ fn empty_file_copies_nothing() {
     assert_eq!((d.spliced_bytes, d.copied_bytes), (0, 0), "{d:?}");
 }
 
+/// A file whose pages are not cached (dropped with POSIX_FADV_DONTNEED)
+/// is sent all the same: those chunks are sent with the worker's P
+/// handed on while the disk is read.
+#[test]
+fn cold_file_is_sent_too() {
+    let _serial = serial();
+    let f = TempFile::new("cold", 5 * MIB);
+    let file = std::fs::File::open(&f.path).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: an advice on an open fd; no memory of ours is touched.
+    let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0);
+    let (n, got, _file, d) = copy_to_socket(false, move || file);
+    assert_eq!(n, f.data.len() as u64);
+    assert_same(&got, &f.data);
+    assert_sendfile(&d, f.data.len());
+}
+
 /// A `Take` copies at most its limit, leaves the file position after the
 /// bytes sent and its limit shrunk by them; what follows in the file is
 /// still there for the next copy.
