@@ -1,6 +1,7 @@
 //! Copying between streams: [`copy`] and [`copy_bidirectional`], which
-//! splice(2) between greenrt stream sockets (bulk data never crosses user
-//! space) and use a buffered read/write copy for everything else.
+//! splice(2) between greenrt stream sockets and sendfile(2) from files to
+//! them (bulk data never crosses user space), and use a buffered
+//! read/write copy for everything else.
 //!
 //! ```no_run
 //! use greenrt::net::{TcpListener, TcpStream};
@@ -28,13 +29,21 @@
 //! the buffer goes on by splice through a pooled pipe until the source
 //! runs dry, parking on the netpoller while a socket is not ready. So
 //! small messages (requests, responses) are copied, which is cheapest for
-//! them, and bulk data is spliced but for its first buffer. Anything else
-//! — files, `Vec`s, `Cursor`s, std's (blocking) sockets, references such
-//! as `&TcpStream`, wrappers — gets a plain buffered copy
+//! them, and bulk data is spliced but for its first buffer. When the
+//! source is a file — [`fs::File`](crate::fs::File) or
+//! [`std::fs::File`], or a [`Take`](std::io::Take) of either — and the
+//! destination such a socket, the file goes by sendfile(2) from its file
+//! position, which ends after the bytes sent as after a read loop (a
+//! `Take`'s limit shrinks by them); the worker parks while the socket is
+//! full, and hands its P on while a chunk whose pages are not cached is
+//! read from disk. Files opened with O_DIRECT are read directly instead,
+//! with a buffer, so they stay out of the page cache. Anything else —
+//! `Vec`s, `Cursor`s, std's (blocking) sockets, references such as
+//! `&TcpStream`, wrappers — gets a plain buffered copy
 //! ([`DEFAULT_BUF_SIZE`] unless told otherwise). If the kernel refuses to
-//! splice (EINVAL/ENOSYS) the copy switches to read/write without losing a
-//! byte. [`CopyMode::Buffered`] never splices (to compare, or to work
-//! around a kernel). [`stats`] tells which path ran.
+//! splice or sendfile (EINVAL/ENOSYS) the copy switches to read/write
+//! without losing a byte. [`CopyMode::Buffered`] never splices (to
+//! compare, or to work around a kernel). [`stats`] tells which path ran.
 //!
 //! Socket timeouts set with `set_read_timeout`/`set_write_timeout` bound
 //! each wait as they bound each read and write (an expired one is a
@@ -43,6 +52,7 @@
 
 mod bidi;
 mod buffered;
+mod file;
 mod relay;
 pub(crate) mod stats;
 
@@ -67,11 +77,12 @@ pub const MAX_POOLED_PIPES: usize = pipe::MAX_POOLED;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CopyMode {
     /// Between greenrt stream sockets, splice(2) what is left of a burst
-    /// after the first buffer; a buffered copy for other types or when
-    /// the kernel cannot splice (the default).
+    /// after the first buffer; from a file to one, sendfile(2); a
+    /// buffered copy for other types or when the kernel cannot splice
+    /// (the default).
     #[default]
     Splice,
-    /// Always a buffered read/write copy.
+    /// Always a buffered read/write copy (no splice, no sendfile).
     Buffered,
 }
 
@@ -106,7 +117,9 @@ impl CopyOptions {
     /// Sets the copy buffer's size (one buffer per direction; 0 counts as
     /// 1). In splice mode it is also the threshold: a burst that fills it
     /// is spliced onwards, up to a pipe's capacity (1 MiB where the kernel
-    /// allows) per call.
+    /// allows) per call. A copy from an O_DIRECT file reads into a
+    /// buffer of at least 1 MiB (each of its reads goes to the device),
+    /// aligned as the file requires.
     pub const fn buffer_size(mut self, bytes: usize) -> CopyOptions {
         self.buffer_size = bytes;
         self
@@ -131,12 +144,13 @@ impl Default for CopyOptions {
 
 /// Copies everything `reader` yields into `writer`, until end of stream;
 /// returns the byte count. Like `std::io::copy`, but between two greenrt
-/// stream sockets it splices (see the [module docs](self)); works on green
-/// threads (parking only the caller) and on OS threads.
+/// stream sockets it splices, and from a file to one it uses sendfile
+/// (see the [module docs](self)); works on green threads (parking only
+/// the caller) and on OS threads.
 ///
 /// `R` and `W` must be `'static` types (owned values; borrow them with
-/// `&mut`): the socket types are recognised through [`Any`]. Any other
-/// type is copied with a buffer.
+/// `&mut`): the socket and file types are recognised through [`Any`].
+/// Any other type is copied with a buffer.
 ///
 /// On error, bytes already written stay written, as with std.
 pub fn copy<R, W>(reader: &mut R, writer: &mut W) -> io::Result<u64>
@@ -153,10 +167,21 @@ where
     R: Read + Any,
     W: Write + Any,
 {
-    if let (Some(src), Some(dst)) = (endpoint(&*reader)?, endpoint(&*writer)?) {
-        return copy_sockets(&src, &dst, opts);
+    let mut sent = 0;
+    if let Some(dst) = endpoint(&*writer)? {
+        if let Some(src) = endpoint(&*reader)? {
+            return copy_sockets(&src, &dst, opts);
+        }
+        match file::send(&mut *reader, &dst, opts)? {
+            file::Outcome::NotAFile => {}
+            file::Outcome::Done(n) => return Ok(n),
+            file::Outcome::Refused(n) => sent = n,
+        }
     }
-    buffered::copy_generic(reader, writer, opts.buffer_size)
+    if let Some(r) = file::copy_direct(&mut *reader, writer, opts.buffer_size) {
+        return r;
+    }
+    Ok(sent + buffered::copy_generic(reader, writer, opts.buffer_size)?)
 }
 
 /// Relays between two greenrt stream sockets in both directions at once
@@ -208,7 +233,8 @@ where
 }
 
 /// The copy counters (process-wide, cumulative): bytes spliced and copied,
-/// splice calls, fallbacks, pipes created and closed, idle pipes pooled.
+/// splice and sendfile calls, fallbacks, pipes created and closed, idle
+/// pipes pooled.
 pub fn stats() -> CopyStats {
     stats::snapshot()
 }
@@ -227,16 +253,25 @@ pub(crate) fn copy_sockets(
     dst: &Endpoint<'_>,
     opts: CopyOptions,
 ) -> io::Result<u64> {
-    let mut splice = opts.mode == CopyMode::Splice;
-    if splice && sigpipe_default() {
-        crate::splice::counters::FALLBACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        splice = false;
-    }
-    relay::relay(src, dst, opts.buffer_size, splice)
+    relay::relay(src, dst, opts.buffer_size, zero_copy(opts))
 }
 
-/// Is SIGPIPE at its default action (terminate)? splice(2) into a socket
-/// whose peer has gone raises SIGPIPE (there is no MSG_NOSIGNAL for it).
+/// May a copy with `opts` splice or sendfile? Not in buffered mode, nor
+/// where SIGPIPE is at its default action (counted as a fallback).
+fn zero_copy(opts: CopyOptions) -> bool {
+    if opts.mode != CopyMode::Splice {
+        return false;
+    }
+    if sigpipe_default() {
+        crate::splice::counters::FALLBACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
+/// Is SIGPIPE at its default action (terminate)? splice(2) or sendfile(2)
+/// into a socket whose peer has gone raises SIGPIPE (neither has
+/// MSG_NOSIGNAL).
 /// Rust programs ignore SIGPIPE unless told otherwise, so this is rare;
 /// where it is the default, copies use send(MSG_NOSIGNAL) instead.
 fn sigpipe_default() -> bool {

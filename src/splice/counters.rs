@@ -9,6 +9,7 @@ pub(crate) static SPLICED_BYTES: AtomicU64 = AtomicU64::new(0);
 pub(crate) static COPIED_BYTES: AtomicU64 = AtomicU64::new(0);
 pub(crate) static SPLICE_CALLS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static SENDFILE_CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// Adds a copy's tallies to the counters when dropped (also on the error
 /// paths).
@@ -17,6 +18,7 @@ pub(crate) struct Tally {
     pub(crate) spliced: u64,
     pub(crate) copied: u64,
     pub(crate) calls: u64,
+    pub(crate) sendfile_calls: u64,
 }
 
 impl Drop for Tally {
@@ -25,6 +27,7 @@ impl Drop for Tally {
             (&SPLICED_BYTES, self.spliced),
             (&COPIED_BYTES, self.copied),
             (&SPLICE_CALLS, self.calls),
+            (&SENDFILE_CALLS, self.sendfile_calls),
         ] {
             if n != 0 {
                 counter.fetch_add(n, Relaxed);

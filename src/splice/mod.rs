@@ -25,12 +25,14 @@
 pub(crate) mod counters;
 mod endpoint;
 pub(crate) mod pipe;
+mod sendfile;
 
 use std::io;
 use std::ptr;
 
 pub(crate) use endpoint::Endpoint;
 use pipe::Pipe;
+pub(crate) use sendfile::{sendfile, Sent};
 
 use crate::netpoll::Interest;
 use crate::sys::last_os_error;
