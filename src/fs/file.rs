@@ -26,15 +26,28 @@ pub struct File {
     fd: OwnedFd,
     direct: Option<Alignment>,
     dontcache: bool,
+    /// Opened with O_APPEND: writes through the position go to the end.
+    append: bool,
 }
 
 impl File {
+    /// A file from an fd just opened with these properties; `append` is
+    /// read from the fd's flags.
     pub(super) fn from_parts(fd: OwnedFd, direct: Option<Alignment>, dontcache: bool) -> File {
+        // SAFETY: F_GETFL on our open fd; no memory involved.
+        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
         File {
             fd,
             direct,
             dontcache,
+            append: flags >= 0 && flags & libc::O_APPEND != 0,
         }
+    }
+
+    /// Whether reads and writes drop the pages they bring into the page
+    /// cache (see [`OpenOptions::dontcache`]).
+    pub fn is_dontcache(&self) -> bool {
+        self.dontcache
     }
 
     /// Opens `path` read-only, through the page cache.
@@ -70,6 +83,36 @@ impl File {
         }
     }
 
+    /// Where a request at `pos` goes. A direct file's "current position"
+    /// becomes an explicit offset (moved past the transfer by
+    /// `advance`): io_uring's position offset (-1) is not moved by a
+    /// direct request, which completes asynchronously.
+    fn resolve(&self, pos: Pos) -> io::Result<Pos> {
+        match (pos, self.direct) {
+            (Pos::Current, Some(_)) => Ok(Pos::At(self.position()?)),
+            _ => Ok(pos),
+        }
+    }
+
+    /// After `n` bytes went at `resolved` for a request made at `asked`:
+    /// moves the position the way read(2) and write(2) would have.
+    fn advance(&self, asked: Pos, resolved: Pos, n: usize, write: bool) -> io::Result<()> {
+        let (Pos::Current, Pos::At(at)) = (asked, resolved) else {
+            return Ok(());
+        };
+        let (off, whence) = if write && self.append {
+            (0, libc::SEEK_END)
+        } else {
+            ((at + n as u64) as i64, libc::SEEK_SET)
+        };
+        // SAFETY: lseek on our own open fd; it never blocks.
+        let r = unsafe { libc::lseek(self.fd.as_raw_fd(), off, whence) };
+        if r < 0 {
+            return Err(crate::sys::last_os_error());
+        }
+        Ok(())
+    }
+
     fn check(&self, addr: usize, len: usize, pos: Pos) -> io::Result<()> {
         let Some(a) = self.direct else {
             return Ok(());
@@ -90,11 +133,27 @@ impl File {
         Ok(r as u64)
     }
 
-    fn read_pos(&self, buf: &mut [u8], pos: Pos) -> io::Result<usize> {
+    fn read_pos(&self, buf: &mut [u8], asked: Pos) -> io::Result<usize> {
+        let pos = self.resolve(asked)?;
         self.check(buf.as_ptr() as usize, buf.len(), pos)?;
         let may_nowait = self.direct.is_none() && !self.dontcache;
-        let r = ops::read(self.fd.as_raw_fd(), buf, pos, self.rw_flags(), may_nowait);
-        self.explain(r)
+        let n = self.explain(ops::read(
+            self.fd.as_raw_fd(),
+            buf,
+            pos,
+            self.rw_flags(),
+            may_nowait,
+        ))?;
+        self.advance(asked, pos, n, false)?;
+        Ok(n)
+    }
+
+    fn write_pos(&self, buf: &[u8], asked: Pos) -> io::Result<usize> {
+        let pos = self.resolve(asked)?;
+        self.check(buf.as_ptr() as usize, buf.len(), pos)?;
+        let n = self.explain(ops::write(self.fd.as_raw_fd(), buf, pos, self.rw_flags()))?;
+        self.advance(asked, pos, n, true)?;
+        Ok(n)
     }
 
     /// A request refused for its RWF_DONTCACHE flag says so.
@@ -105,12 +164,6 @@ impl File {
             }
             r => r,
         }
-    }
-
-    fn write_pos(&self, buf: &[u8], pos: Pos) -> io::Result<usize> {
-        self.check(buf.as_ptr() as usize, buf.len(), pos)?;
-        let r = ops::write(self.fd.as_raw_fd(), buf, pos, self.rw_flags());
-        self.explain(r)
     }
 
     /// Reads up to `buf.len()` bytes at `offset`; returns how many (0 at
@@ -208,6 +261,7 @@ impl File {
             fd: self.fd.try_clone()?,
             direct: self.direct,
             dontcache: self.dontcache,
+            append: self.append,
         })
     }
 

@@ -9,7 +9,7 @@
 //! into a buffer that meets their alignment (`copy_direct`).
 
 use std::any::Any;
-use std::io::{self, Read, Seek, SeekFrom, Take, Write};
+use std::io::{self, Take, Write};
 use std::os::fd::{AsRawFd, RawFd};
 
 use super::{buffered, CopyOptions};
@@ -85,11 +85,6 @@ fn outcome(sent: Sent, moved: u64) -> Outcome {
 /// [`DIRECT_BUF_SIZE`] (every direct read goes to the device, so small
 /// ones are slow). A read shorter than asked ends the copy (see
 /// `buffered::copy_through`).
-///
-/// greenrt files are read at explicit offsets from their position, which
-/// is set after the bytes copied at the end (also on error): a read at
-/// the file position through io_uring does not move the position of an
-/// O_DIRECT file on some kernels.
 pub(super) fn copy_direct<W>(
     reader: &mut dyn Any,
     writer: &mut W,
@@ -104,63 +99,16 @@ where
     let len = buf_size.max(DIRECT_BUF_SIZE).next_multiple_of(unit.max(1));
     let buf = &mut AlignedBuf::new(len, memory.max(1));
     if let Some(f) = reader.downcast_mut::<crate::fs::File>() {
-        return Some(at_offsets(f, None, writer, buf));
+        return Some(buffered::copy_through(f, writer, buf, true));
     }
     if let Some(t) = reader.downcast_mut::<Take<crate::fs::File>>() {
-        let mut limit = t.limit();
-        let r = at_offsets(t.get_ref(), Some(&mut limit), writer, buf);
-        t.set_limit(limit);
-        return Some(r);
+        return Some(buffered::copy_through(t, writer, buf, true));
     }
     if let Some(f) = reader.downcast_mut::<std::fs::File>() {
         return Some(buffered::copy_through(f, writer, buf, true));
     }
     let t = reader.downcast_mut::<Take<std::fs::File>>()?;
     Some(buffered::copy_through(t, writer, buf, true))
-}
-
-/// The copy of `copy_direct` from a greenrt file, reading at offsets from
-/// its position, with `limit` if from a `Take` (shrunk by the bytes read).
-fn at_offsets<W>(
-    file: &crate::fs::File,
-    limit: Option<&mut u64>,
-    writer: &mut W,
-    buf: &mut [u8],
-) -> io::Result<u64>
-where
-    W: Write + ?Sized,
-{
-    let mut src = AtOffset {
-        file,
-        pos: (&*file).stream_position()?,
-    };
-    let r = match limit {
-        None => buffered::copy_through(&mut src, writer, buf, true),
-        Some(limit) => {
-            let mut t = (&mut src).take(*limit);
-            let r = buffered::copy_through(&mut t, writer, buf, true);
-            *limit = t.limit();
-            r
-        }
-    };
-    let moved = (&*file).seek(SeekFrom::Start(src.pos));
-    let n = r?;
-    moved?;
-    Ok(n)
-}
-
-/// Reads a file at an offset of its own, moved past each read.
-struct AtOffset<'a> {
-    file: &'a crate::fs::File,
-    pos: u64,
-}
-
-impl Read for AtOffset<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
 }
 
 /// The least buffer of a copy from an O_DIRECT file.
@@ -205,6 +153,12 @@ fn kind(f: Option<AnyFile<'_>>) -> Option<Kind> {
                     memory: a.memory,
                     unit: a.offset,
                 });
+            }
+            // sendfile would leave its pages cached, which is what the
+            // file was opened to avoid: the buffered copy reads it
+            // through its own (uncached) reads.
+            if f.is_dontcache() {
+                return None;
             }
             f.as_raw_fd()
         }
