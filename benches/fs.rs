@@ -32,7 +32,8 @@
 //! `cargo bench --bench fs -- --quick` (a smoke run of a few seconds);
 //! `--secs S` / `GREENRT_FS_BENCH_SECS` and `--rounds N` /
 //! `GREENRT_FS_BENCH_ROUNDS` override the run time (3 s) and the rounds
-//! (5).
+//! (5); other arguments pick cases by a part of their name (e.g.
+//! `cargo bench --bench fs -- "one pass"`).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,8 @@ struct Config {
     rounds: usize,
     mib: u64,
     dir: PathBuf,
+    /// Run only the cases whose name contains one of these (all if empty).
+    filters: Vec<String>,
 }
 
 impl Config {
@@ -74,7 +77,17 @@ impl Config {
                         .unwrap_or_else(|_| panic!("{flag}: bad number {v}"))
                 })
         };
+        let with_value = ["--secs", "--rounds", "--mib"];
+        let filters = args
+            .iter()
+            .enumerate()
+            .filter(|&(i, a)| {
+                !a.starts_with("--") && (i == 0 || !with_value.contains(&args[i - 1].as_str()))
+            })
+            .map(|(_, a)| a.clone())
+            .collect();
         Config {
+            filters,
             secs: value("--secs", "GREENRT_FS_BENCH_SECS").unwrap_or(if quick { 0.3 } else { 3.0 }),
             rounds: value("--rounds", "GREENRT_FS_BENCH_ROUNDS")
                 .map_or(if quick { 2 } else { 5 }, |r| r as usize)
@@ -397,6 +410,9 @@ fn main() -> io::Result<()> {
     );
     let mut table = Vec::new();
     for case in cases(cfg.secs) {
+        if !cfg.filters.is_empty() && !cfg.filters.iter().any(|f| case.name.contains(f.as_str())) {
+            continue;
+        }
         if case.job.mode == Mode::DontCache {
             let probe = greenrt::fs::OpenOptions::new()
                 .read(true)
