@@ -28,8 +28,8 @@
 //! `--quick`) is made once in `GREENRT_FS_BENCH_DIR` (default
 //! `/var/tmp/greenrt-fs-bench`, which should be on ext4) and reused.
 //!
-//! `cargo bench --bench fs` (about 4 minutes), or
-//! `cargo bench --bench fs -- --quick` (a smoke run of a few seconds);
+//! `cargo bench --bench fs` (about 3½ minutes on 2 cores), or
+//! `cargo bench --bench fs -- --quick` (a smoke run, about 20 s);
 //! `--secs S` / `GREENRT_FS_BENCH_SECS` and `--rounds N` /
 //! `GREENRT_FS_BENCH_ROUNDS` override the run time (3 s) and the rounds
 //! (5); other arguments pick cases by a part of their name (e.g.
