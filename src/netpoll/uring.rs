@@ -298,12 +298,18 @@ impl Ring {
 
     /// Drains the completion queue: each waiter gets its result and goes
     /// to `ready`. Returns how many were woken.
-    fn reap(&self, ready: &mut ReadyList) -> usize {
+    /// `only_if_posted`: look at the queue first and do nothing (no
+    /// eventfd read) if it is empty.
+    fn reap(&self, ready: &mut ReadyList, only_if_posted: bool) -> usize {
         // Another reaper is at it; the eventfd, unread, stays readable
         // (level-triggered), so nothing posted after it looked is lost.
         let Some(_cq) = self.cq_lock.try_lock() else {
             return 0;
         };
+        // SAFETY: `cq_lock` is held: the only completion queue handle.
+        if only_if_posted && unsafe { self.ring.completion_shared() }.is_empty() {
+            return 0;
+        }
         let mut count = 0u64;
         // Read the eventfd before looking: a completion posted after this
         // read signals it again. Non-blocking: EAGAIN if it was not set.
@@ -440,7 +446,23 @@ pub(crate) fn submit_if_due(p: Option<usize>, now: impl Fn() -> u64) {
 /// waiters to `ready`.
 pub(super) fn reap(index: usize, ready: &mut ReadyList) -> usize {
     match RINGS.get(index).and_then(|r| r.get()) {
-        Some(Ok(r)) => r.reap(ready),
+        Some(Ok(r)) => r.reap(ready, false),
+        _ => 0,
+    }
+}
+
+/// A worker between green threads: takes the completions already posted
+/// on its P's ring (no syscall when there are none), without waiting for
+/// the eventfd to reach a poller. The kernel posts a request's completion
+/// on the thread that submitted it — usually this one — so they are
+/// often here before anyone polls.
+pub(crate) fn reap_posted(p: usize, ready: &mut ReadyList) -> usize {
+    match RINGS[0].get() {
+        Some(Ok(_)) => {}
+        _ => return 0,
+    }
+    match RINGS[p % ring_count()].get() {
+        Some(Ok(r)) if r.in_flight.load(Ordering::Relaxed) > 0 => r.reap(ready, true),
         _ => 0,
     }
 }

@@ -121,6 +121,15 @@ impl M {
         any
     }
 
+    /// Queues the Gs whose file operations on P `p`'s io_uring ring have
+    /// completed (see `uring::reap_posted`).
+    fn run_posted_completions(&self, p: usize) {
+        let mut done = ReadyList::new();
+        if crate::netpoll::uring::reap_posted(p, &mut done) > 0 {
+            self.run_polled(done);
+        }
+    }
+
     /// Queues Gs the netpoller made runnable: on our P (taking an idle one
     /// if we have none) so this M runs them, waking another M only if
     /// there is more than one; without a P, globally.
@@ -182,6 +191,8 @@ impl M {
         // ran: into the kernel once enough gathered or they waited long
         // enough (the netpoll calls below submit the rest).
         crate::netpoll::uring::submit_if_due(Some(p.id), crate::sys::clock::now);
+        // Their completions already posted go to the queue's tail now.
+        self.run_posted_completions(p.id);
         // Every 61st tick the shared queues go first, so neither the global
         // queue nor preempted Gs starve behind a busy local queue; they
         // alternate, so neither starves the other.
