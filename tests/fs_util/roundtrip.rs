@@ -35,6 +35,21 @@ fn buf_for(f: &File, bytes: &[u8]) -> AlignedBuf {
     b
 }
 
+/// Fails, saying where, unless `got` is `expected`.
+pub fn assert_same(got: &[u8], expected: &[u8], what: &str) {
+    if got == expected {
+        return;
+    }
+    let first = got.iter().zip(expected).position(|(a, b)| a != b);
+    let last = got.iter().zip(expected).rposition(|(a, b)| a != b);
+    panic!(
+        "{what}: other bytes than expected: {} bytes, expected {}; first difference at {first:?}, \
+         last at {last:?}",
+        got.len(),
+        expected.len()
+    );
+}
+
 /// Sequential I/O against std: writes through `Write` (on `File` and
 /// `&File`) read back by std; std's writes read through `Read`;
 /// `write_all_at`/`read_exact_at` in order; and `Seek` (on `File` and
@@ -83,9 +98,10 @@ fn sequential_body(path: &Path, direct: bool) {
         "std reads back other bytes than File::write wrote"
     );
 
-    // std writes, File reads through its position.
+    // std writes (through the page cache), File reads through its
+    // position.
     let content2 = pattern(size, 2);
-    std::fs::write(path, &content2).unwrap();
+    super::std_write_synced(path, &content2);
     (&file).rewind().unwrap();
     let mut got = Vec::with_capacity(size);
     if direct {
@@ -100,10 +116,7 @@ fn sequential_body(path: &Path, direct: bool) {
     } else {
         (&file).read_to_end(&mut got).expect("<&File>::read_to_end");
     }
-    assert!(
-        got == content2,
-        "File::read gave other bytes than std wrote"
-    );
+    assert_same(&got, &content2, "File::read after std's write");
 
     // Positional, in order: write_all_at, then read_exact_at.
     let content3 = pattern(size, 3);
