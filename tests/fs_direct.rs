@@ -301,7 +301,12 @@ fn direct_read_at_end_of_file_returns_what_exists_then_zero() {
             // Through the position: full chunks, then the rest.
             let mut f = &file;
             assert_eq!(f.read(&mut buf[..8192]).unwrap(), 8192);
-            assert_eq!(f.read(&mut buf[..8192]).unwrap(), 10_000 - 8192);
+            assert_eq!(
+                f.read(&mut buf[..8192]).unwrap(),
+                10_000 - 8192,
+                "the second read through the position (at {})",
+                f.stream_position().unwrap()
+            );
             assert!(buf[..10_000 - 8192] == content[8192..]);
         });
     }

@@ -112,6 +112,13 @@ fn sequential_body(path: &Path, direct: bool) {
                 break;
             }
             got.extend_from_slice(&buf[..n]);
+            // A position that does not move would read for ever.
+            assert!(
+                got.len() <= size,
+                "<&File>::read returned {} bytes of a {size}-byte file (the file position \
+                 is not advancing?)",
+                got.len()
+            );
         }
     } else {
         (&file).read_to_end(&mut got).expect("<&File>::read_to_end");
