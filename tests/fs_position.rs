@@ -93,3 +93,36 @@ fn buffered_reads_and_appends_move_the_file_position() {
     );
     std::fs::remove_file(&path).unwrap();
 }
+
+/// A direct file whose size is not a multiple of its alignment: the short
+/// read at its end leaves the position unaligned; the next read says end
+/// of file (0), as read(2) would, so a read-until-0 loop ends cleanly.
+#[test]
+fn direct_read_loop_ends_at_an_unaligned_end_of_file() {
+    let path = temp_path("direct-unaligned-eof.dat");
+    let data = pattern(3 * 4096 + 100);
+    std::fs::write(&path, &data).unwrap();
+    let rt = common::runtime(1);
+    let (path2, data2) = (path.clone(), data.clone());
+    rt.block_on(move || {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .direct(true)
+            .open(&path2)
+            .unwrap();
+        let mut buf = AlignedBuf::new(4096, f.direct_alignment().unwrap().memory);
+        let mut got = Vec::new();
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("read after {} bytes: {e}", got.len()),
+            }
+        }
+        assert_eq!(got, data2);
+        // An explicit misaligned offset is still the caller's mistake.
+        let e = f.read_at(&mut buf, 4097).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    });
+    std::fs::remove_file(&path).unwrap();
+}

@@ -113,6 +113,20 @@ impl File {
         Ok(())
     }
 
+    /// A direct file read through its position: the short read that
+    /// reached end of file left the position unaligned, and a read loop's
+    /// next read must say 0 (end of file), as read(2) does, not
+    /// `InvalidInput`.
+    fn read_ends_here(&self, asked: Pos, pos: Pos) -> io::Result<bool> {
+        let (Pos::Current, Pos::At(at), Some(a)) = (asked, pos, self.direct) else {
+            return Ok(false);
+        };
+        if at % a.offset as u64 == 0 {
+            return Ok(false);
+        }
+        Ok(at >= self.metadata()?.len())
+    }
+
     fn check(&self, addr: usize, len: usize, pos: Pos) -> io::Result<()> {
         let Some(a) = self.direct else {
             return Ok(());
@@ -135,6 +149,9 @@ impl File {
 
     fn read_pos(&self, buf: &mut [u8], asked: Pos) -> io::Result<usize> {
         let pos = self.resolve(asked)?;
+        if self.read_ends_here(asked, pos)? {
+            return Ok(0);
+        }
         self.check(buf.as_ptr() as usize, buf.len(), pos)?;
         let may_nowait = self.direct.is_none() && !self.dontcache;
         let n = self.explain(ops::read(

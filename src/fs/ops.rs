@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::netpoll::uring::{self, Op};
-use crate::scheduler::park::{blocks_green, BlockingSection};
+use crate::scheduler::park::{self, blocks_green, BlockingSection};
 use crate::sys::cvt_size;
 
 /// Where a read or write goes in the file.
@@ -34,9 +34,20 @@ impl Pos {
 /// Runs `f` (a blocking syscall) on the calling OS thread; from a green
 /// thread, its P goes to another M meanwhile, so the worker's other green
 /// threads run on (Go's entersyscall). EINTR is retried.
+///
+/// Like every blocking call of the runtime, it unwinds a cancelled green
+/// thread (its runtime is shutting down) with [`crate::Cancelled`]: before
+/// the call, and after it (the syscall is done with the caller's memory
+/// by then), so a green thread that does nothing but file I/O still
+/// stops.
 pub(super) fn blocking<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-    let _section = BlockingSection::enter();
-    crate::sys::retry_eintr(&mut f)
+    park::unwind_if_cancelled();
+    let r = {
+        let _section = BlockingSection::enter();
+        crate::sys::retry_eintr(&mut f)
+    };
+    park::unwind_if_cancelled();
+    r
 }
 
 /// The kernel has no RWF_NOWAIT for this kind of file (learned once).

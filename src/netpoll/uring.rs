@@ -166,19 +166,30 @@ fn ring_count() -> usize {
     })
 }
 
-/// Ring `index` (made at first use). A ring that cannot be made falls
-/// back to ring 0; None if that cannot be made either.
+/// Ring `index`. All rings are made together at the first use, so the
+/// fds they hold (two each) are there from then on, not a few more
+/// whenever a P first reads a file. A ring that cannot be made falls back
+/// to ring 0; None if that cannot be made either.
 fn ring_at(index: usize) -> Option<&'static Ring> {
-    let first = RINGS[0].get_or_init(|| Ring::new(0)).as_ref().ok()?;
+    let first = RINGS[0]
+        .get_or_init(|| {
+            let first = Ring::new(0);
+            if first.is_ok() {
+                for (i, r) in RINGS.iter().enumerate().take(ring_count()).skip(1) {
+                    r.get_or_init(|| Ring::new(i));
+                }
+            }
+            first
+        })
+        .as_ref()
+        .ok()?;
     if index == 0 {
         return Some(first);
     }
-    Some(
-        RINGS[index]
-            .get_or_init(|| Ring::new(index))
-            .as_ref()
-            .unwrap_or(first),
-    )
+    Some(match RINGS[index].get() {
+        Some(Ok(r)) => r,
+        _ => first,
+    })
 }
 
 /// The ring of the caller's P (ring 0 without one).
@@ -359,6 +370,9 @@ impl Ring {
 pub(crate) unsafe fn submit_and_wait(op: Op) -> Option<io::Result<i32>> {
     let g = park::current_green()?;
     let ring = my_ring()?;
+    // A blocking call of the runtime: a cancelled green thread unwinds
+    // here (before anything is in flight) rather than keep doing I/O.
+    park::unwind_if_cancelled();
     loop {
         let slot = Slot {
             waiter: UnsafeCell::new(Some(g.clone())),
@@ -389,10 +403,9 @@ pub(crate) unsafe fn submit_and_wait(op: Op) -> Option<io::Result<i32>> {
             }
         }
         let res = slot.result.load(Ordering::Relaxed);
-        if cancel_sent {
-            // The kernel is done with the buffer; now unwind.
-            park::unwind_if_cancelled();
-        }
+        // The kernel is done with the buffer: a cancelled green thread may
+        // unwind now (whether or not the cancel request got there first).
+        park::unwind_if_cancelled();
         // ECANCELED we did not ask for: the thread that submitted the
         // request exited, and the kernel cancels such requests. Again.
         if res == -libc::ECANCELED {
