@@ -153,6 +153,16 @@ struct Ring {
     eventfd: OwnedFd,
 }
 
+/// Set once the rings exist (the process's first file operation).
+static IN_USE: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process has made its rings (a cheap test for the
+/// scheduler's per-round check).
+#[inline]
+pub(crate) fn in_use() -> bool {
+    IN_USE.load(Ordering::Relaxed)
+}
+
 static RINGS: [OnceLock<Result<Ring, String>>; MAX_RINGS] = [const { OnceLock::new() }; MAX_RINGS];
 
 /// How many rings: one per CPU this process may use, at most
@@ -178,6 +188,7 @@ fn ring_at(index: usize) -> Option<&'static Ring> {
                 for (i, r) in RINGS.iter().enumerate().take(ring_count()).skip(1) {
                     r.get_or_init(|| Ring::new(i));
                 }
+                IN_USE.store(true, Ordering::Release);
             }
             first
         })
@@ -422,10 +433,14 @@ pub(crate) unsafe fn submit_and_wait(op: Op) -> Option<io::Result<i32>> {
 /// Submits whatever is queued on the caller's P's ring, or on every ring
 /// for a caller without a P (a worker looking at the netpoller, the
 /// errand thread).
+#[inline]
 pub(crate) fn submit_pending() {
-    if RINGS[0].get().is_none() {
-        return;
+    if in_use() {
+        submit_pending_now();
     }
+}
+
+fn submit_pending_now() {
     match crate::scheduler::park::current_p_id() {
         Some(p) => {
             if let Some(Ok(r)) = RINGS[p % ring_count()].get() {
@@ -439,7 +454,7 @@ pub(crate) fn submit_pending() {
 /// Submits what is queued on P `p`'s ring (every ring for None: sysmon)
 /// if enough has gathered or the oldest waited long enough.
 pub(crate) fn submit_if_due(p: Option<usize>, now: impl Fn() -> u64) {
-    if RINGS[0].get().is_none() {
+    if !in_use() {
         return;
     }
     let due = |r: &Ring| r.queued.load(Ordering::Relaxed) > 0 && r.submission_due(now());
@@ -470,10 +485,6 @@ pub(super) fn reap(index: usize, ready: &mut ReadyList) -> usize {
 /// on the thread that submitted it — usually this one — so they are
 /// often here before anyone polls.
 pub(crate) fn reap_posted(p: usize, ready: &mut ReadyList) -> usize {
-    match RINGS[0].get() {
-        Some(Ok(_)) => {}
-        _ => return 0,
-    }
     match RINGS[p % ring_count()].get() {
         Some(Ok(r)) if r.in_flight.load(Ordering::Relaxed) > 0 => r.reap(ready, true),
         _ => 0,

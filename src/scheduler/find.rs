@@ -121,9 +121,13 @@ impl M {
         any
     }
 
-    /// Queues the Gs whose file operations on P `p`'s io_uring ring have
-    /// completed (see `uring::reap_posted`).
-    fn run_posted_completions(&self, p: usize) {
+    /// Between two Gs: submits the file operations the Gs of P `p` queued
+    /// on its io_uring ring once enough gathered or they waited long
+    /// enough (the netpoll calls submit the rest), and queues the Gs whose
+    /// completions are already posted (see `uring::reap_posted`).
+    #[inline(never)]
+    fn file_chores(&self, p: usize) {
+        crate::netpoll::uring::submit_if_due(Some(p), crate::sys::clock::now);
         let mut done = ReadyList::new();
         if crate::netpoll::uring::reap_posted(p, &mut done) > 0 {
             self.run_polled(done);
@@ -187,12 +191,10 @@ impl M {
     fn find_once(&self) -> Option<GRef> {
         let p = self.p();
         self.run_timers();
-        // File operations queued on the io_uring ring by the Gs this P
-        // ran: into the kernel once enough gathered or they waited long
-        // enough (the netpoll calls below submit the rest).
-        crate::netpoll::uring::submit_if_due(Some(p.id), crate::sys::clock::now);
-        // Their completions already posted go to the queue's tail now.
-        self.run_posted_completions(p.id);
+        // A program that never touched a file pays one load here.
+        if crate::netpoll::uring::in_use() {
+            self.file_chores(p.id);
+        }
         // Every 61st tick the shared queues go first, so neither the global
         // queue nor preempted Gs starve behind a busy local queue; they
         // alternate, so neither starves the other.
