@@ -423,8 +423,8 @@ fn send_direct(file: Arc<File>, start: u64, end: u64, out: &mut TcpStream) -> io
     let chunk = CHUNK.next_multiple_of(align.offset);
     let mut offset = start - start % align.offset as u64;
     let mut skip = (start - offset) as usize;
-    let mut spare = Some(AlignedBuf::new(chunk, align.memory));
-    let first = AlignedBuf::new(chunk, align.memory);
+    let mut spare = Some(AlignedBuf::for_alignment(chunk, align));
+    let first = AlignedBuf::for_alignment(chunk, align);
     let mut pending = Some(read_chunk(file.clone(), first, offset));
     let mut sent = 0u64;
     while let Some(handle) = pending.take() {

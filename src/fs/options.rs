@@ -19,7 +19,7 @@ use super::File;
 /// # fn main() -> std::io::Result<()> {
 /// let file = greenrt::fs::OpenOptions::new().read(true).direct(true).open("big.dat")?;
 /// let a = file.direct_alignment().expect("opened with direct(true)");
-/// let mut buf = greenrt::fs::AlignedBuf::new(1 << 20, a.memory);
+/// let mut buf = greenrt::fs::AlignedBuf::for_alignment(1 << 20, a);
 /// let n = file.read_at(&mut buf, 0)?;
 /// # let _ = n; Ok(()) }
 /// ```

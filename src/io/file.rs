@@ -97,7 +97,7 @@ where
         return None;
     };
     let len = buf_size.max(DIRECT_BUF_SIZE).next_multiple_of(unit.max(1));
-    let buf = &mut AlignedBuf::new(len, memory.max(1));
+    let buf = &mut AlignedBuf::new(len, memory.max(crate::sys::page_size()));
     if let Some(f) = reader.downcast_mut::<crate::fs::File>() {
         return Some(buffered::copy_through(f, writer, buf, true));
     }
