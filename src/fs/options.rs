@@ -166,22 +166,28 @@ impl OpenOptions {
         let cpath = CString::new(path.as_os_str().as_bytes())
             .map_err(|_| invalid(format!("path {} contains a NUL byte", path.display())))?;
         let mode = self.mode as libc::c_uint;
+        // Owned inside the call: `blocking` may unwind a cancelled green
+        // thread right after the open, which must not leak the fd.
         let fd = blocking(|| {
             // SAFETY: `cpath` is a NUL-terminated path; a plain syscall.
-            crate::sys::cvt(unsafe { libc::open(cpath.as_ptr(), flags, mode) })
+            let fd = crate::sys::cvt(unsafe { libc::open(cpath.as_ptr(), flags, mode) })?;
+            // SAFETY: `fd` was just opened (checked) and is owned by no
+            // one else.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
         });
+        // O_DIRECT through `custom_flags` makes a direct file too.
+        let direct = self.direct || flags & libc::O_DIRECT != 0;
         let fd = match fd {
             Ok(fd) => fd,
-            Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
+            Err(e) if direct && e.raw_os_error() == Some(libc::EINVAL) => {
                 return Err(align::no_direct_io(path, "open(O_DIRECT) gave EINVAL"));
             }
             // std's error, raw OS error kept (callers match on it).
             Err(e) => return Err(e),
         };
-        // SAFETY: `fd` was just opened (checked) and is owned by no one else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let direct = if self.direct {
-            let a = align::probe(fd.as_raw_fd(), path)?;
+        let direct = if direct {
+            // statx, sysfs and one read: may wait for the disk.
+            let a = blocking(|| align::probe(fd.as_raw_fd(), path))?;
             if self.read {
                 probe_direct_read(&fd, a, path)?;
             }
@@ -190,7 +196,7 @@ impl OpenOptions {
             None
         };
         if self.dontcache {
-            probe_dontcache(&fd, path)?;
+            blocking(|| probe_dontcache(&fd, path))?;
         }
         Ok(File::from_parts(fd, direct, self.dontcache))
     }

@@ -223,11 +223,9 @@ pub(crate) fn available() -> bool {
 
 /// Why io_uring is not used, if it is not.
 pub(crate) fn unavailable_reason() -> Option<String> {
-    RINGS[0]
-        .get_or_init(|| Ring::new(0))
-        .as_ref()
-        .err()
-        .cloned()
+    // Through `ring_at`, the one place the rings are set up.
+    ring_at(0);
+    RINGS[0].get().and_then(|r| r.as_ref().err().cloned())
 }
 
 impl Ring {
