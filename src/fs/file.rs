@@ -202,7 +202,11 @@ impl File {
         while !buf.is_empty() {
             match self.read_at(buf, offset) {
                 Ok(0) => return Err(eof()),
-                Ok(n) if n < buf.len() && self.direct.is_some() => {
+                // (A transfer is at most MAX_LEN bytes, as read(2)'s.)
+                Ok(n)
+                    if n < buf.len().min(crate::netpoll::uring::MAX_LEN)
+                        && self.direct.is_some() =>
+                {
                     // A short direct read means the file ended (and the
                     // rest could not be asked for aligned anyway).
                     let _ = n;

@@ -9,7 +9,7 @@
 //! into a buffer that meets their alignment (`copy_direct`).
 
 use std::any::Any;
-use std::io::{self, Take, Write};
+use std::io::{self, Read, Take, Write};
 use std::os::fd::{AsRawFd, RawFd};
 
 use super::{buffered, CopyOptions};
@@ -104,11 +104,23 @@ where
     if let Some(t) = reader.downcast_mut::<Take<crate::fs::File>>() {
         return Some(buffered::copy_through(t, writer, buf, true));
     }
+    // std's reads block the calling thread: each goes in a blocking
+    // section, so a worker's P moves on while the device works.
     if let Some(f) = reader.downcast_mut::<std::fs::File>() {
-        return Some(buffered::copy_through(f, writer, buf, true));
+        return Some(buffered::copy_through(&mut HandedOff(f), writer, buf, true));
     }
     let t = reader.downcast_mut::<Take<std::fs::File>>()?;
-    Some(buffered::copy_through(t, writer, buf, true))
+    Some(buffered::copy_through(&mut HandedOff(t), writer, buf, true))
+}
+
+/// A std reader whose every read runs in a `BlockingSection`.
+struct HandedOff<'a, R: Read>(&'a mut R);
+
+impl<R: Read> Read for HandedOff<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let _section = crate::scheduler::park::BlockingSection::enter();
+        self.0.read(buf)
+    }
 }
 
 /// The least buffer of a copy from an O_DIRECT file.

@@ -64,8 +64,10 @@ pub(crate) const STALE_NS: u64 = 50_000;
 /// User data of cancellation requests (whose completions are ignored); no
 /// slot has this address.
 const CANCEL_TOKEN: u64 = 1;
+/// Times an operation cancelled by a submitter's exit is submitted again.
+const MAX_RESUBMITS: u32 = 3;
 /// Largest single transfer (Linux's MAX_RW_COUNT, page-aligned).
-const MAX_LEN: usize = 0x7fff_f000;
+pub(crate) const MAX_LEN: usize = 0x7fff_f000;
 
 /// A file operation for the ring.
 #[derive(Clone, Copy, Debug)]
@@ -309,10 +311,18 @@ impl Ring {
         if n == 0 {
             return;
         }
-        if self.ring.submitter().submit().is_err() {
-            // EAGAIN/EBUSY (out of resources for now): the entries stay
-            // queued in the ring; try again at the next chance.
-            self.queued.fetch_add(n, Ordering::AcqRel);
+        match self.ring.submitter().submit() {
+            // The kernel may take fewer than were queued (out of
+            // resources midway): the rest stay in the ring, counted again
+            // for the next chance.
+            Ok(taken) if (taken as u32) < n => {
+                self.queued.fetch_add(n - taken as u32, Ordering::AcqRel);
+            }
+            Ok(_) => {}
+            // EAGAIN/EBUSY: all of them stay; try again at the next chance.
+            Err(_) => {
+                self.queued.fetch_add(n, Ordering::AcqRel);
+            }
         }
     }
 
@@ -339,10 +349,12 @@ impl Ring {
         // SAFETY: `cq_lock` is held: the only completion queue handle.
         let cq = unsafe { self.ring.completion_shared() };
         for cqe in cq {
+            // Every completion had its place counted in `in_flight` (a
+            // cancel request's too: the queue must hold both).
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
             if cqe.user_data() == CANCEL_TOKEN {
                 continue;
             }
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
             WAITERS.fetch_sub(1, Ordering::Relaxed);
             // SAFETY: every other user data is the address of a Slot
             // whose waiter is still waiting for this very completion.
@@ -382,6 +394,7 @@ pub(crate) unsafe fn submit_and_wait(op: Op) -> Option<io::Result<i32>> {
     // A blocking call of the runtime: a cancelled green thread unwinds
     // here (before anything is in flight) rather than keep doing I/O.
     park::unwind_if_cancelled();
+    let mut resubmits = 0;
     loop {
         let slot = Slot {
             waiter: UnsafeCell::new(Some(g.clone())),
@@ -403,10 +416,10 @@ pub(crate) unsafe fn submit_and_wait(op: Op) -> Option<io::Result<i32>> {
                 let cancel = opcode::AsyncCancel::new(user_data)
                     .build()
                     .user_data(CANCEL_TOKEN);
-                // No room: the operation simply runs to its end.
+                // No room: the operation simply runs to its end. Its
+                // completion is counted in `in_flight` like any other, so
+                // the completion queue never holds more than it can.
                 if ring.push(&cancel) {
-                    // Not an operation anyone waits for.
-                    ring.in_flight.fetch_sub(1, Ordering::AcqRel);
                     ring.submit();
                 }
             }
@@ -416,8 +429,10 @@ pub(crate) unsafe fn submit_and_wait(op: Op) -> Option<io::Result<i32>> {
         // unwind now (whether or not the cancel request got there first).
         park::unwind_if_cancelled();
         // ECANCELED we did not ask for: the thread that submitted the
-        // request exited, and the kernel cancels such requests. Again.
-        if res == -libc::ECANCELED {
+        // request exited, and the kernel cancels such requests. Again (a
+        // few times: a file system may also answer ECANCELED itself).
+        if res == -libc::ECANCELED && resubmits < MAX_RESUBMITS {
+            resubmits += 1;
             continue;
         }
         return Some(if res < 0 {
@@ -441,7 +456,7 @@ pub(crate) fn submit_pending() {
 fn submit_pending_now() {
     match crate::scheduler::park::current_p_id() {
         Some(p) => {
-            if let Some(Ok(r)) = RINGS[p % ring_count()].get() {
+            if let Some(r) = ring_at(p % ring_count()) {
                 r.submit();
             }
         }
@@ -458,10 +473,8 @@ pub(crate) fn submit_if_due(p: Option<usize>, now: impl Fn() -> u64) {
     let due = |r: &Ring| r.queued.load(Ordering::Relaxed) > 0 && r.submission_due(now());
     match p {
         Some(p) => {
-            if let Some(Ok(r)) = RINGS[p % ring_count()].get() {
-                if due(r) {
-                    r.submit();
-                }
+            if let Some(r) = ring_at(p % ring_count()).filter(|r| due(r)) {
+                r.submit();
             }
         }
         None => made_rings().filter(|r| due(r)).for_each(Ring::submit),
@@ -483,8 +496,8 @@ pub(super) fn reap(index: usize, ready: &mut ReadyList) -> usize {
 /// on the thread that submitted it — usually this one — so they are
 /// often here before anyone polls.
 pub(crate) fn reap_posted(p: usize, ready: &mut ReadyList) -> usize {
-    match RINGS[p % ring_count()].get() {
-        Some(Ok(r)) if r.in_flight.load(Ordering::Relaxed) > 0 => r.reap(ready, true),
+    match ring_at(p % ring_count()) {
+        Some(r) if r.in_flight.load(Ordering::Relaxed) > 0 => r.reap(ready, true),
         _ => 0,
     }
 }
