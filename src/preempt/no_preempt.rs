@@ -5,7 +5,8 @@
 //! raises the running G's no-preempt count for a lexical scope with a
 //! [`NoPreemptScope`], which never leaves the function that made it: unlike the
 //! public [`PreemptGuard`](super::PreemptGuard) it needs no reference
-//! count, so the hot paths stay free of extra atomic read-modify-writes.
+//! count, so the hot paths stay free of extra atomic read-modify-writes,
+//! and it changes the count with a plain load and store (see `new`).
 
 use std::sync::atomic::{compiler_fence, Ordering};
 
@@ -27,7 +28,13 @@ impl NoPreemptScope {
             // which stays alive while it runs; `nopreempt` is an atomic, so
             // the shared access is race-free. (The scope is dropped by the
             // same G before the function that made it returns.)
-            unsafe { (*g).nopreempt.fetch_add(1, Ordering::Relaxed) };
+            let count = unsafe { &(*g).nopreempt };
+            // A load and a store, not a locked read-modify-write (Go's
+            // `m.locks++`): the count is written only by its own G, on the
+            // thread it runs on, and by that thread's SIGURG handler, whose
+            // change (taken when it redirects the G, given back before the
+            // G resumes) is balanced by the time this store runs.
+            count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             // The handler runs on this thread: keep the increment before
             // the guarded code, as the compiler sees it.
             compiler_fence(Ordering::SeqCst);
@@ -46,7 +53,10 @@ impl Drop for NoPreemptScope {
             // the same G, possibly another OS thread) that made it, and a G
             // is not freed while it is still running. `nopreempt` is an
             // atomic, so the shared access is race-free.
-            unsafe { (*self.g).nopreempt.fetch_sub(1, Ordering::Relaxed) };
+            let count = unsafe { &(*self.g).nopreempt };
+            // As in `new`: only this G (and its thread's handler, balanced)
+            // writes the count.
+            count.store(count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
         }
     }
 }

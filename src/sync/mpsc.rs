@@ -84,7 +84,7 @@ impl<T> Chan<T> {
                 let w = s.recv_waiter.take();
                 drop(s);
                 if let Some(w) = w {
-                    w.wake();
+                    w.wake_by_value();
                 }
                 return if rendezvous && wait {
                     self.await_taken(ticket)
@@ -256,7 +256,7 @@ macro_rules! sender_common {
                 };
                 drop(s);
                 if let Some(w) = w {
-                    w.wake();
+                    w.wake_by_value();
                 }
             }
         }

@@ -40,7 +40,7 @@ impl<T> Packet<T> {
         unsafe { *self.result.get() = Some(r) };
         self.done.store(true, Ordering::Release);
         if let Some(w) = self.waiter.lock().take() {
-            w.wake();
+            w.wake_by_value();
         }
     }
 }
