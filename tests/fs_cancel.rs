@@ -12,7 +12,6 @@
 mod common;
 mod fs_util;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,89 +19,13 @@ use std::time::{Duration, Instant};
 use fs_util::{checked_for, pattern, std_write_synced, Rng, TempDir};
 use greenrt::fs::{AlignedBuf, OpenOptions};
 
-const POISON: u8 = 0x5a;
-/// Blocks kept in quarantine; beyond that, frees go through.
-const SLOTS: usize = 1 << 16;
+#[path = "common/quarantine.rs"]
+mod quarantine;
 
-struct Quarantine;
-
-static ENABLED: AtomicBool = AtomicBool::new(false);
-static LOCK: AtomicBool = AtomicBool::new(false);
-static USED: AtomicUsize = AtomicUsize::new(0);
-static mut BLOCKS: [(usize, usize, usize); SLOTS] = [(0, 0, 0); SLOTS];
-
-fn lock() {
-    while LOCK
-        .compare_exchange_weak(false, true, SeqCst, SeqCst)
-        .is_err()
-    {
-        std::hint::spin_loop();
-    }
-}
-
-fn unlock() {
-    LOCK.store(false, SeqCst);
-}
-
-// SAFETY: forwards to the system allocator; a quarantined block is
-// poisoned and recorded instead of freed (freed later by
-// `corrupted_and_release` with its own layout).
-unsafe impl GlobalAlloc for Quarantine {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded unchanged.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if ENABLED.load(SeqCst) {
-            lock();
-            let i = USED.load(SeqCst);
-            if i < SLOTS {
-                // SAFETY: the block is ours to poison (the caller freed
-                // it); BLOCKS is only touched under LOCK.
-                unsafe {
-                    std::ptr::write_bytes(ptr, POISON, layout.size());
-                    (*std::ptr::addr_of_mut!(BLOCKS))[i] =
-                        (ptr as usize, layout.size(), layout.align());
-                }
-                USED.store(i + 1, SeqCst);
-                unlock();
-                return;
-            }
-            unlock();
-        }
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use quarantine::Quarantine;
 
 #[global_allocator]
 static ALLOC: Quarantine = Quarantine;
-
-/// Stops quarantining; counts quarantined blocks of at least `min_size`
-/// bytes (the read buffers) and of any size with a byte that is not
-/// poison; frees them all.
-fn corrupted_and_release() -> (usize, usize) {
-    ENABLED.store(false, SeqCst);
-    lock();
-    let n = USED.swap(0, SeqCst);
-    let (mut buffers, mut bad) = (0, 0);
-    for i in 0..n {
-        // SAFETY: under LOCK; entries below USED are quarantined blocks.
-        let (p, size, align) = unsafe { (*std::ptr::addr_of!(BLOCKS))[i] };
-        // SAFETY: the block is still allocated (quarantined), `size` long.
-        let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, size) };
-        if size >= READ_LEN {
-            buffers += 1;
-        }
-        if bytes.iter().any(|&b| b != POISON) {
-            bad += 1;
-        }
-        // SAFETY: allocated by System with this layout.
-        unsafe { System.dealloc(p as *mut u8, Layout::from_size_align_unchecked(size, align)) };
-    }
-    unlock();
-    (buffers, bad)
-}
 
 const FILE_LEN: usize = 8 << 20;
 const READ_LEN: usize = 128 << 10;
@@ -226,13 +149,13 @@ fn runtime_drop_mid_direct_reads_leaves_nothing_corrupted() {
                 );
                 std::thread::sleep(Duration::from_millis(1));
             }
-            ENABLED.store(true, SeqCst);
+            quarantine::enable();
             let t = Instant::now();
             drop(rt);
             let took = t.elapsed();
             // Anything the kernel still had would land by now.
             std::thread::sleep(Duration::from_millis(50));
-            let (buffers, bad) = corrupted_and_release();
+            let (buffers, bad) = quarantine::corrupted_and_release(READ_LEN);
             println!(
                 "round {round}: {} reads, drop took {took:?}, {buffers} read buffers freed \
                  during the drop, {bad} freed blocks written to",
