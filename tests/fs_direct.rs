@@ -13,25 +13,10 @@ mod fs_util;
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::path::Path;
 
 use fs_util::roundtrip;
-use fs_util::{pattern, run_in, std_write_synced, Ctx, TempDir};
-use greenrt::fs::{AlignedBuf, Alignment, File, OpenOptions};
-
-fn open_direct(path: &Path, write: bool) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(write)
-        .direct(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("open {} with O_DIRECT: {e}", path.display()))
-}
-
-fn alignment(f: &File) -> Alignment {
-    f.direct_alignment()
-        .expect("a direct file has an alignment")
-}
+use fs_util::{alignment, open_direct, pattern, run_in, std_write_synced, Ctx, TempDir};
+use greenrt::fs::{AlignedBuf, File, OpenOptions};
 
 #[test]
 fn sequential_direct_io_matches_std_on_green_threads() {

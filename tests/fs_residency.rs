@@ -11,22 +11,10 @@ mod fs_util;
 use std::io::{self, Read};
 use std::path::Path;
 
-use fs_util::{drop_from_page_cache, pattern, run_in, std_write_synced, Ctx, TempDir};
-use greenrt::fs::{AlignedBuf, Alignment, File, OpenOptions};
-
-fn open_direct(path: &Path, write: bool) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(write)
-        .direct(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("open {} with O_DIRECT: {e}", path.display()))
-}
-
-fn alignment(f: &File) -> Alignment {
-    f.direct_alignment()
-        .expect("a direct file has an alignment")
-}
+use fs_util::{
+    alignment, drop_from_page_cache, open_direct, pattern, run_in, std_write_synced, Ctx, TempDir,
+};
+use greenrt::fs::{AlignedBuf, OpenOptions};
 
 fn residency(path: &Path) -> greenrt::fs::Residency {
     greenrt::fs::residency(path).expect("residency")

@@ -83,6 +83,22 @@ impl Rng {
     }
 }
 
+/// Opens `path` with O_DIRECT (for reading, and writing if `write`).
+pub fn open_direct(path: &Path, write: bool) -> greenrt::fs::File {
+    greenrt::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .direct(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {} with O_DIRECT: {e}", path.display()))
+}
+
+/// A direct file's alignment.
+pub fn alignment(f: &greenrt::fs::File) -> greenrt::fs::Alignment {
+    f.direct_alignment()
+        .expect("a direct file has an alignment")
+}
+
 /// Writes `bytes` as `path` with std, flushed to the device.
 pub fn std_write_synced(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).expect("std::fs::write");
