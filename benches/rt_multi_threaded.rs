@@ -13,6 +13,9 @@
 //! - `ping_pong`: 1 000 pairs of tasks exchange one message each way
 //!   (tokio `oneshot`s, greenrt `sync_channel(1)`s); the last pair to
 //!   finish signals the bench thread.
+//! - `ping_pong_sustained`: 1 000 pairs exchange 100 messages each over
+//!   two bounded channels of capacity 1 (greenrt `sync_channel(1)`, tokio
+//!   `mpsc::channel(1)`), all spawned from the bench thread.
 //! - `chained_spawn`: a chain of 1 000 tasks, each spawning the next; the
 //!   last signals the bench thread.
 //! - `skynet`: 1 000 000 leaf tasks in a tree of fan-out 10; each inner
@@ -312,11 +315,80 @@ fn skynet(c: &mut Criterion) {
     );
 }
 
+/// Issue 14's shape: 1 000 pairs, each exchanging `ROUNDS` messages over
+/// two bounded channels of capacity 1 (greenrt `sync_channel(1)`, tokio
+/// `mpsc::channel(1)`): sustained round trips, where `ping_pong` sends one
+/// message per pair.
+fn ping_pong_sustained(c: &mut Criterion) {
+    const PAIRS: usize = 1_000;
+    const ROUNDS: u64 = 100;
+
+    let (done_tx, done_rx) = mpsc::sync_channel(PAIRS);
+    bench_pair(
+        c,
+        "ping_pong_sustained",
+        Duration::from_secs(5),
+        |rt| {
+            use greenrt::sync::mpsc::sync_channel;
+
+            for _ in 0..PAIRS {
+                let done_tx = done_tx.clone();
+                rt.spawn(move || {
+                    let (tx1, rx1) = sync_channel::<u64>(1);
+                    let (tx2, rx2) = sync_channel::<u64>(1);
+                    greenrt::spawn(move || {
+                        for x in rx1.iter() {
+                            if tx2.send(x + 1).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    for i in 0..ROUNDS {
+                        tx1.send(i).unwrap();
+                        assert_eq!(rx2.recv().unwrap(), i + 1);
+                    }
+                    done_tx.send(()).unwrap();
+                });
+            }
+            for _ in 0..PAIRS {
+                done_rx.recv().unwrap();
+            }
+        },
+        |rt| {
+            use tokio::sync::mpsc::channel;
+
+            for _ in 0..PAIRS {
+                let done_tx = done_tx.clone();
+                rt.spawn(async move {
+                    let (tx1, mut rx1) = channel::<u64>(1);
+                    let (tx2, mut rx2) = channel::<u64>(1);
+                    tokio::spawn(async move {
+                        while let Some(x) = rx1.recv().await {
+                            if tx2.send(x + 1).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    for i in 0..ROUNDS {
+                        tx1.send(i).await.unwrap();
+                        assert_eq!(rx2.recv().await.unwrap(), i + 1);
+                    }
+                    done_tx.send(()).unwrap();
+                });
+            }
+            for _ in 0..PAIRS {
+                done_rx.recv().unwrap();
+            }
+        },
+    );
+}
+
 criterion_group!(
     benches,
     spawn_many,
     yield_many,
     ping_pong,
+    ping_pong_sustained,
     chained_spawn,
     skynet
 );
