@@ -265,6 +265,37 @@ fn direct_file_copies_without_sendfile() {
     assert_eq!(file.stream_position().unwrap(), 3 * MIB as u64);
 }
 
+/// A `Take` of a direct file whose limit is not a multiple of the file's
+/// alignment: the last read asks for an aligned length and keeps only the
+/// limit, and the next copy starts from the unaligned position it left.
+/// Before, `Take` shortened the buffer to the limit and the read failed
+/// with `InvalidInput` partway.
+#[test]
+fn direct_take_with_an_unaligned_limit_copies_exactly_the_limit() {
+    let _serial = serial();
+    let f = TempFile::new("direct-unaligned-take", 3 * MIB + 100);
+    if let Err(e) = open_direct(&f.path) {
+        eprintln!("skipped: no O_DIRECT on {}: {e}", f.path.display());
+        return;
+    }
+    let path = f.path.clone();
+    let (n, got, take, _) = copy_to_socket(false, move || {
+        let mut file = open_direct(&path).unwrap();
+        file.seek(SeekFrom::Start(4096)).unwrap();
+        file.take(MIB as u64 + 1234)
+    });
+    assert_eq!((n, take.limit()), (MIB as u64 + 1234, 0));
+    assert_same(&got, &f.data[4096..4096 + MIB + 1234]);
+    let mut file = take.into_inner();
+    let at = 4096 + MIB as u64 + 1234;
+    assert_eq!(file.stream_position().unwrap(), at);
+    // From that unaligned position to the end of the file.
+    let (n, got, mut file, _) = copy_to_socket(false, move || file);
+    assert_eq!(n, f.data.len() as u64 - at);
+    assert_same(&got, &f.data[at as usize..]);
+    assert_eq!(file.stream_position().unwrap(), f.data.len() as u64);
+}
+
 /// Buffered mode never uses sendfile.
 #[test]
 fn buffered_mode_never_sendfiles() {

@@ -83,8 +83,10 @@ fn outcome(sent: Sent, moved: u64) -> Outcome {
 /// `Take` of one); None for other sources. The buffer meets the file's
 /// alignment, is a multiple of its length unit, and holds at least
 /// [`DIRECT_BUF_SIZE`] (every direct read goes to the device, so small
-/// ones are slow). A read shorter than asked ends the copy (see
-/// `buffered::copy_through`).
+/// ones are slow). A read shorter than asked ends the copy (the file
+/// ended). greenrt files are read at aligned offsets whatever their
+/// position and `Take` limit (`aligned_reads`); std files through their
+/// position (`buffered::copy_through`).
 pub(super) fn copy_direct<W>(
     reader: &mut dyn Any,
     writer: &mut W,
@@ -99,10 +101,13 @@ where
     let len = buf_size.max(DIRECT_BUF_SIZE).next_multiple_of(unit.max(1));
     let buf = &mut AlignedBuf::new(len, memory.max(crate::sys::page_size()));
     if let Some(f) = reader.downcast_mut::<crate::fs::File>() {
-        return Some(buffered::copy_through(f, writer, buf, true));
+        return Some(aligned_reads(f, None, writer, buf, unit));
     }
     if let Some(t) = reader.downcast_mut::<Take<crate::fs::File>>() {
-        return Some(buffered::copy_through(t, writer, buf, true));
+        let mut limit = t.limit();
+        let r = aligned_reads(t.get_ref(), Some(&mut limit), writer, buf, unit);
+        t.set_limit(limit);
+        return Some(r);
     }
     // std's reads block the calling thread: each goes in a blocking
     // section, so a worker's P moves on while the device works.
@@ -111,6 +116,66 @@ where
     }
     let t = reader.downcast_mut::<Take<std::fs::File>>()?;
     Some(buffered::copy_through(&mut HandedOff(t), writer, buf, true))
+}
+
+/// Copies a direct greenrt file from its position (at most `limit`
+/// bytes, shrunk by what was copied), moving the position past the bytes
+/// copied (also on error). Every read is aligned whatever the position
+/// and limit: it starts at the position rounded down to `unit` and asks
+/// for a multiple of `unit`; only the bytes from the position up to the
+/// limit are written. (Reading through `Take` would shorten the last
+/// read to the limit, which a direct file refuses.)
+fn aligned_reads<W>(
+    file: &crate::fs::File,
+    mut limit: Option<&mut u64>,
+    writer: &mut W,
+    buf: &mut [u8],
+    unit: usize,
+) -> io::Result<u64>
+where
+    W: Write + ?Sized,
+{
+    use std::io::Seek;
+    let unit = unit.max(1) as u64;
+    let mut pos = (&*file).stream_position()?;
+    // Counted in `io::stats()` as copied bytes when dropped.
+    let mut tally = crate::splice::counters::Tally::default();
+    let result = loop {
+        let left = limit.as_deref().copied().unwrap_or(u64::MAX);
+        if left == 0 {
+            break Ok(());
+        }
+        let start = pos - pos % unit;
+        let skip = (pos - start) as usize;
+        let want = ((buf.len() - skip) as u64).min(left) as usize;
+        // `buf.len()` is a multiple of `unit`, so this stays inside it.
+        let ask = ((skip + want) as u64).next_multiple_of(unit) as usize;
+        let n = match file.read_at(&mut buf[..ask], start) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        };
+        if n <= skip {
+            break Ok(());
+        }
+        let got = (n - skip).min(want);
+        if let Err(e) = writer.write_all(&buf[skip..skip + got]) {
+            break Err(e);
+        }
+        pos += got as u64;
+        tally.copied += got as u64;
+        if let Some(l) = limit.as_deref_mut() {
+            *l -= got as u64;
+        }
+        // A short direct read: the file ended.
+        if n < ask {
+            break Ok(());
+        }
+    };
+    let moved = (&*file).seek(std::io::SeekFrom::Start(pos));
+    result?;
+    moved?;
+    Ok(tally.copied)
 }
 
 /// A std reader whose every read runs in a `BlockingSection`.
