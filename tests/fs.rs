@@ -330,14 +330,9 @@ fn backend_is_io_uring_unless_turned_off() {
 
 #[test]
 fn whole_suite_passes_again_with_io_uring_off() {
-    if common::child_tag().is_some() {
+    let Some(out) = fs_util::whole_suite_again_with_io_uring_off() else {
         return;
-    }
-    let _serial = common::serial();
-    let out = fs_util::rerun_binary_with_io_uring_off(
-        "whole_suite_passes_again_with_io_uring_off",
-        Duration::from_secs(180),
-    );
+    };
     assert!(
         out.contains("greenrt::fs backend: BlockingHandoff"),
         "the child did not report the fallback backend:\n{out}"

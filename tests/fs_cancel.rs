@@ -264,12 +264,5 @@ fn green_threads_looping_on_direct_reads_are_cancelled_at_a_read() {
 
 #[test]
 fn whole_suite_passes_again_with_io_uring_off() {
-    if common::child_tag().is_some() {
-        return;
-    }
-    let _serial = common::serial();
-    fs_util::rerun_binary_with_io_uring_off(
-        "whole_suite_passes_again_with_io_uring_off",
-        Duration::from_secs(180),
-    );
+    fs_util::whole_suite_again_with_io_uring_off();
 }

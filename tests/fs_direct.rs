@@ -299,14 +299,7 @@ fn direct_read_at_end_of_file_returns_what_exists_then_zero() {
 
 #[test]
 fn whole_suite_passes_again_with_io_uring_off() {
-    if common::child_tag().is_some() {
-        return;
-    }
-    let _serial = common::serial();
-    fs_util::rerun_binary_with_io_uring_off(
-        "whole_suite_passes_again_with_io_uring_off",
-        std::time::Duration::from_secs(180),
-    );
+    fs_util::whole_suite_again_with_io_uring_off();
 }
 
 /// Direct reads and writes through the file position while the page

@@ -149,12 +149,5 @@ fn dontcache_reads_right_bytes_and_leaves_no_pages_or_is_unsupported() {
 
 #[test]
 fn whole_suite_passes_again_with_io_uring_off() {
-    if common::child_tag().is_some() {
-        return;
-    }
-    let _serial = common::serial();
-    fs_util::rerun_binary_with_io_uring_off(
-        "whole_suite_passes_again_with_io_uring_off",
-        std::time::Duration::from_secs(180),
-    );
+    fs_util::whole_suite_again_with_io_uring_off();
 }

@@ -270,6 +270,21 @@ pub fn kernel_has_io_uring() -> Result<(), io::Error> {
     Ok(())
 }
 
+/// The body of each fs test file's `whole_suite_passes_again_with_io_uring_off`
+/// test: in the parent, re-runs the binary without that test under
+/// `GREENRT_IO_URING=off` (see `rerun_binary_with_io_uring_off`) and
+/// returns the child's stdout; in the child, does nothing (None).
+pub fn whole_suite_again_with_io_uring_off() -> Option<String> {
+    if common::child_tag().is_some() {
+        return None;
+    }
+    let _serial = serial();
+    Some(rerun_binary_with_io_uring_off(
+        "whole_suite_passes_again_with_io_uring_off",
+        Duration::from_secs(180),
+    ))
+}
+
 /// Re-runs this whole test binary (less `self_test`) with
 /// `GREENRT_IO_URING=off`, and fails with its output unless every test
 /// passed. Returns the child's stdout.
