@@ -115,7 +115,7 @@ impl<T, C: Fn()> Joiner<'_, T, C> {
         // Wait with the handle still here: if the wait unwinds (this green
         // thread was cancelled), `drop` still joins the helper, which may
         // be using what the caller's frames lend it.
-        self.handle.as_ref().expect("joined once").wait();
+        self.handle.as_mut().expect("joined once").wait();
         let handle = self.handle.take().expect("joined once");
         handle.join().unwrap_or_else(|p| resume_unwind(p))
     }

@@ -41,13 +41,6 @@ impl Waker {
         }
     }
 
-    pub(crate) fn wake(&self) {
-        match self {
-            Waker::Green(g) => g.unpark(),
-            Waker::Os(t) => t.unpark(),
-        }
-    }
-
     /// Wakes the waiter the way the netpoller does (Go's netpollready):
     /// an OS thread at once; a green thread by taking its wake token and
     /// adding it to `ready`, which the scheduler then queues in one batch
@@ -64,8 +57,8 @@ impl Waker {
         }
     }
 
-    /// As `wake`, handing this reference to the run queue rather than
-    /// cloning one: the woken G's reference count is not touched.
+    /// Wakes the waiter, handing this reference to the run queue rather
+    /// than cloning one: the woken G's reference count is not touched.
     pub(crate) fn wake_by_value(self) {
         match self {
             Waker::Green(g) => g.unpark_owned(),

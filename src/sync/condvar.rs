@@ -114,19 +114,20 @@ impl Condvar {
         drop(guard);
         let woken = self
             .queue
-            .wait_if(|| self.seq.load(Ordering::Acquire) == seq, deadline);
+            .wait_if(|| self.seq.load(Ordering::SeqCst) == seq, deadline);
         (mutex.lock(), woken)
     }
 
     /// Wakes one waiter.
     pub fn notify_one(&self) {
-        self.seq.fetch_add(1, Ordering::Release);
+        // SeqCst: the wait queue's no-waiter check relies on it (waitq.rs).
+        self.seq.fetch_add(1, Ordering::SeqCst);
         self.queue.wake_one();
     }
 
     /// Wakes every waiter.
     pub fn notify_all(&self) {
-        self.seq.fetch_add(1, Ordering::Release);
+        self.seq.fetch_add(1, Ordering::SeqCst);
         self.queue.wake_all();
     }
 }

@@ -99,7 +99,7 @@ impl<T: ?Sized> Mutex<T> {
         // it contended again (others may still wait).
         while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
             self.queue
-                .wait_if(|| self.state.load(Ordering::Relaxed) == CONTENDED, None);
+                .wait_if(|| self.state.load(Ordering::SeqCst) == CONTENDED, None);
         }
     }
 
@@ -130,7 +130,8 @@ impl<T: ?Sized> Mutex<T> {
     }
 
     pub(super) fn unlock(&self) {
-        if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
+        // SeqCst: the wait queue's no-waiter check relies on it (waitq.rs).
+        if self.state.swap(UNLOCKED, Ordering::SeqCst) == CONTENDED {
             self.queue.wake_one();
         }
     }

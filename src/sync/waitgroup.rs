@@ -50,7 +50,8 @@ impl WaitGroup {
         let prev = self
             .inner
             .count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1))
+            // SeqCst: the wait queue's no-waiter check relies on it.
+            .fetch_update(Ordering::SeqCst, Ordering::Acquire, |c| c.checked_sub(1))
             .unwrap_or_else(|_| {
                 panic!("greenrt::sync::WaitGroup::done called more times than add")
             });
@@ -65,7 +66,7 @@ impl WaitGroup {
         while count.load(Ordering::Acquire) != 0 {
             self.inner
                 .queue
-                .wait_if(|| count.load(Ordering::Acquire) != 0, None);
+                .wait_if(|| count.load(Ordering::SeqCst) != 0, None);
         }
     }
 

@@ -1,34 +1,50 @@
 //! `JoinHandle`: waiting for a green thread's result.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use parking_lot::Mutex;
-
 use crate::scheduler::park::{block, Waker};
 
+/// `Packet::state`: the result is written.
+const DONE: u8 = 1;
+/// `Packet::state`: a joiner's waker is in `waiter`.
+const WAITING: u8 = 2;
+
 /// Where a green thread leaves its result for the joiner.
+///
+/// One state word, no lock (Go's and tokio's join work the same way): the
+/// finishing side sets DONE, the joiner sets WAITING after putting its
+/// waker in `waiter`, each with one atomic OR. Whoever comes second sees
+/// the other's bit: the finisher then takes the waker and wakes it, the
+/// joiner returns at once.
 pub(crate) struct Packet<T> {
-    done: AtomicBool,
+    state: AtomicU8,
     result: UnsafeCell<Option<thread::Result<T>>>,
-    waiter: Mutex<Option<Waker>>,
+    /// Written by the joiner while WAITING is clear; taken by the finisher
+    /// once it saw WAITING.
+    waiter: UnsafeCell<Option<Waker>>,
 }
 
 // SAFETY: `result` is written once (by the green thread as it finishes,
-// or by `abandon` for a G that will never run) before `done` is set
-// (Release), and read only by the single joiner after it sees `done`
-// (Acquire); a `T` crosses threads that way, hence T: Send.
+// or by `abandon` for a G that will never run) before DONE is set
+// (Release), and read only by the single joiner after it sees DONE
+// (Acquire); a `T` crosses threads that way, hence T: Send. `waiter` is
+// handed over the same way through WAITING (see the type's doc).
 unsafe impl<T: Send> Sync for Packet<T> {}
 
 impl<T> Packet<T> {
     pub(crate) fn new() -> Packet<T> {
         Packet {
-            done: AtomicBool::new(false),
+            state: AtomicU8::new(0),
             result: UnsafeCell::new(None),
-            waiter: Mutex::new(None),
+            waiter: UnsafeCell::new(None),
         }
+    }
+
+    fn is_done(&self) -> bool {
+        self.state.load(Ordering::Acquire) & DONE != 0
     }
 
     pub(crate) fn complete(&self, r: thread::Result<T>) {
@@ -36,11 +52,16 @@ impl<T> Packet<T> {
         // SAFETY: `complete` runs once per packet: when the G finishes, or
         // from `abandon` for a G that never will (the scheduler guarantees
         // the two exclude each other). The joiner reads `result` only after
-        // `done` is set below, so no other reference to it exists now.
+        // DONE is set below, so no other reference to it exists now.
         unsafe { *self.result.get() = Some(r) };
-        self.done.store(true, Ordering::Release);
-        if let Some(w) = self.waiter.lock().take() {
-            w.wake_by_value();
+        if self.state.fetch_or(DONE, Ordering::AcqRel) & WAITING != 0 {
+            // SAFETY: WAITING was set (Release) after the joiner wrote its
+            // waker, and it no longer touches the cell: having set WAITING
+            // before our DONE, it only waits for DONE now.
+            let waker = unsafe { (*self.waiter.get()).take() };
+            if let Some(w) = waker {
+                w.wake_by_value();
+            }
         }
     }
 }
@@ -49,7 +70,7 @@ impl<T> Packet<T> {
     /// The G will never finish (its runtime shut down first): wake the
     /// joiner with a [`Cancelled`](super::Cancelled) error.
     pub(crate) fn abandon(&self) {
-        if !self.done.load(Ordering::Acquire) {
+        if !self.is_done() {
             self.complete(Err(Box::new(super::Cancelled::new())));
         }
     }
@@ -86,7 +107,7 @@ impl<T> JoinHandle<T> {
 
     /// Waits for the green thread to finish and returns its result. Works
     /// from green threads (parks only the caller) and from OS threads.
-    pub fn join(self) -> thread::Result<T> {
+    pub fn join(mut self) -> thread::Result<T> {
         self.wait();
         let p = self.slot.packet();
         // SAFETY: `wait` saw `done` with Acquire, so the single write to
@@ -98,25 +119,41 @@ impl<T> JoinHandle<T> {
     /// Blocks until the green thread has finished, keeping the handle (so
     /// a caller whose wait unwinds — a cancelled green thread — still
     /// holds it and can join in its unwinding).
-    pub(crate) fn wait(&self) {
+    pub(crate) fn wait(&mut self) {
         let _np = crate::preempt::no_preempt();
         let p = self.slot.packet();
-        if !p.done.load(Ordering::Acquire) {
-            {
-                let mut w = p.waiter.lock();
-                if !p.done.load(Ordering::Acquire) {
-                    *w = Some(Waker::current());
-                }
-            }
-            while !p.done.load(Ordering::Acquire) {
-                block(None);
-            }
+        let state = p.state.load(Ordering::Acquire);
+        if state & DONE != 0 {
+            return;
+        }
+        // Waited before (and unwound out of it): take the old waker's
+        // registration back first, unless the G finished meanwhile.
+        if state & WAITING != 0
+            && p
+                .state
+                .compare_exchange(WAITING, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return;
+        }
+        // SAFETY: WAITING is clear, so the finisher does not touch the
+        // cell, and `&mut self` makes us its only joiner.
+        unsafe { *p.waiter.get() = Some(Waker::current()) };
+        if p.state.fetch_or(WAITING, Ordering::AcqRel) & DONE != 0 {
+            // Finished before we registered: the finisher saw no WAITING
+            // and left the cell alone; the waker is ours to drop.
+            // SAFETY: as above.
+            drop(unsafe { (*p.waiter.get()).take() });
+            return;
+        }
+        while !p.is_done() {
+            block(None);
         }
     }
 
     /// True once the green thread has finished (returned or panicked).
     pub fn is_finished(&self) -> bool {
-        self.slot.packet().done.load(Ordering::Acquire)
+        self.slot.packet().is_done()
     }
 
     /// The green thread's id (as `task::current_id` reports it inside).

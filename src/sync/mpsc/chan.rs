@@ -1,0 +1,323 @@
+//! The channel itself: a buffer and the callers waiting on it, under one
+//! lock, with Go's direct hand-off (`chansend` to a waiting receiver,
+//! `chanrecv` refilling from a waiting sender).
+//!
+//! A caller that has to wait puts a [`Slot`] on its own stack and lists
+//! it in the channel. Whoever completes the wait does all the work under
+//! the channel's lock — moves the value into (or out of) the slot, unlists
+//! it, takes its waker — and the waiter, once woken, returns without
+//! taking the lock again. So a receiver woken by a send finds its message
+//! in hand, and a bounded channel's receive refills the buffer from the
+//! longest-waiting sender in the same critical section: no wait queue
+//! of its own to lock on every receive.
+
+use std::cell::UnsafeCell;
+use std::collections::VecDeque;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+
+use super::{RecvTimeoutError, TrySendError};
+use crate::scheduler::park::{block, Waker};
+use crate::time;
+
+/// One waiting caller, on its own stack (green stacks never move).
+///
+/// While the slot is listed in the channel's [`State`], its `value` and
+/// `waker` belong to whoever holds the channel's lock. The caller that
+/// unlists it (still under the lock) sets `done` last; after that only the
+/// waiter touches it. A waiter that gives up (timeout, unwind) takes the
+/// lock and unlists itself unless `done` is set.
+struct Slot<T> {
+    /// A waiting sender's message (taken by the receiver that completes
+    /// the wait; still there if the receiver left), or the message handed
+    /// to a waiting receiver (None: woken because the last sender left).
+    value: UnsafeCell<Option<T>>,
+    waker: UnsafeCell<Option<Waker>>,
+    done: AtomicBool,
+}
+
+/// A listed [`Slot`].
+struct SlotPtr<T>(NonNull<Slot<T>>);
+
+// SAFETY: a listed slot is only touched under the channel's lock (see
+// `Slot`), by whichever thread holds it; moving the value across threads
+// that way needs `T: Send`, which the channel's own Send/Sync bounds
+// (through the public halves holding `Arc<Chan<T>>`) already require.
+unsafe impl<T: Send> Send for SlotPtr<T> {}
+
+impl<T> SlotPtr<T> {
+    /// Finishes the wait: lets `f` move the value, takes the waker and
+    /// sets `done`. Call under the channel's lock, on a slot just
+    /// unlisted; wake the returned waker after unlocking.
+    fn complete(self, f: impl FnOnce(&mut Option<T>)) -> Option<Waker> {
+        // SAFETY: the slot was listed until the caller unlisted it under
+        // the lock it still holds, so the waiter has not seen `done` and
+        // is waiting (its frame, holding the slot, is alive); the fields
+        // are ours until `done` is set below, and untouched after.
+        unsafe {
+            let slot = self.0.as_ref();
+            f(&mut *slot.value.get());
+            let waker = (*slot.waker.get()).take();
+            slot.done.store(true, Ordering::Release);
+            waker
+        }
+    }
+}
+
+pub(super) struct State<T> {
+    buf: VecDeque<T>,
+    /// None: unbounded. Some(0): rendezvous (nothing is ever buffered:
+    /// a message goes from a sender's slot to the receiver).
+    cap: Option<usize>,
+    pub(super) senders: usize,
+    receiver_alive: bool,
+    /// The receiver, when it waits for a message (the buffer is empty).
+    recv_waiter: Option<SlotPtr<T>>,
+    /// Senders waiting for room, or (rendezvous) for a receiver.
+    send_waiters: VecDeque<SlotPtr<T>>,
+}
+
+impl<T> State<T> {
+    fn has_room(&self) -> bool {
+        match self.cap {
+            None => true,
+            Some(c) => self.buf.len() < c,
+        }
+    }
+}
+
+pub(super) struct Chan<T> {
+    pub(super) state: Mutex<State<T>>,
+}
+
+/// Which list a waiting slot is in (for giving up).
+#[derive(Clone, Copy)]
+enum Side {
+    Recv,
+    Send,
+}
+
+/// Unlists the slot if its waiter leaves early: on unwind (a cancelled
+/// green thread) or timeout.
+struct Listed<'a, T> {
+    chan: &'a Chan<T>,
+    slot: &'a Slot<T>,
+    side: Side,
+}
+
+impl<T> Listed<'_, T> {
+    /// Takes the slot out of the channel unless the wait was completed;
+    /// returns whether it was.
+    fn unlist(&self) -> bool {
+        let mut s = self.chan.state.lock();
+        if self.slot.done.load(Ordering::Acquire) {
+            return true;
+        }
+        let me = self.slot as *const Slot<T>;
+        match self.side {
+            Side::Recv => s.recv_waiter = None,
+            Side::Send => s.send_waiters.retain(|w| w.0.as_ptr().cast_const() != me),
+        }
+        false
+    }
+}
+
+impl<T> Drop for Listed<'_, T> {
+    fn drop(&mut self) {
+        self.unlist();
+    }
+}
+
+impl<T> Chan<T> {
+    pub(super) fn new(cap: Option<usize>) -> Chan<T> {
+        Chan {
+            state: Mutex::new(State {
+                buf: VecDeque::new(),
+                cap,
+                senders: 1,
+                receiver_alive: true,
+                recv_waiter: None,
+                send_waiters: VecDeque::new(),
+            }),
+        }
+    }
+
+    /// Sends `t`, waiting for room (or, rendezvous, for the receiver) if
+    /// `wait`.
+    pub(super) fn push(&self, t: T, wait: bool) -> Result<(), TrySendError<T>> {
+        // Runtime locks are never held by a preempted green thread.
+        let _np = crate::preempt::no_preempt();
+        let mut s = self.state.lock();
+        if !s.receiver_alive {
+            return Err(TrySendError::Disconnected(t));
+        }
+        if let Some(r) = s.recv_waiter.take() {
+            // The receiver waits, so the buffer is empty: hand it over.
+            let waker = r.complete(|v| *v = Some(t));
+            drop(s);
+            wake(waker);
+            return Ok(());
+        }
+        if s.has_room() {
+            s.buf.push_back(t);
+            return Ok(());
+        }
+        if !wait {
+            return Err(TrySendError::Full(t));
+        }
+        let slot = Slot {
+            value: UnsafeCell::new(Some(t)),
+            waker: UnsafeCell::new(Some(Waker::current())),
+            done: AtomicBool::new(false),
+        };
+        s.send_waiters.push_back(SlotPtr(NonNull::from(&slot)));
+        drop(s);
+        let listed = Listed {
+            chan: self,
+            slot: &slot,
+            side: Side::Send,
+        };
+        while !slot.done.load(Ordering::Acquire) {
+            block(None);
+        }
+        std::mem::forget(listed);
+        // Done: the slot is ours again. A receiver took the message, or
+        // left without it (then it is still here).
+        match slot.value.into_inner() {
+            None => Ok(()),
+            Some(t) => Err(TrySendError::Disconnected(t)),
+        }
+    }
+
+    /// Takes a message, waiting until `deadline` if `wait`.
+    pub(super) fn pop(&self, wait: bool, deadline: Option<u64>) -> Result<T, RecvTimeoutError> {
+        // Runtime locks are never held by a preempted green thread.
+        let _np = crate::preempt::no_preempt();
+        loop {
+            let mut s = self.state.lock();
+            let (t, waker) = match s.buf.pop_front() {
+                // Room now: the longest-waiting sender's message joins the
+                // buffer's tail.
+                Some(t) => match s.send_waiters.pop_front() {
+                    Some(w) => {
+                        let mut moved = None;
+                        let waker = w.complete(|v| moved = v.take());
+                        s.buf.push_back(moved.expect("a waiting sender's message"));
+                        (t, waker)
+                    }
+                    None => return Ok(t),
+                },
+                // Empty: a waiting sender (rendezvous) hands over directly.
+                None => match s.send_waiters.pop_front() {
+                    Some(w) => {
+                        let mut moved = None;
+                        let waker = w.complete(|v| moved = v.take());
+                        (moved.expect("a waiting sender's message"), waker)
+                    }
+                    None => {
+                        if s.senders == 0 {
+                            return Err(RecvTimeoutError::Disconnected);
+                        }
+                        if !wait || deadline.is_some_and(|d| time::now() >= d) {
+                            return Err(RecvTimeoutError::Timeout);
+                        }
+                        match self.wait_for_message(s, deadline) {
+                            Some(result) => return result,
+                            // Woken because the last sender left: look
+                            // again.
+                            None => continue,
+                        }
+                    }
+                },
+            };
+            drop(s);
+            wake(waker);
+            return Ok(t);
+        }
+    }
+
+    /// Lists the receiver and waits for a sender to hand it a message.
+    /// None: woken without one (every sender left); look again.
+    fn wait_for_message(
+        &self,
+        mut s: parking_lot::MutexGuard<'_, State<T>>,
+        deadline: Option<u64>,
+    ) -> Option<Result<T, RecvTimeoutError>> {
+        let slot = Slot {
+            value: UnsafeCell::new(None),
+            waker: UnsafeCell::new(Some(Waker::current())),
+            done: AtomicBool::new(false),
+        };
+        debug_assert!(s.recv_waiter.is_none(), "two receivers wait");
+        s.recv_waiter = Some(SlotPtr(NonNull::from(&slot)));
+        drop(s);
+        let listed = Listed {
+            chan: self,
+            slot: &slot,
+            side: Side::Recv,
+        };
+        loop {
+            if slot.done.load(Ordering::Acquire) {
+                break;
+            }
+            if deadline.is_some_and(|d| time::now() >= d) {
+                if !listed.unlist() {
+                    std::mem::forget(listed);
+                    return Some(Err(RecvTimeoutError::Timeout));
+                }
+                // Completed while we timed out: the message counts.
+                break;
+            }
+            block(deadline);
+        }
+        std::mem::forget(listed);
+        slot.value.into_inner().map(Ok)
+    }
+
+    /// One more sender.
+    pub(super) fn add_sender(&self) {
+        let _np = crate::preempt::no_preempt();
+        self.state.lock().senders += 1;
+    }
+
+    /// A sender left; the last one wakes a waiting receiver (with no
+    /// message: it sees the channel disconnected).
+    pub(super) fn drop_sender(&self) {
+        let _np = crate::preempt::no_preempt();
+        let mut s = self.state.lock();
+        s.senders -= 1;
+        if s.senders != 0 {
+            return;
+        }
+        let waker = s.recv_waiter.take().and_then(|r| r.complete(|_| {}));
+        drop(s);
+        wake(waker);
+    }
+
+    /// The receiver left: drops the buffered messages and wakes every
+    /// waiting sender, whose message stays in its slot (it gets it back in
+    /// `SendError`).
+    pub(super) fn drop_receiver(&self) {
+        let _np = crate::preempt::no_preempt();
+        let mut s = self.state.lock();
+        s.receiver_alive = false;
+        let buffered = std::mem::take(&mut s.buf);
+        let wakers: Vec<Waker> = std::mem::take(&mut s.send_waiters)
+            .into_iter()
+            .filter_map(|w| w.complete(|_| {}))
+            .collect();
+        drop(s);
+        drop(buffered);
+        for w in wakers {
+            w.wake_by_value();
+        }
+    }
+}
+
+fn wake(waker: Option<Waker>) {
+    if let Some(w) = waker {
+        w.wake_by_value();
+    }
+}
