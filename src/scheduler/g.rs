@@ -63,14 +63,8 @@ impl GRef {
         &*self.0
     }
 
-    /// Wakes the G: sets its token and, if it is parked, makes it runnable.
-    pub(crate) fn unpark(&self) {
-        if self.wake_token() {
-            super::ready(self.clone());
-        }
-    }
-
-    /// As `unpark`, queueing this reference itself.
+    /// Wakes the G: leaves a token if it runs; if it is parked, makes it
+    /// runnable, queueing this reference itself.
     pub(crate) fn unpark_owned(self) {
         if self.wake_token() {
             super::ready(self);
@@ -94,7 +88,7 @@ impl std::ops::Deref for GRef {
 /// with thousands of parked green threads each wake-up finds its G cold.
 #[repr(C)]
 pub(crate) struct G {
-    /// State, wake-up token and cancel mark.
+    /// State (with the wake-up token) and cancel mark.
     park: ParkState,
     /// While non-zero the G must not be preempted: it is in runtime code
     /// (or under `preempt::disable`). Read by the SIGURG handler.
@@ -133,7 +127,7 @@ pub(crate) struct G {
 // through the run queues and `state`) this G.
 unsafe impl Send for G {}
 // SAFETY: other threads share a G only through its atomic fields (state,
-// notified, the no-preempt count, links taken under their own locks); the
+// the wake-up token, the no-preempt count, links taken under their own locks); the
 // UnsafeCell fields are touched by the owning M alone (see Send above).
 unsafe impl Sync for G {}
 
@@ -274,32 +268,45 @@ impl G {
     }
 }
 
-/// A G's park/wake hand-shake: its state, its wake-up token and its
-/// cancel mark. A type of its own so that the loom tests drive this very
-/// code (docs/DESIGN.md, "Model checking").
+/// A G's park/wake hand-shake: its state word (which also carries the
+/// wake-up token) and its cancel mark. A type of its own so that the loom
+/// tests drive this very code (docs/DESIGN.md, "Model checking").
+///
+/// One word for state and token (tokio keeps its task state in one word
+/// too): a wake-up is one compare-and-swap, parking is one, and starting
+/// to run is one swap, where state and token in two words took five
+/// serialising instructions per park and wake.
+///
+/// Every transition a waker or the scheduler makes is a read-modify-write
+/// on the word, even a waker's "nothing to do" (a CAS to the same value):
+/// the word's modification order then orders each waker against the G's
+/// owner, so whoever comes second sees what the first published before
+/// (a plain load on either side would allow the store-buffering outcome
+/// in which the waker sees RUNNABLE while the starting G misses the
+/// condition the waker had just set, and the G parks forever).
 #[repr(C)]
 pub(crate) struct ParkState {
     state: AtomicU8,
-    /// A wake-up token, as for `std::thread::park`: set by `unpark`,
-    /// consumed by `park`.
-    notified: AtomicBool,
     /// Set when its runtime shuts down: every blocking call of the G
     /// unwinds with [`crate::Cancelled`] from then on.
     cancelled: AtomicBool,
 }
 
+/// Running, with a wake-up token pending (an `unpark` came while it ran):
+/// its next park returns at once.
+pub(crate) const NOTIFIED: u8 = 4;
+
 impl ParkState {
     pub(crate) fn new() -> ParkState {
         ParkState {
             state: AtomicU8::new(RUNNABLE),
-            notified: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
         }
     }
 
-    /// Marks the G cancelled (see [`crate::Cancelled`]). SeqCst: pairs
-    /// with the wake-up token, so a G that sees the token the canceller
-    /// set after this also sees the mark.
+    /// Marks the G cancelled (see [`crate::Cancelled`]). The canceller
+    /// then wakes the G, whose read-modify-write on the state word
+    /// releases this store to whoever sees the wake-up.
     pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
     }
@@ -309,37 +316,66 @@ impl ParkState {
         self.cancelled.load(Ordering::SeqCst)
     }
 
-    /// Sets RUNNING, RUNNABLE or DEAD. (PARKED is only set by
-    /// `finish_park`, whose SeqCst store pairs with `wake_token`; these
-    /// transitions race with nobody, so Release suffices.)
+    /// Sets RUNNING (a swap, acquiring what any waker released while the
+    /// G was queued: see the type's doc), or RUNNABLE or DEAD (stores by
+    /// the G's M after it switched out; a token they overwrite is moot,
+    /// the G is queued or gone).
     pub(crate) fn set_state(&self, s: u8) {
-        debug_assert_ne!(s, PARKED);
-        self.state.store(s, Ordering::Release);
+        debug_assert!(s != PARKED && s != NOTIFIED);
+        if s == RUNNING {
+            self.state.swap(RUNNING, Ordering::AcqRel);
+        } else {
+            self.state.store(s, Ordering::Release);
+        }
     }
 
-    /// Consumes the wake-up token, if set.
+    /// Called by the running G: consumes a pending wake-up token, if set.
+    /// Without one, a plain load: the park that follows is a CAS.
     pub(crate) fn take_token(&self) -> bool {
-        self.notified.swap(false, Ordering::SeqCst)
-    }
-
-    /// Called by the scheduler after the G switched away to park: returns
-    /// true if an `unpark` raced with the park, in which case the G is
-    /// RUNNABLE again and the caller must schedule it.
-    pub(crate) fn finish_park(&self) -> bool {
-        self.state.store(PARKED, Ordering::SeqCst);
-        self.notified.load(Ordering::SeqCst)
+        self.state.load(Ordering::Relaxed) == NOTIFIED
             && self
                 .state
-                .compare_exchange(PARKED, RUNNABLE, Ordering::SeqCst, Ordering::Relaxed)
+                .compare_exchange(NOTIFIED, RUNNING, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
     }
 
-    /// Sets the wake-up token; returns true if the G was parked and is now
-    /// RUNNABLE, in which case the caller must queue it.
+    /// Called by the scheduler after the G switched away to park: returns
+    /// true if an `unpark` came first (a token is pending), in which case
+    /// the G is RUNNABLE again and the caller must schedule it.
+    pub(crate) fn finish_park(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(RUNNING, PARKED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => false,
+            Err(s) => {
+                debug_assert_eq!(s, NOTIFIED, "parking a G that is not running");
+                self.state.store(RUNNABLE, Ordering::Relaxed);
+                true
+            }
+        }
+    }
+
+    /// Wakes the G: leaves a token if it runs, makes it RUNNABLE if it is
+    /// parked; returns true in the latter case, when the caller must queue
+    /// it. A G already RUNNABLE (or notified, or dead) is left as it is,
+    /// through a CAS all the same (see the type's doc): it will look at
+    /// its condition when it runs.
     pub(crate) fn wake_token(&self) -> bool {
-        self.notified.store(true, Ordering::SeqCst);
-        self.state
-            .compare_exchange(PARKED, RUNNABLE, Ordering::SeqCst, Ordering::Relaxed)
-            .is_ok()
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            let new = match s {
+                RUNNING => NOTIFIED,
+                PARKED => RUNNABLE,
+                other => other,
+            };
+            match self
+                .state
+                .compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return s == PARKED,
+                Err(now) => s = now,
+            }
+        }
     }
 }

@@ -20,7 +20,7 @@ use super::handoff::{Handoff, Wake};
 use super::idle::{claim_spinner, idle_p_for_work, recheck_after_idle};
 use super::preempted::{PreemptedQueue, Queued};
 use super::spares::SpareSlots;
-use crate::sys::sync::{model, AtomicPtr, AtomicUsize};
+use crate::sys::sync::{model, AtomicBool, AtomicPtr, AtomicUsize};
 
 // ---------------------------------------------------------------------
 // The preempted-G queue.
@@ -474,5 +474,68 @@ fn loom_cancel_wakes_a_parking_g_which_sees_the_mark() {
                 assert!(g.is_cancelled());
             }
         }
+    });
+}
+
+/// ParkState (scheduler/g.rs), one state word: two wakers race for a G
+/// that is parking (its M runs `finish_park`). Checks: it is queued
+/// exactly once in all — by one waker, or by its own M when a token came
+/// first — never twice (two CASes cannot both take it out of PARKED).
+#[test]
+fn loom_two_wakers_and_a_park_queue_the_g_exactly_once() {
+    model(|| {
+        let g = Arc::new(ParkState::new());
+        g.set_state(RUNNING);
+        let wakers: Vec<_> = (0..2)
+            .map(|_| {
+                let g = g.clone();
+                thread::spawn(move || g.wake_token())
+            })
+            .collect();
+        let by_own_m = g.finish_park();
+        let by_wakers = wakers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .filter(|&queued| queued)
+            .count();
+        assert_eq!(usize::from(by_own_m) + by_wakers, 1, "queued {by_wakers} + {by_own_m}");
+    });
+}
+
+/// ParkState (scheduler/g.rs) with the condition a waiter waits for: a
+/// waker publishes it (Release) and wakes the G (`wake_token`) while the G,
+/// queued by an earlier wake-up, starts (`set_state(RUNNING)`), looks at the
+/// condition, and parks if it is not there (`take_token`, `finish_park`).
+/// Checks: the G sees the condition or the waker queues it — never
+/// parked with the condition missed (the store-buffering outcome that a
+/// plain store of RUNNING or a waker's plain "RUNNABLE: nothing to do"
+/// would allow).
+#[test]
+fn loom_a_wake_racing_a_starting_g_is_not_lost() {
+    model(|| {
+        let g = Arc::new(ParkState::new());
+        let cond = Arc::new(AtomicBool::new(false));
+        let waker = {
+            let (g, cond) = (g.clone(), cond.clone());
+            thread::spawn(move || {
+                cond.store(true, Ordering::Release);
+                g.wake_token()
+            })
+        };
+        g.set_state(RUNNING);
+        let asleep = if cond.load(Ordering::Acquire) {
+            false
+        } else if g.take_token() {
+            assert!(cond.load(Ordering::Acquire), "a token without its condition");
+            false
+        } else if g.finish_park() {
+            g.set_state(RUNNING);
+            assert!(cond.load(Ordering::Acquire), "requeued without the condition");
+            false
+        } else {
+            true
+        };
+        let queued_by_waker = waker.join().unwrap();
+        assert_eq!(asleep, queued_by_waker, "lost wake-up or queued twice");
     });
 }

@@ -23,6 +23,7 @@ mod stack_overflow;
 mod sysmon;
 mod timers;
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 pub(crate) use blocking::BlockingSection;
@@ -43,7 +44,14 @@ pub(crate) fn ready(g: GRef) {
     if let Some(m) = m::current_m() {
         if m.has_p() && Arc::ptr_eq(&m.rt, &g.rt) {
             m.p().put(g, true, &m.rt.injector);
-            m.rt.wakep();
+            // The G is on our own P, which this M runs: no wake-up can be
+            // lost, so only parallelism is at stake, and `wakep`'s fence
+            // (a serialising instruction on every wake-up) is not needed
+            // to decide whether an idle P could take work (Go's `ready`
+            // reads `npidle` and `nmspinning` the same way).
+            if m.rt.npidle.load(Relaxed) != 0 && m.rt.nmspinning.load(Relaxed) == 0 {
+                m.rt.wakep();
+            }
             return;
         }
     }
