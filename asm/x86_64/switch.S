@@ -52,20 +52,37 @@ greenrt_switch:
     .cfi_rel_offset %r15, 0
 
     /* Save the floating-point control state (rounding mode, exception
-     * masks), which the ABI also makes callee-saved. */
+     * masks), which the ABI also makes callee-saved, and keep our values
+     * for the comparison below: MXCSR without its six exception flags
+     * (bits 0-5, which the ABI leaves caller-saved) in eax, the x87
+     * control word in ecx. */
     subq    $8, %rsp
     .cfi_adjust_cfa_offset 8
     stmxcsr (%rsp)
     fnstcw  4(%rsp)
+    movl    (%rsp), %eax
+    andl    $0xffffffc0, %eax
+    movzwl  4(%rsp), %ecx
 
     /* Publish our stack pointer, then adopt the other context's. The
      * frame layouts are identical, so the CFI above stays valid. */
     movq    %rsp, (%rdi)
     movq    %rsi, %rsp
 
-    /* Restore the other context's floating-point control state. */
+    /* Restore the other context's floating-point control state, but only
+     * where it differs from ours: ldmxcsr and fldcw are microcoded and
+     * serialise the floating-point unit (they cost more than the rest of
+     * the switch), while green threads almost always share one state. */
+    movl    (%rsp), %edx
+    andl    $0xffffffc0, %edx
+    cmpl    %edx, %eax
+    je      1f
     ldmxcsr (%rsp)
+1:
+    cmpw    4(%rsp), %cx
+    je      2f
     fldcw   4(%rsp)
+2:
     addq    $8, %rsp
     .cfi_adjust_cfa_offset -8
 
