@@ -55,6 +55,8 @@ mod backend;
 #[path = "proxy/clients.rs"]
 mod clients;
 mod common;
+#[path = "proxy/inprocess.rs"]
+mod inprocess;
 #[path = "proxy/proxies.rs"]
 mod proxies;
 
@@ -65,8 +67,10 @@ use proxies::Proxy;
 
 /// Worker threads of each proxy runtime.
 const WORKERS: usize = 2;
-/// Measurement passes over the variants of a scenario (see `main`).
+/// Measurement passes over the variants of a scenario (see `relayed`).
 const PASSES: usize = 2;
+/// Rounds of each runtime in `inprocess` (`GREENRT_PROXY_ROUNDS`).
+const INPROCESS_ROUNDS: usize = 11;
 
 const SHORT_CONNS: usize = 16;
 const SHORT_REQS: usize = 500;
@@ -244,14 +248,40 @@ fn warm_up() {
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args();
-    // Create greenrt's process-wide poller before counting fds.
-    drop(greenrt::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    // Positional arguments are criterion's filters; `inprocess` picks the
+    // in-one-runtime variant alone, no filter runs everything.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let inprocess_only = filters.iter().any(|a| a == "inprocess");
     println!(
         "[proxy] load average {} on {} CPUs",
         load_average(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    if !inprocess_only {
+        relayed();
+    }
+    if filters.is_empty() || inprocess_only {
+        // One smoke round under `cargo test --benches`.
+        let rounds = if benchmarking() {
+            std::env::var("GREENRT_PROXY_ROUNDS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(INPROCESS_ROUNDS)
+        } else {
+            1
+        };
+        inprocess::run(rounds);
+    }
+}
+
+/// The scenarios with OS-thread clients and backends, through criterion.
+fn relayed() {
+    let mut c = Criterion::default().configure_from_args();
+    // Create greenrt's process-wide poller before counting fds.
+    drop(greenrt::net::TcpListener::bind("127.0.0.1:0").unwrap());
     let mut rows = Vec::new();
     let mut leaks = Vec::new();
     if benchmarking() {
