@@ -46,6 +46,8 @@ pub struct Sample {
     pub wall: f64,
     pub cpu: f64,
     pub runq: f64,
+    pub softirqd: f64,
+    pub idle: f64,
     pub nvcsw: f64,
 }
 
@@ -64,6 +66,56 @@ impl Sample {
     pub fn waiting_cores(&self) -> f64 {
         self.runq / self.wall
     }
+
+    /// The ksoftirqd threads' cores: network softirq work the kernel
+    /// deferred to them (loopback delivery), which no process is charged.
+    pub fn softirqd_cores(&self) -> f64 {
+        self.softirqd / self.wall
+    }
+
+    /// The whole machine's idle cores: on a quiet machine, the runtime's
+    /// own idle time; other load only lowers it.
+    pub fn idle_cores(&self) -> f64 {
+        self.idle / self.wall
+    }
+}
+
+/// Seconds all CPUs of the machine have been idle (idle + iowait in
+/// /proc/stat, in USER_HZ ticks of 10 ms).
+fn machine_idle() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(4)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
+/// CPU seconds (user + system, 10 ms ticks) the ksoftirqd kernel threads
+/// have used so far; 0 where they are not visible (another pid namespace).
+fn softirqd_cpu() -> f64 {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let ticks: u64 = procs
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|s| s.contains("(ksoftirqd/"))
+        .filter_map(|s| {
+            // Fields after the ")" that ends the name: state is the 3rd
+            // field, utime and stime the 14th and 15th.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    ticks as f64 / 100.0
 }
 
 /// Seconds every thread of this process has waited on a run queue so far
@@ -90,17 +142,21 @@ fn voluntary_switches() -> i64 {
 
 /// Times `round`.
 fn measure(round: impl FnOnce()) -> Sample {
-    let (t, cpu, sw, rq) = (
+    let (t, cpu, sw, rq, softirqd, idle) = (
         Instant::now(),
         process_cpu(),
         voluntary_switches(),
         runqueue_wait(),
+        softirqd_cpu(),
+        machine_idle(),
     );
     round();
     Sample {
         wall: t.elapsed().as_secs_f64(),
         cpu: (process_cpu() - cpu).as_secs_f64(),
         runq: runqueue_wait() - rq,
+        softirqd: softirqd_cpu() - softirqd,
+        idle: machine_idle() - idle,
         nvcsw: (voluntary_switches() - sw) as f64,
     }
 }
@@ -113,8 +169,12 @@ pub struct Greenrt {
 }
 
 impl Greenrt {
-    pub fn open() -> Greenrt {
-        let rt = greenrt::Builder::new().workers(WORKERS).build().unwrap();
+    pub fn open(preemption: bool) -> Greenrt {
+        let rt = greenrt::Builder::new()
+            .workers(WORKERS)
+            .preemption(preemption)
+            .build()
+            .unwrap();
         let (conns, servers) = rt.block_on(|| {
             let sink = greenrt::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let sink_addr = sink.local_addr().unwrap();
@@ -313,78 +373,115 @@ impl Tokio {
     }
 }
 
-/// Runs `rounds` rounds of each runtime, alternating (greenrt first in
-/// odd rounds, tokio in even ones), after one unmeasured round of each;
-/// prints the table.
+/// A runtime set up for rounds.
+trait Setup {
+    fn round(&self) -> Sample;
+    fn close(self: Box<Self>);
+}
+
+impl Setup for Greenrt {
+    fn round(&self) -> Sample {
+        Greenrt::round(self)
+    }
+    fn close(self: Box<Self>) {
+        Greenrt::close(*self)
+    }
+}
+
+impl Setup for Tokio {
+    fn round(&self) -> Sample {
+        Tokio::round(self)
+    }
+    fn close(self: Box<Self>) {
+        Tokio::close(*self)
+    }
+}
+
+/// The runtimes compared: greenrt, greenrt without preemption (no
+/// sysmon, whose wake-ups are most of greenrt's voluntary context
+/// switches here), tokio. `GREENRT_PROXY_ONLY` picks one by name.
+const NAMES: [&str; 3] = ["greenrt", "greenrt_nopreempt", "tokio"];
+
+fn open(name: &str) -> Box<dyn Setup> {
+    match name {
+        "greenrt" => Box::new(Greenrt::open(true)),
+        "greenrt_nopreempt" => Box::new(Greenrt::open(false)),
+        "tokio" => Box::new(Tokio::open()),
+        other => panic!("GREENRT_PROXY_ONLY must be one of {NAMES:?}, not {other:?}"),
+    }
+}
+
+fn print_sample(name: &str, s: &Sample) {
+    println!(
+        "{name}: {:.0} MB/s, {:.2} busy cores, {:.2} waiting for a CPU, {:.2} ksoftirqd, \
+         {:.2} idle (machine), {:.0} voluntary switches",
+        s.mb_per_s(),
+        s.busy_cores(),
+        s.waiting_cores(),
+        s.softirqd_cores(),
+        s.idle_cores(),
+        s.nvcsw
+    );
+}
+
+/// Runs `rounds` rounds of each runtime, the three in a rotating order,
+/// after one unmeasured round of each; prints the table.
 pub fn run(rounds: usize) {
     // For profiling one runtime alone (perf, strace): rounds of it only.
     if let Ok(only) = std::env::var("GREENRT_PROXY_ONLY") {
-        let samples: Vec<Sample> = match only.as_str() {
-            "greenrt" => {
-                let g = Greenrt::open();
-                let v = (0..rounds).map(|_| g.round()).collect();
-                g.close();
-                v
-            }
-            "tokio" => {
-                let t = Tokio::open();
-                let v = (0..rounds).map(|_| t.round()).collect();
-                t.close();
-                v
-            }
-            other => panic!("GREENRT_PROXY_ONLY must be greenrt or tokio, not {other:?}"),
-        };
-        for s in samples {
-            println!(
-                "{only}: {:.0} MB/s, {:.2} busy cores, {:.2} waiting for a CPU, {:.0} voluntary \
-                 switches",
-                s.mb_per_s(),
-                s.busy_cores(),
-                s.waiting_cores(),
-                s.nvcsw
-            );
+        let setup = open(&only);
+        for _ in 0..rounds {
+            print_sample(&only, &setup.round());
         }
+        setup.close();
         return;
     }
-    let (g, t) = (Greenrt::open(), Tokio::open());
-    g.round();
-    t.round();
-    let (mut gs, mut ts) = (Vec::new(), Vec::new());
+    // Each round sets its runtime up afresh and closes it after: greenrt's
+    // netpoller is process-wide, so the runtimes do not overlap.
+    let once = |name: &str| {
+        let setup = open(name);
+        let s = setup.round();
+        setup.close();
+        s
+    };
+    for name in NAMES {
+        once(name);
+    }
+    let mut samples: Vec<Vec<Sample>> = NAMES.iter().map(|_| Vec::new()).collect();
     for i in 0..rounds {
-        if i % 2 == 0 {
-            gs.push(g.round());
-            ts.push(t.round());
-        } else {
-            ts.push(t.round());
-            gs.push(g.round());
+        for k in 0..NAMES.len() {
+            let j = (i + k) % NAMES.len();
+            samples[j].push(once(NAMES[j]));
         }
     }
-    g.close();
-    t.close();
     let stat = |v: &[Sample], f: fn(&Sample) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
-    let (gm, tm) = (stat(&gs, Sample::mb_per_s), stat(&ts, Sample::mb_per_s));
+    let tput: Vec<f64> = samples.iter().map(|v| stat(v, Sample::mb_per_s)).collect();
+    let tokio = tput[NAMES.len() - 1];
     println!(
         "\ninprocess: {CONNS} connections x {} MiB echoed, clients, proxy and sink in one \
          {WORKERS}-worker runtime; medians of {rounds} rounds each:",
         BYTES >> 20
     );
     println!(
-        "| runtime | MB/s | busy cores | cores waiting for a CPU | voluntary switches per round |"
+        "| runtime | MB/s | / tokio | busy cores | waiting for a CPU | ksoftirqd | idle \
+         (machine) | voluntary switches per round |"
     );
-    println!("|---|---|---|---|---|");
-    for (name, v, m) in [("greenrt", &gs, gm), ("tokio", &ts, tm)] {
+    println!("|---|---|---|---|---|---|---|---|");
+    for ((name, v), m) in NAMES.iter().zip(&samples).zip(&tput) {
         println!(
-            "| {name} | {m:.0} | {:.2} | {:.2} | {:.0} |",
+            "| {name} | {m:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |",
+            m / tokio,
             stat(v, Sample::busy_cores),
             stat(v, Sample::waiting_cores),
+            stat(v, Sample::softirqd_cores),
+            stat(v, Sample::idle_cores),
             stat(v, |s| s.nvcsw)
         );
     }
-    println!("greenrt / tokio: {:.2}", gm / tm);
-    let per_round: Vec<String> = gs
+    let per_round: Vec<String> = samples[0]
         .iter()
-        .zip(&ts)
+        .zip(&samples[NAMES.len() - 1])
         .map(|(g, t)| format!("{:.2}", g.mb_per_s() / t.mb_per_s()))
         .collect();
-    println!("per-round ratios: {}", per_round.join(" "));
+    println!("greenrt / tokio per round: {}", per_round.join(" "));
 }
