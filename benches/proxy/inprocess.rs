@@ -104,7 +104,11 @@ fn softirqd_cpu() -> f64 {
     };
     let ticks: u64 = procs
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter(|s| s.contains("(ksoftirqd/"))
         .filter_map(|s| {
