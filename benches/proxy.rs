@@ -24,6 +24,12 @@
 //! 3. `bulk`: [`BULK_CONNS`] connections each send 64 MiB to an echo
 //!    backend and read it back at the same time. 8 KiB copy buffers (both
 //!    libraries' default). MB/s counting both directions.
+//! 4. `inprocess` (`proxy/inprocess.rs`): the shape of `bulk`, but the
+//!    clients and an echo sink are green threads (tasks) of the proxy's
+//!    own runtime, so the runtime's idle and wake-up behaviour counts;
+//!    greenrt, greenrt without preemption and tokio alternate round by
+//!    round, each round on a fresh runtime; reports busy cores and where
+//!    the rest of the machine's time went. Outside criterion.
 //!
 //! In `greenrt_splice` each burst of data starts with a read into the copy
 //! buffer; a burst that fills it is spliced onwards (see `greenrt::io`).
@@ -42,8 +48,9 @@
 //! tokio, plus greenrt's copy counters per variant, which show that the
 //! splice variant spliced and the copy variant did not.
 //!
-//! Run with `cargo bench --bench proxy` (about 2 minutes on 2 cores), or
-//! one scenario with e.g. `cargo bench --bench proxy -- bulk`.
+//! Run with `cargo bench --bench proxy` (about 3 minutes on 2 cores), or
+//! one scenario with e.g. `cargo bench --bench proxy -- bulk` (or
+//! `-- inprocess`; `GREENRT_PROXY_ROUNDS` sets its rounds, default 11).
 
 use std::time::Duration;
 

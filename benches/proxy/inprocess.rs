@@ -13,16 +13,23 @@
 //!   [`BYTES`] in 1 MiB writes and a reader reading them back in 64 KiB
 //!   reads, at the same time.
 //!
-//! Connections are made once per runtime and reused by every round. The
-//! two runtimes alternate, round by round; the table gives the median
-//! throughput (bytes written plus bytes read by the clients, over wall
-//! time), the greenrt/tokio ratio of the medians, and each runtime's
-//! median busy cores: process CPU time (`CLOCK_PROCESS_CPUTIME_ID`, every
-//! thread, user + system) over wall time. Voluntary context switches
-//! (getrusage `ru_nvcsw`) per round are given too.
+//! Each round sets a runtime up (sink, proxy, connections), runs the
+//! clients once and closes it; only the clients' run is timed. Rounds of
+//! greenrt, greenrt without preemption (no sysmon) and tokio alternate in
+//! a rotating order. The table gives medians per runtime: throughput
+//! (bytes the clients wrote plus bytes they read, over wall time) and its
+//! ratio to tokio's; busy cores, process CPU time
+//! (`CLOCK_PROCESS_CPUTIME_ID`, every thread, user + system) over wall
+//! time; cores' worth of the process's threads waiting for a CPU
+//! (schedstat); the ksoftirqd threads' cores (loopback softirq work the
+//! kernel deferred to them: done for this process, charged to none); the
+//! machine's idle cores (/proc/stat: on a quiet machine, the runtime's
+//! own idle time); voluntary context switches (getrusage `ru_nvcsw`).
+//! On a quiet machine busy + ksoftirqd + idle is about the 2 cores.
 //!
-//! `GREENRT_PROXY_ONLY=greenrt` (or `tokio`) runs that runtime's rounds
-//! alone and prints each, for profiling one runtime with perf or strace.
+//! `GREENRT_PROXY_ONLY=greenrt` (or `greenrt_nopreempt`, `tokio`) runs
+//! that runtime's rounds alone on one setup and prints each, for
+//! profiling one runtime with perf or strace.
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
