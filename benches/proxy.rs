@@ -24,6 +24,12 @@
 //! 3. `bulk`: [`BULK_CONNS`] connections each send 64 MiB to an echo
 //!    backend and read it back at the same time. 8 KiB copy buffers (both
 //!    libraries' default). MB/s counting both directions.
+//! 4. `inprocess` (`proxy/inprocess.rs`): the shape of `bulk`, but the
+//!    clients and an echo sink are green threads (tasks) of the proxy's
+//!    own runtime, so the runtime's idle and wake-up behaviour counts;
+//!    greenrt, greenrt without preemption and tokio alternate round by
+//!    round, each round on a fresh runtime; reports busy cores and where
+//!    the rest of the machine's time went. Outside criterion.
 //!
 //! In `greenrt_splice` each burst of data starts with a read into the copy
 //! buffer; a burst that fills it is spliced onwards (see `greenrt::io`).
@@ -42,25 +48,36 @@
 //! tokio, plus greenrt's copy counters per variant, which show that the
 //! splice variant spliced and the copy variant did not.
 //!
-//! Run with `cargo bench --bench proxy` (about 2 minutes on 2 cores), or
-//! one scenario with e.g. `cargo bench --bench proxy -- bulk`.
+//! Run with `cargo bench --bench proxy` (about 3 minutes on 2 cores), or
+//! one scenario with e.g. `cargo bench --bench proxy -- bulk` (or
+//! `-- inprocess`; `GREENRT_PROXY_ROUNDS` sets its rounds, default 11).
 
-use std::io::{Read, Write};
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode};
-use greenrt::io::{CopyMode, CopyOptions, CopyStats};
+use greenrt::io::CopyStats;
 
+#[path = "proxy/backend.rs"]
+mod backend;
+#[path = "proxy/clients.rs"]
+mod clients;
 mod common;
+#[path = "proxy/inprocess.rs"]
+mod inprocess;
+#[path = "proxy/proxies.rs"]
+mod proxies;
+
+use backend::Backend;
+use clients::batch;
 use common::{benchmarking, load_average, median, open_fds, Rounds};
+use proxies::Proxy;
 
 /// Worker threads of each proxy runtime.
 const WORKERS: usize = 2;
-/// Measurement passes over the variants of a scenario (see `main`).
+/// Measurement passes over the variants of a scenario (see `relayed`).
 const PASSES: usize = 2;
+/// Rounds of each runtime in `inprocess` (`GREENRT_PROXY_ROUNDS`).
+const INPROCESS_ROUNDS: usize = 11;
 
 const SHORT_CONNS: usize = 16;
 const SHORT_REQS: usize = 500;
@@ -134,266 +151,6 @@ impl Scenario {
             Scenario::Bulk => ((BULK_CONNS * BULK * 2) as f64, "MB/s"),
         }
     }
-}
-
-// ---------------------------------------------------------------------
-// Backend: OS threads, one per connection.
-// ---------------------------------------------------------------------
-
-/// Accepts `conns` connections and serves each on its own thread: an
-/// HTTP-like responder or an echo. Joined by [`Backend::join`] once the
-/// proxy has closed every connection.
-struct Backend {
-    addr: SocketAddr,
-    acceptor: JoinHandle<Vec<JoinHandle<()>>>,
-}
-
-impl Backend {
-    fn start(conns: usize, echo: bool) -> Backend {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let body: Arc<[u8]> = (0..BODY).map(|i| i as u8).collect();
-        let acceptor = std::thread::spawn(move || {
-            (0..conns)
-                .map(|_| {
-                    let (s, _) = listener.accept().unwrap();
-                    s.set_nodelay(true).unwrap();
-                    let body = body.clone();
-                    std::thread::spawn(move || {
-                        if echo {
-                            serve_echo(s)
-                        } else {
-                            serve_http(s, &body)
-                        }
-                    })
-                })
-                .collect()
-        });
-        Backend { addr, acceptor }
-    }
-
-    fn join(self) {
-        for t in self.acceptor.join().unwrap() {
-            t.join().unwrap();
-        }
-    }
-}
-
-fn serve_echo(mut s: std::net::TcpStream) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if s.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Answers each request (a header block ending in an empty line) with an
-/// empty response, or a 1 MiB body for `GET /1m`.
-fn serve_http(mut s: std::net::TcpStream, body: &[u8]) {
-    let empty = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-    let full = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    loop {
-        let end = loop {
-            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            match s.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let ok = if buf.starts_with(b"GET /1m ") {
-            s.write_all(full.as_bytes()).and_then(|_| s.write_all(body))
-        } else {
-            s.write_all(empty)
-        };
-        if ok.is_err() {
-            return;
-        }
-        buf.drain(..end);
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-// ---------------------------------------------------------------------
-// Proxies.
-// ---------------------------------------------------------------------
-
-/// A proxy accepting exactly `conns` connections; [`Proxy::join`] waits
-/// for them all to end (after the clients close) and stops its runtime.
-enum Proxy {
-    Greenrt {
-        rt: greenrt::Runtime,
-        done: greenrt::JoinHandle<()>,
-    },
-    Tokio {
-        rt: tokio::runtime::Runtime,
-        done: tokio::task::JoinHandle<()>,
-    },
-}
-
-impl Proxy {
-    fn start(
-        variant: Variant,
-        upstream: SocketAddr,
-        conns: usize,
-        buf: usize,
-    ) -> (SocketAddr, Proxy) {
-        match variant {
-            Variant::GreenrtSplice | Variant::GreenrtCopy => {
-                let mode = if variant == Variant::GreenrtSplice {
-                    CopyMode::Splice
-                } else {
-                    CopyMode::Buffered
-                };
-                let opts = CopyOptions::new().mode(mode).buffer_size(buf);
-                let rt = greenrt::Builder::new().workers(WORKERS).build().unwrap();
-                let listener = greenrt::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                let addr = listener.local_addr().unwrap();
-                let done = rt.spawn(move || {
-                    let relays: Vec<_> = (0..conns)
-                        .map(|_| {
-                            let (mut c, _) = listener.accept().unwrap();
-                            greenrt::spawn(move || {
-                                let mut u = greenrt::net::TcpStream::connect(upstream).unwrap();
-                                c.set_nodelay(true).unwrap();
-                                u.set_nodelay(true).unwrap();
-                                greenrt::io::copy_bidirectional_with(&mut c, &mut u, opts).unwrap();
-                            })
-                        })
-                        .collect();
-                    for r in relays {
-                        r.join().unwrap();
-                    }
-                });
-                (addr, Proxy::Greenrt { rt, done })
-            }
-            Variant::Tokio => {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(WORKERS)
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                let listener = rt
-                    .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-                    .unwrap();
-                let addr = listener.local_addr().unwrap();
-                let done = rt.spawn(async move {
-                    let mut relays = Vec::new();
-                    for _ in 0..conns {
-                        let (mut c, _) = listener.accept().await.unwrap();
-                        relays.push(tokio::spawn(async move {
-                            let mut u = tokio::net::TcpStream::connect(upstream).await.unwrap();
-                            c.set_nodelay(true).unwrap();
-                            u.set_nodelay(true).unwrap();
-                            tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, buf, buf)
-                                .await
-                                .unwrap();
-                        }));
-                    }
-                    for r in relays {
-                        r.await.unwrap();
-                    }
-                });
-                (addr, Proxy::Tokio { rt, done })
-            }
-        }
-    }
-
-    fn join(self) {
-        match self {
-            Proxy::Greenrt { rt, done } => {
-                done.join().unwrap();
-                drop(rt);
-            }
-            Proxy::Tokio { rt, done } => {
-                rt.block_on(done).unwrap();
-                drop(rt);
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------
-// Clients: one batch on scoped OS threads over kept connections.
-// ---------------------------------------------------------------------
-
-/// Sends `reqs` requests in turn and reads each response.
-fn http_client(mut s: &std::net::TcpStream, req: &[u8], reqs: usize, buf: &mut [u8]) {
-    for _ in 0..reqs {
-        s.write_all(req).unwrap();
-        // Read the header block, then Content-Length bytes of body.
-        let mut have = 0;
-        let header_end = loop {
-            if let Some(i) = find(&buf[..have], b"\r\n\r\n") {
-                break i + 4;
-            }
-            let n = s.read(&mut buf[have..]).unwrap();
-            assert!(n > 0, "the proxy closed the connection");
-            have += n;
-        };
-        assert!(buf.starts_with(b"HTTP/1.1 200 "));
-        let header = std::str::from_utf8(&buf[..header_end]).unwrap();
-        let len: usize = header
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Length: "))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let mut left = (header_end + len).saturating_sub(have);
-        assert!(have <= header_end + len, "no pipelining here");
-        while left > 0 {
-            let want = left.min(buf.len());
-            let n = s.read(&mut buf[..want]).unwrap();
-            assert!(n > 0, "the proxy closed the connection");
-            left -= n;
-        }
-    }
-}
-
-/// Sends BULK bytes and reads them back, at the same time.
-fn bulk_client(s: &std::net::TcpStream) {
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let data = vec![7u8; 1 << 20];
-            let mut w = s;
-            for _ in 0..BULK / data.len() {
-                w.write_all(&data).unwrap();
-            }
-        });
-        let mut buf = vec![0u8; 1 << 20];
-        let mut r = s;
-        let mut left = BULK;
-        while left > 0 {
-            let n = r.read(&mut buf[..left.min(1 << 20)]).unwrap();
-            assert!(n > 0, "the proxy closed the connection");
-            left -= n;
-        }
-    });
-}
-
-fn batch(scenario: Scenario, conns: &[std::net::TcpStream]) {
-    std::thread::scope(|scope| {
-        for s in conns {
-            scope.spawn(move || match scenario {
-                Scenario::Short => http_client(s, REQ_EMPTY, SHORT_REQS, &mut vec![0u8; 4096]),
-                Scenario::Body => http_client(s, REQ_BODY, BODY_REQS, &mut vec![0u8; 256 * 1024]),
-                Scenario::Bulk => bulk_client(s),
-            });
-        }
-    });
 }
 
 // ---------------------------------------------------------------------
@@ -498,14 +255,40 @@ fn warm_up() {
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args();
-    // Create greenrt's process-wide poller before counting fds.
-    drop(greenrt::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    // Positional arguments are criterion's filters; `inprocess` picks the
+    // in-one-runtime variant alone, no filter runs everything.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let inprocess_only = filters.iter().any(|a| a == "inprocess");
     println!(
         "[proxy] load average {} on {} CPUs",
         load_average(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    if !inprocess_only {
+        relayed();
+    }
+    if filters.is_empty() || inprocess_only {
+        // One smoke round under `cargo test --benches`.
+        let rounds = if benchmarking() {
+            std::env::var("GREENRT_PROXY_ROUNDS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(INPROCESS_ROUNDS)
+        } else {
+            1
+        };
+        inprocess::run(rounds);
+    }
+}
+
+/// The scenarios with OS-thread clients and backends, through criterion.
+fn relayed() {
+    let mut c = Criterion::default().configure_from_args();
+    // Create greenrt's process-wide poller before counting fds.
+    drop(greenrt::net::TcpListener::bind("127.0.0.1:0").unwrap());
     let mut rows = Vec::new();
     let mut leaks = Vec::new();
     if benchmarking() {
