@@ -14,7 +14,7 @@
 //! one iteration of the shorter workloads (a few hundred µs to 10 ms) is
 //! comparable to one scheduler slice of another process on this machine,
 //! and a window of many absorbs such a slice. The iteration count is
-//! calibrated from a first timing of each runtime, and both runtimes run
+//! calibrated from first timings of each runtime, and both runtimes run
 //! the same count in every sample.
 
 use std::time::{Duration, Instant};
@@ -40,11 +40,13 @@ pub struct Row {
 }
 
 impl Row {
-    /// Prints the row's figures on one line, as a progress report.
+    /// Prints the row's figures, as a progress report, with every pair's
+    /// ratio in the order run (a drift during the pass shows there).
     pub fn report(&self) {
+        let ratios: Vec<_> = self.ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
             "[{}] alternating: {PAIRS} pairs × {} iterations: greenrt {}, tokio {} per \
-             iteration; greenrt / tokio median {:.2} (min {:.2}, max {:.2})",
+             iteration; greenrt / tokio median {:.2} (min {:.2}, max {:.2}); pairs: {}",
             self.label,
             self.iterations,
             fmt_time(self.medians[0]),
@@ -52,6 +54,7 @@ impl Row {
             median(&self.ratios),
             min(&self.ratios),
             max(&self.ratios),
+            ratios.join(" "),
         );
     }
 }
@@ -82,8 +85,13 @@ fn per_iteration(f: &mut dyn FnMut()) -> f64 {
 pub fn alternate(w: &Workload, g: &greenrt::Runtime, t: &tokio::runtime::Runtime) -> Row {
     let mut run_g = || (w.greenrt)(g);
     let mut run_t = || (w.tokio)(t);
-    // Both windows at least WINDOW long: sized by the faster runtime.
-    let fastest = per_iteration(&mut run_g).min(per_iteration(&mut run_t));
+    // Both windows at least WINDOW long: sized by the faster runtime, from
+    // the fastest of two timings each (a timing slowed by other processes
+    // would make windows short).
+    let fastest = [per_iteration(&mut run_g), per_iteration(&mut run_t)]
+        .into_iter()
+        .chain([per_iteration(&mut run_g), per_iteration(&mut run_t)])
+        .fold(f64::INFINITY, f64::min);
     let iterations = (WINDOW.as_secs_f64() / fastest).ceil().max(1.0) as u64;
     let (mut gs, mut ts) = (Vec::with_capacity(PAIRS), Vec::with_capacity(PAIRS));
     for _ in 0..PAIRS {
