@@ -498,7 +498,11 @@ fn loom_two_wakers_and_a_park_queue_the_g_exactly_once() {
             .map(|w| w.join().unwrap())
             .filter(|&queued| queued)
             .count();
-        assert_eq!(usize::from(by_own_m) + by_wakers, 1, "queued {by_wakers} + {by_own_m}");
+        assert_eq!(
+            usize::from(by_own_m) + by_wakers,
+            1,
+            "queued {by_wakers} + {by_own_m}"
+        );
     });
 }
 
@@ -526,11 +530,17 @@ fn loom_a_wake_racing_a_starting_g_is_not_lost() {
         let asleep = if cond.load(Ordering::Acquire) {
             false
         } else if g.take_token() {
-            assert!(cond.load(Ordering::Acquire), "a token without its condition");
+            assert!(
+                cond.load(Ordering::Acquire),
+                "a token without its condition"
+            );
             false
         } else if g.finish_park() {
             g.set_state(RUNNING);
-            assert!(cond.load(Ordering::Acquire), "requeued without the condition");
+            assert!(
+                cond.load(Ordering::Acquire),
+                "requeued without the condition"
+            );
             false
         } else {
             true

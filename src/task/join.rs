@@ -129,8 +129,7 @@ impl<T> JoinHandle<T> {
         // Waited before (and unwound out of it): take the old waker's
         // registration back first, unless the G finished meanwhile.
         if state & WAITING != 0
-            && p
-                .state
+            && p.state
                 .compare_exchange(WAITING, 0, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
         {
