@@ -22,7 +22,13 @@ pub(crate) struct NoPreemptScope {
 impl NoPreemptScope {
     #[inline(always)]
     pub(crate) fn new() -> NoPreemptScope {
-        let g = scheduler::current_g_ptr();
+        NoPreemptScope::for_g(scheduler::current_g_ptr())
+    }
+
+    /// As `new`, for a caller that has looked up the running G already
+    /// (`g`: the G running this code, or null off a green thread).
+    #[inline(always)]
+    pub(crate) fn for_g(g: *const G) -> NoPreemptScope {
         if !g.is_null() {
             // SAFETY: a non-null current_g_ptr is the G running this code,
             // which stays alive while it runs; `nopreempt` is an atomic, so

@@ -125,10 +125,10 @@ pub(crate) fn blocks_green() -> bool {
 
 #[inline(always)]
 fn switch_out(req: Request, what: &str) {
-    let _np = crate::preempt::no_preempt();
     let Some(m) = m::current_m().filter(|m| !m.curg.get().is_null()) else {
         not_in_green_thread(what);
     };
+    let _np = crate::preempt::NoPreemptScope::for_g(m.curg.get());
     // SAFETY: we are running on the M's current G.
     unsafe { m.switch_to_scheduler(req) };
 }
@@ -186,11 +186,18 @@ pub(crate) fn park_through_cancel() -> bool {
 /// Puts the running G at the back of its P's queue and runs others. A
 /// cancelled G unwinds instead (see `park`).
 pub(crate) fn yield_now() {
-    if in_green_thread() && std::thread::panicking() {
-        return std::thread::yield_now();
-    }
-    if current_is_cancelled() {
-        unwind_cancelled();
+    // One look-up of the running G for both checks (the M is looked up
+    // again after the switch: the G may resume on another).
+    let cancelled = with_current_g(|g| {
+        if g.is_some() && std::thread::panicking() {
+            return None;
+        }
+        Some(g.is_some_and(|g| g.is_cancelled()))
+    });
+    match cancelled {
+        None => return std::thread::yield_now(),
+        Some(true) => unwind_cancelled(),
+        Some(false) => {}
     }
     switch_out(Request::Yield, "yield_now");
     if current_is_cancelled() {
