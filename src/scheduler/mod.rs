@@ -39,9 +39,10 @@ pub(crate) use timers::add_timer;
 /// LIFO slot when called on one of its runtime's Ms, else into the global
 /// queue. Wakes an idle M if there is one to spare.
 pub(crate) fn ready(g: GRef) {
+    let m = m::current_m();
     // Runtime code: never preempted (it touches the P and runtime locks).
-    let _np = crate::preempt::no_preempt();
-    if let Some(m) = m::current_m() {
+    let _np = crate::preempt::NoPreemptScope::for_g(m.map_or(std::ptr::null(), |m| m.curg.get()));
+    if let Some(m) = m {
         if m.has_p() && Arc::ptr_eq(&m.rt, &g.rt) {
             m.p().put(g, true, &m.rt.injector);
             // The G is on our own P, which this M runs: no wake-up can be

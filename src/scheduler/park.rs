@@ -35,8 +35,9 @@ pub(crate) enum Waker {
 impl Waker {
     /// A waker for the caller.
     pub(crate) fn current() -> Waker {
+        // `blocks_green`, with the one look-up of the running G.
         match current_g() {
-            Some(g) if blocks_green() => Waker::Green(g),
+            Some(g) if !thread::panicking() => Waker::Green(g),
             _ => Waker::Os(thread::current()),
         }
     }
