@@ -40,6 +40,8 @@ use std::time::Duration;
 use criterion::{Criterion, SamplingMode, Throughput};
 
 mod common;
+#[path = "echo/client.rs"]
+mod client;
 #[path = "echo/inproc.rs"]
 mod inproc;
 #[path = "echo/server.rs"]
@@ -161,39 +163,35 @@ fn server_only() {
     if cells.is_empty() || !benchmarking() {
         return;
     }
-    let servers = [
-        server::Server::start("greenrt"),
-        server::Server::start("tokio"),
-    ];
-    let client = greenrt::Builder::new().workers(WORKERS).build().unwrap();
+    let specs = std::env::var(server::SERVERS_ENV).unwrap_or("greenrt,tokio".into());
+    let servers: Vec<server::Server> = specs.split(',').map(server::Server::start).collect();
+    let tokio = servers.iter().position(|s| s.label == "tokio");
     println!(
-        "\nserver-only: the same greenrt client ({WORKERS} workers) in this process against \
-         a greenrt and a tokio echo server ({WORKERS} workers each, own processes); \
-         medians of {} samples of 0.3 s; load average {}:",
+        "\nserver-only: the same client (one thread, epoll) in this process against \
+         each echo server ({WORKERS} workers, own process); medians of {} samples of 0.3 s; \
+         load average {}:",
         server::SAMPLES,
         load_average()
     );
     println!(
-        "| cell | greenrt req/s | tokio req/s | greenrt / tokio (median of pairs) | \
-         latency p50 / p99 / max ms, greenrt | tokio | server CPU µs per request, greenrt / tokio | \
-         server context switches per request, greenrt / tokio |"
+        "| cell | server | req/s | / tokio (median of rounds) | latency p50 / p99 / max ms | \
+         server CPU µs per request | server context switches per request |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (name, connections, size) in cells {
-        let (figs, ratios) = server::cell(&client, &servers, connections, size);
-        let lat = |k: usize| Percentiles::median_of(&figs[k].latencies).fmt_ms();
-        println!(
-            "| {name} | {:.0} | {:.0} | {:.2} | {} | {} | {:.1} / {:.1} | {:.2} / {:.2} |",
-            figs[0].median_rps(),
-            figs[1].median_rps(),
-            median(&ratios),
-            lat(0),
-            lat(1),
-            figs[0].cpu_us(),
-            figs[1].cpu_us(),
-            figs[0].switches(),
-            figs[1].switches(),
-        );
+        let figs = server::cell(&servers, connections, size);
+        for (s, f) in servers.iter().zip(&figs) {
+            let ratio = tokio.map_or(f64::NAN, |t| server::ratio(f, &figs[t]));
+            println!(
+                "| {name} | {} | {:.0} | {:.2} | {} | {:.1} | {:.3} |",
+                s.label,
+                f.median_rps(),
+                ratio,
+                Percentiles::median_of(&f.latencies).fmt_ms(),
+                f.cpu_us(),
+                f.switches(),
+            );
+        }
     }
 }
 

@@ -6,9 +6,9 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use greenrt::net::TcpStream;
+use crate::client::Load;
 
 use crate::common::median;
 use crate::util::Percentiles;
@@ -90,14 +90,35 @@ fn serve_tokio() {
 
 /// A server process; killed (its stdin closed) on drop.
 pub struct Server {
+    /// How [`SERVERS_ENV`] named it.
+    pub label: String,
     child: Child,
     addr: SocketAddr,
 }
 
+/// Which servers the server-only mode loads, comma-separated: each
+/// `greenrt` or `tokio`, optionally followed by `@BINARY` (that build of
+/// this bench runs the server, e.g. a build of an earlier commit, for a
+/// before/after comparison in one run) and by `+VAR=VALUE` environment
+/// settings for the server process. Default `greenrt,tokio`; ratios are
+/// against the first `tokio`.
+pub const SERVERS_ENV: &str = "ECHO_BENCH_SERVERS";
+
 impl Server {
-    pub fn start(name: &'static str) -> Server {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .env(SERVER_ENV, name)
+    pub fn start(spec: &str) -> Server {
+        let mut parts = spec.split('+');
+        let head = parts.next().unwrap();
+        let (kind, bin) = match head.split_once('@') {
+            Some((kind, bin)) => (kind, bin.into()),
+            None => (head, std::env::current_exe().unwrap()),
+        };
+        let mut cmd = Command::new(bin);
+        for var in parts {
+            let (k, v) = var.split_once('=').expect("+VAR=VALUE");
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .env(SERVER_ENV, kind)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -108,6 +129,7 @@ impl Server {
             .unwrap();
         let port: u16 = line.trim().parse().expect("the server's port");
         Server {
+            label: spec.into(),
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
         }
@@ -172,102 +194,45 @@ impl Figures {
     }
 }
 
-/// The client's connections to one server.
-struct Load {
-    conns: Vec<TcpStream>,
-}
-
-impl Load {
-    fn connect(addr: SocketAddr, connections: usize) -> Load {
-        // One at a time, within the server's listen backlog.
-        let conns = (0..connections)
-            .map(|_| {
-                let s = TcpStream::connect(addr).unwrap();
-                s.set_nodelay(true).unwrap();
-                s
-            })
-            .collect();
-        Load { conns }
-    }
-
-    /// Every connection does round trips for `SAMPLE_TIME`: returns the
-    /// requests/s and the round trips' times.
-    fn sample(&mut self, size: usize) -> (f64, Vec<Duration>) {
-        let start = Instant::now();
-        let deadline = start + SAMPLE_TIME;
-        let clients: Vec<_> = std::mem::take(&mut self.conns)
-            .into_iter()
-            .map(|mut s| {
-                greenrt::spawn(move || {
-                    let msg: Vec<u8> = (0..size).map(|i| i as u8).collect();
-                    let mut buf = vec![0; size];
-                    let mut latencies = Vec::new();
-                    while Instant::now() < deadline {
-                        let t = Instant::now();
-                        s.write_all(&msg).unwrap();
-                        s.read_exact(&mut buf).unwrap();
-                        latencies.push(t.elapsed());
-                    }
-                    let echoed = latencies.is_empty() || buf == msg;
-                    assert!(echoed, "the echo differs from the message");
-                    (s, latencies)
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        for c in clients {
-            let (s, latencies) = c.join().unwrap();
-            self.conns.push(s);
-            all.extend(latencies);
-        }
-        (all.len() as f64 / start.elapsed().as_secs_f64(), all)
-    }
-}
-
-/// Runs a cell against both servers: a warm-up sample each, then
-/// [`SAMPLES`] pairs of samples in alternating order. Returns each
-/// server's figures and the greenrt / tokio requests/s per pair.
+/// Runs a cell against every server: a warm-up sample each, then
+/// [`SAMPLES`] rounds of one sample per server, in rotating order.
+/// Returns each server's figures.
 pub fn cell(
-    rt: &greenrt::Runtime,
-    servers: &[Server; 2],
+    servers: &[Server],
     connections: usize,
     size: usize,
-) -> ([Figures; 2], Vec<f64>) {
-    let addrs = [servers[0].addr, servers[1].addr];
-    let mut loads = rt.block_on(move || addrs.map(|a| Load::connect(a, connections)));
-    let run = |load: &mut Load| {
-        let taken = std::mem::take(&mut load.conns);
-        let (conns, rps, latencies) = rt.block_on(move || {
-            let mut l = Load { conns: taken };
-            let (rps, latencies) = l.sample(size);
-            (l.conns, rps, latencies)
-        });
-        load.conns = conns;
-        (rps, latencies)
-    };
+) -> Vec<Figures> {
+    let mut loads: Vec<Load> = servers
+        .iter()
+        .map(|s| Load::connect(s.addr, connections, size))
+        .collect();
+    let run = |load: &mut Load| load.sample(SAMPLE_TIME);
     for load in &mut loads {
         run(load);
     }
-    let (mut figs, mut ratios) = ([Figures::default(), Figures::default()], Vec::new());
+    let mut figs: Vec<Figures> = servers.iter().map(|_| Figures::default()).collect();
+    let n = servers.len();
     for i in 0..SAMPLES {
-        let mut rps = [0.0; 2];
-        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
-        for k in order {
+        for j in 0..n {
+            // Rotating (and on odd rounds reversed) order: no server
+            // always follows the same one.
+            let k = if i % 2 == 0 { (i + j) % n } else { (i + n - j) % n };
             let before = servers[k].usage();
             let (r, mut latencies) = run(&mut loads[k]);
             let after = servers[k].usage();
             let f = &mut figs[k];
             f.rps.push(r);
             f.requests += latencies.len() as f64;
-            f.latencies
-                .push(Percentiles::of(&mut latencies).unwrap_or_default());
+            f.latencies.push(Percentiles::of(&mut latencies).unwrap_or_default());
             f.cpu += after.0 - before.0;
             f.switches += after.1 - before.1;
-            rps[k] = r;
         }
-        ratios.push(rps[0] / rps[1]);
     }
-    // Closing the connections here, in the runtime, deregisters them.
-    rt.block_on(move || drop(loads));
-    (figs, ratios)
+    figs
+}
+
+/// Median over rounds of `a`'s requests/s over `b`'s.
+pub fn ratio(a: &Figures, b: &Figures) -> f64 {
+    let r: Vec<f64> = a.rps.iter().zip(&b.rps).map(|(x, y)| x / y).collect();
+    median(&r)
 }
