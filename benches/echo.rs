@@ -39,9 +39,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, Throughput};
 
-mod common;
 #[path = "echo/client.rs"]
 mod client;
+mod common;
 #[path = "echo/inproc.rs"]
 mod inproc;
 #[path = "echo/server.rs"]

@@ -118,7 +118,10 @@ impl Load {
                 }
             }
         }
-        (latencies.len() as f64 / start.elapsed().as_secs_f64(), latencies)
+        (
+            latencies.len() as f64 / start.elapsed().as_secs_f64(),
+            latencies,
+        )
     }
 
     /// Moves connection `i` on until it must wait.

@@ -197,11 +197,7 @@ impl Figures {
 /// Runs a cell against every server: a warm-up sample each, then
 /// [`SAMPLES`] rounds of one sample per server, in rotating order.
 /// Returns each server's figures.
-pub fn cell(
-    servers: &[Server],
-    connections: usize,
-    size: usize,
-) -> Vec<Figures> {
+pub fn cell(servers: &[Server], connections: usize, size: usize) -> Vec<Figures> {
     let mut loads: Vec<Load> = servers
         .iter()
         .map(|s| Load::connect(s.addr, connections, size))
@@ -216,14 +212,19 @@ pub fn cell(
         for j in 0..n {
             // Rotating (and on odd rounds reversed) order: no server
             // always follows the same one.
-            let k = if i % 2 == 0 { (i + j) % n } else { (i + n - j) % n };
+            let k = if i % 2 == 0 {
+                (i + j) % n
+            } else {
+                (i + n - j) % n
+            };
             let before = servers[k].usage();
             let (r, mut latencies) = run(&mut loads[k]);
             let after = servers[k].usage();
             let f = &mut figs[k];
             f.rps.push(r);
             f.requests += latencies.len() as f64;
-            f.latencies.push(Percentiles::of(&mut latencies).unwrap_or_default());
+            f.latencies
+                .push(Percentiles::of(&mut latencies).unwrap_or_default());
             f.cpu += after.0 - before.0;
             f.switches += after.1 - before.1;
         }

@@ -105,7 +105,11 @@ impl Poller {
         ready: &mut ReadyList,
     ) -> usize {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
-        let n = epoll_wait(self.epoll.as_raw_fd(), &mut events[..max.clamp(1, EVENTS)], timeout_ns);
+        let n = epoll_wait(
+            self.epoll.as_raw_fd(),
+            &mut events[..max.clamp(1, EVENTS)],
+            timeout_ns,
+        );
         returned();
         LAST_POLL.store(clock::now(), Ordering::Relaxed);
         let mut woken = 0;
