@@ -156,7 +156,7 @@ impl Load {
                     return;
                 }
                 c.started = Some(now);
-            } else if !(c.can_write && c.written < size) && !c.can_read {
+            } else if !(c.can_read || (c.can_write && c.written < size)) {
                 return;
             }
         }
