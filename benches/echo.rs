@@ -19,17 +19,21 @@
 //! After a cell the clients close, the servers see EOF and are joined, and
 //! the number of open fds before and after is compared, so a leak shows.
 //!
-//! **Server-only** (cells `echo_server_100conn_64B` etc., `server`
-//! module): a cheaper client could hide a dearer server in-process, so
-//! here a greenrt echo server and a tokio echo server run in processes of
-//! their own (this bench re-executed with `ECHO_BENCH_SERVER` set) and
-//! this process is the load, the same greenrt client for both: one
-//! connection set per server, every connection doing round trips back to
-//! back for 0.3 s per sample, a warm-up sample then 10 pairs of samples
-//! in alternating order. Reported per cell: the median requests/s, the
-//! median greenrt / tokio ratio over the pairs, the median over samples
-//! of each latency percentile, and the server process's CPU time and
-//! context switches per request (all its threads, from /proc).
+//! **Server-only** (cells `echo_server_100conn_64B` etc., `server` and
+//! `client` modules): a cheaper client could hide a dearer server
+//! in-process, so here a greenrt echo server and a tokio echo server run
+//! in processes of their own (this bench re-executed with
+//! `ECHO_BENCH_SERVER` set) and this process is the load, the same for
+//! both: one OS thread driving every connection through one epoll set,
+//! every connection doing round trips back to back for 0.3 s per sample,
+//! a warm-up sample then 10 rounds of one sample per server in rotating
+//! order. Reported per cell and server: the median requests/s, the median
+//! ratio to tokio over the rounds, the median over samples of each
+//! latency percentile, and the server process's CPU time and context
+//! switches per request (all its threads, from /proc).
+//! `ECHO_BENCH_SERVERS` lists the servers (default `greenrt,tokio`;
+//! `greenrt@BINARY` runs another build's greenrt server, for a
+//! before/after in one run; see `server::SERVERS_ENV`).
 //!
 //! Run with `cargo bench --bench echo` (about two minutes on 2 cores), or
 //! some cells with e.g. `cargo bench --bench echo -- 1000conn` (both
