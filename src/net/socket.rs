@@ -223,6 +223,18 @@ impl Socket {
             if with_inq {
                 return inq::recv(fd, bufs);
             }
+            // One buffer (every `Read::read`): recv(2), which the kernel
+            // serves more cheaply than readv(2) (no iovec to import, no
+            // file-position lock: `fdget_pos`). An empty one is Ok(0) at
+            // once, as readv(2) returns it; recv(2) would say EAGAIN.
+            if let [buf] = bufs {
+                if buf.is_empty() {
+                    return Ok((0, false));
+                }
+                // SAFETY: `buf` is valid for writes of its length.
+                return cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) })
+                    .map(|n| (n, false));
+            }
             // SAFETY: IoSliceMut is ABI-compatible with iovec on Unix, and
             // every slice is valid for writes of its length.
             cvt_size(unsafe { libc::readv(fd, bufs.as_ptr().cast(), iov_count(bufs.len())) })

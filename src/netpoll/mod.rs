@@ -99,12 +99,17 @@ impl Poller {
     /// epoll_wait returns.
     fn poll(
         &self,
+        max: usize,
         timeout_ns: Option<u64>,
         returned: impl FnOnce(),
         ready: &mut ReadyList,
     ) -> usize {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
-        let n = epoll_wait(self.epoll.as_raw_fd(), &mut events, timeout_ns);
+        let n = epoll_wait(
+            self.epoll.as_raw_fd(),
+            &mut events[..max.clamp(1, EVENTS)],
+            timeout_ns,
+        );
         returned();
         LAST_POLL.store(clock::now(), Ordering::Relaxed);
         let mut woken = 0;
@@ -232,6 +237,24 @@ pub(crate) fn deregister(fd: RawFd, pd: &'static PollDesc) {
     pd.close();
 }
 
+/// How many events a non-blocking poll by an M whose P's local queue has
+/// `free` free slots should take: that many (up to [`EVENTS`]), and none
+/// when the queue is full.
+///
+/// Why: the Gs a poll readies join the polling P's queue; more than fit
+/// would overflow into the global queue (`P::put` moves the queue's older
+/// half there), where a busy P serves one G per 61 ticks. Under overload
+/// (a thousand connections each with a request outstanding) the Gs that
+/// once landed there waited tens of milliseconds while the ones in the
+/// local queues cycled: issue 14 measured p99 48 ms, max 90 ms for 1 000
+/// echo connections on 2 cores. Left in epoll's ready list, which is a
+/// FIFO of the fds that became ready, every connection instead waits its
+/// turn in order of readiness: the same throughput, a much shorter tail
+/// (docs/benchmarks.md, echo).
+pub(crate) fn poll_budget(free: usize) -> Option<usize> {
+    (free > 0).then(|| free.min(EVENTS))
+}
+
 /// Does any green thread wait for I/O?
 pub(crate) fn has_waiters() -> bool {
     waiters::WAITERS.load(Ordering::Relaxed) > 0
@@ -241,13 +264,18 @@ pub(crate) fn has_waiters() -> bool {
 /// are ready go to `ready`; returns how many waiters were woken.
 /// Skipped while an M is blocked in the poller: it sees the events
 /// anyway, and two pollers would contend for them (as Go does).
-pub(crate) fn poll_now(ready: &mut ReadyList) -> usize {
+///
+/// At most `max` events are taken (at least one, at most [`EVENTS`]): a
+/// busy M asks for only as many as its P's local queue has room for, and
+/// the rest stay in epoll's ready list, which is FIFO (see
+/// [`poll_budget`]).
+pub(crate) fn poll_now(ready: &mut ReadyList, max: usize) -> usize {
     // File operations queued on the ring go in first: some complete in
     // the submitting call (page-cache hits), and this poll reaps them.
     uring::submit_pending();
     match POLLER.get() {
         Some(p) if has_waiters() && !BLOCKED.load(Ordering::Relaxed) => {
-            p.poll(Some(0), || {}, ready)
+            p.poll(max, Some(0), || {}, ready)
         }
         _ => 0,
     }
@@ -258,7 +286,7 @@ pub(crate) fn poll_now(ready: &mut ReadyList) -> usize {
 pub(crate) fn poll_if_stale(now: u64, ready: &mut ReadyList) -> usize {
     let stale = now.saturating_sub(LAST_POLL.load(Ordering::Relaxed)) >= STALE_POLL_NS;
     if stale {
-        poll_now(ready)
+        poll_now(ready, EVENTS)
     } else {
         0
     }
@@ -303,7 +331,7 @@ pub(crate) fn block(
         awake();
         return Some(0);
     }
-    Some(poller.poll(timeout_ns, awake, ready))
+    Some(poller.poll(EVENTS, timeout_ns, awake, ready))
 }
 
 /// Makes the blocked poller (if any) return, to act on a hand-off.

@@ -112,10 +112,14 @@ impl M {
     }
 
     /// Polls the netpoller without blocking and queues the Gs it made
-    /// runnable on this P (see `run_polled`). Returns whether there were any.
+    /// runnable on this P (see `run_polled`): no more than its local queue
+    /// has room for (`netpoll::poll_budget`). Returns whether there were any.
     fn run_netpolled(&self) -> bool {
+        let Some(max) = crate::netpoll::poll_budget(self.p().free_slots()) else {
+            return false;
+        };
         let mut polled = ReadyList::new();
-        crate::netpoll::poll_now(&mut polled);
+        crate::netpoll::poll_now(&mut polled, max);
         let any = !polled.is_empty();
         self.run_polled(polled);
         any

@@ -93,6 +93,11 @@ impl P {
         global.push(g);
     }
 
+    /// How many more Gs the local queue takes before it overflows.
+    pub(crate) fn free_slots(&self) -> usize {
+        LOCAL_QUEUE_CAPACITY.saturating_sub(self.runq.len())
+    }
+
     /// No G queued here.
     pub(crate) fn is_empty(&self) -> bool {
         let next = self.runnext.take();
