@@ -5,19 +5,25 @@
 //! close together; with `GREENRT_PREEMPT=off` they run one after another.
 //!
 //! cargo run --release --example cpu_bound
+//! cargo run --release --example cpu_bound -- 1   # a 1 ms quantum
 //! GREENRT_PREEMPT=off cargo run --release --example cpu_bound
+//!
+//! The optional argument is the preemption quantum in milliseconds
+//! (default: the runtime's, 10 ms).
 
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const THREADS: usize = 30;
 const ITERATIONS: u64 = 100_000_000;
 
 fn main() {
-    let rt = greenrt::Builder::new()
-        .workers(1)
-        .build()
-        .expect("build the runtime");
+    let mut builder = greenrt::Builder::new().workers(1);
+    if let Some(ms) = std::env::args().nth(1) {
+        let ms: f64 = ms.parse().expect("the quantum in milliseconds");
+        builder = builder.preempt_quantum(Duration::from_secs_f64(ms / 1e3));
+    }
+    let rt = builder.build().expect("build the runtime");
     let start = Instant::now();
     let finish_times = rt.block_on(move || {
         let handles: Vec<_> = (0..THREADS)

@@ -246,3 +246,190 @@ fn global_queue_is_not_starved_by_preempted_hogs() {
         }
     });
 }
+
+// ---------------------------------------------------------------------
+// Turns: round-robin order, and a quantum of CPU time each.
+// ---------------------------------------------------------------------
+
+/// CPU time this OS thread has used, in ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer; the clock always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// What the green threads of `turns` record: who started each turn, and
+/// that green thread's CPU time then. Lock-free: a green thread may be
+/// preempted anywhere, and one preempted inside a lock would hold up the
+/// others.
+struct TurnLog {
+    runner: AtomicUsize,
+    next: AtomicUsize,
+    who: Vec<AtomicUsize>,
+    cpu: Vec<std::sync::atomic::AtomicU64>,
+}
+
+/// `threads` green threads on one worker (quantum `quantum`), each
+/// computing until its `rounds + 1`-th turn begins. A green thread
+/// notices a new turn when the last turn it saw begin was another's (only
+/// one runs at a time). Returns, for each turn in order, who ran it and
+/// the CPU time it used (None for each thread's last, unfinished turn).
+fn turns(threads: usize, rounds: usize, quantum: Duration) -> Vec<(usize, Option<u64>)> {
+    let cap = threads * (rounds + 1);
+    let log = Arc::new(TurnLog {
+        runner: AtomicUsize::new(usize::MAX),
+        next: AtomicUsize::new(0),
+        who: (0..cap).map(|_| AtomicUsize::new(usize::MAX)).collect(),
+        cpu: (0..cap)
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect(),
+    });
+    let rt = preemptive(1, quantum);
+    let l = log.clone();
+    rt.block_on(move || {
+        let hs: Vec<_> = (0..threads)
+            .map(|me| {
+                let log = l.clone();
+                greenrt::spawn(move || {
+                    let mut mine = 0;
+                    while mine <= rounds {
+                        black_box(add_twos(black_box(200)));
+                        if log.runner.load(SeqCst) != me {
+                            log.runner.store(me, SeqCst);
+                            let i = log.next.fetch_add(1, SeqCst);
+                            log.cpu[i].store(thread_cpu_ns(), SeqCst);
+                            log.who[i].store(me, SeqCst);
+                            mine += 1;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    let n = log.next.load(SeqCst);
+    assert_eq!(n, cap, "every green thread logs each of its turns once");
+    let who: Vec<usize> = log.who.iter().map(|w| w.load(SeqCst)).collect();
+    let cpu: Vec<u64> = log.cpu.iter().map(|c| c.load(SeqCst)).collect();
+    // A turn's CPU time: from its start to the same thread's next one (a
+    // green thread keeps its OS thread from its first preemption on,
+    // which is also where its first turn ran).
+    (0..n)
+        .map(|i| {
+            let next = (i + 1..n).find(|&j| who[j] == who[i]);
+            (who[i], next.map(|j| cpu[j].saturating_sub(cpu[i])))
+        })
+        .collect()
+}
+
+/// Checks that the first `rounds` rounds of `log` are round-robin, and
+/// that nine turns in ten used about a quantum of CPU time (3/4 to 2
+/// quanta: a turn also pays for the preemption, and the signal lands a
+/// little after the quantum is up); prints a summary.
+fn check_turns(
+    what: &str,
+    log: &[(usize, Option<u64>)],
+    threads: usize,
+    rounds: usize,
+    q: Duration,
+) {
+    let order: Vec<usize> = log.iter().map(|&(g, _)| g).collect();
+    let full = &order[..threads * rounds];
+    let repeats = full
+        .windows(threads)
+        .filter(|w| {
+            let mut seen = vec![false; threads];
+            w.iter().any(|&g| std::mem::replace(&mut seen[g], true))
+        })
+        .count();
+    // Each green thread's first turn is left out: it starts on a spare
+    // M, not resumed from the preemption path, and sysmon dates it only
+    // roughly.
+    let mut cpu: Vec<u64> = log
+        .iter()
+        .enumerate()
+        .filter(|&(i, &(g, _))| order[..i].contains(&g))
+        .filter_map(|(_, &(_, c))| c)
+        .collect();
+    cpu.sort_unstable();
+    let q_ns = q.as_nanos() as u64;
+    let about_right = cpu
+        .iter()
+        .filter(|&&c| c >= 3 * q_ns / 4 && c <= 2 * q_ns)
+        .count();
+    let pct = |p: usize| cpu[(cpu.len() - 1) * p / 100] as f64 / 1e6;
+    println!(
+        "{what}: {threads} green threads, {rounds} rounds at {q:?}: {repeats} windows of \
+         {threads} turns with a repeat; CPU a turn p10 {:.2} ms, median {:.2} ms, p90 {:.2} ms; \
+         {about_right} of {} turns after the first within [3q/4, 2q]",
+        pct(10),
+        pct(50),
+        pct(90),
+        cpu.len()
+    );
+    assert_eq!(
+        repeats, 0,
+        "{what}: a green thread had a second turn before every other had one: {full:?}"
+    );
+    assert!(
+        10 * about_right >= 9 * cpu.len(),
+        "{what}: only {about_right} of {} turns used between 3/4 of a quantum and two quanta \
+         of CPU time ({q:?} quantum); sorted turn CPU times (ns): {cpu:?}",
+        cpu.len()
+    );
+}
+
+#[test]
+fn cpu_bound_green_threads_take_turns_in_round_robin() {
+    exclusive(|| {
+        const THREADS: usize = 6;
+        const ROUNDS: usize = 8;
+        let q = Duration::from_millis(1);
+        let log = turns(THREADS, ROUNDS, q);
+        check_turns("round robin", &log, THREADS, ROUNDS, q);
+    });
+}
+
+/// Turns are a quantum of CPU time, not of wall-clock time: with more
+/// runnable OS threads than CPUs, the kernel gives the worker only part
+/// of each wall-clock quantum (and the thread resuming a preempted green
+/// thread may wait for a CPU before it runs), so turns measured on the
+/// wall clock would come out short and unequal.
+#[test]
+fn turns_are_a_quantum_of_cpu_time_while_other_threads_compete() {
+    exclusive(|| {
+        const THREADS: usize = 6;
+        const ROUNDS: usize = 8;
+        let q = Duration::from_millis(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hogs: Vec<_> = (0..2 * cpus)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(SeqCst) {
+                        black_box(add_twos(black_box(10_000)));
+                    }
+                })
+            })
+            .collect();
+        let log = turns(THREADS, ROUNDS, q);
+        stop.store(true, SeqCst);
+        for h in hogs {
+            h.join().unwrap();
+        }
+        check_turns(
+            &format!("among {} spinning OS threads", 2 * cpus),
+            &log,
+            THREADS,
+            ROUNDS,
+            q,
+        );
+    });
+}

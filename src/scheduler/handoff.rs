@@ -174,6 +174,22 @@ pub(crate) struct MHandle {
     /// retaken: failed attempts so far, and when to try next (ns).
     pub(crate) retaken_attempts: AtomicU32,
     pub(crate) retaken_next_signal: AtomicU64,
+    /// When the M last resumed a preempted G (monotonic ns, and its
+    /// thread's CPU time), and for which slice (`slice_key`: P id and
+    /// tick; `NO_SLICE` before the first): sysmon measures that slice
+    /// from it (see `slice_started`).
+    slice_start: AtomicU64,
+    slice_cpu_start: AtomicU64,
+    slice_of: AtomicU64,
+}
+
+/// `MHandle::slice_of` before any stamp.
+const NO_SLICE: u64 = u64::MAX;
+
+/// A slice's identity: the P it runs on and the P's tick. Ticks alone
+/// would not do: an M moves between Ps, whose ticks may coincide.
+fn slice_key(p: usize, tick: u32) -> u64 {
+    ((p as u64) << 32) | u64::from(tick)
 }
 
 /// `MHandle::preempt_req` levels.
@@ -194,7 +210,34 @@ impl MHandle {
             next_all: AtomicPtr::new(ptr::null_mut()),
             retaken_attempts: AtomicU32::new(0),
             retaken_next_signal: AtomicU64::new(0),
+            slice_start: AtomicU64::new(0),
+            slice_cpu_start: AtomicU64::new(0),
+            slice_of: AtomicU64::new(NO_SLICE),
         }
+    }
+
+    /// The M resumes a preempted G at `now` (its thread having used
+    /// `cpu` ns of CPU) on P `p`, whose tick is now `tick`: the slice
+    /// starts here, not when the P was handed over (the thread may wait
+    /// long for a CPU in between). Written by the M alone; lock-free and
+    /// allocation-free (the preemption path).
+    pub(crate) fn stamp_slice(&self, p: usize, tick: u32, now: u64, cpu: u64) {
+        self.slice_start.store(now, Ordering::Relaxed);
+        self.slice_cpu_start.store(cpu, Ordering::Relaxed);
+        self.slice_of.store(slice_key(p, tick), Ordering::Release);
+    }
+
+    /// For sysmon: when the slice of P `p` at `tick` began (monotonic ns,
+    /// thread CPU ns), if this M stamped it. The values read may belong
+    /// to a later stamp than the key (separate stores): only ever later,
+    /// never earlier, so a slice is never cut short by it.
+    pub(crate) fn slice_started(&self, p: usize, tick: u32) -> Option<(u64, u64)> {
+        (self.slice_of.load(Ordering::Acquire) == slice_key(p, tick)).then(|| {
+            (
+                self.slice_start.load(Ordering::Relaxed),
+                self.slice_cpu_start.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Hands `p` to the M (which must be waiting for one or about to).

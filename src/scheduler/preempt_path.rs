@@ -198,10 +198,22 @@ fn park_preempted(m: &M, g: GRef) -> bool {
         }
     };
     m.handle.preempt_waiting.store(false, Ordering::Release);
-    // The tick already moved when our P was handed over (see
-    // `resume_preempted`), so sysmon starts a fresh slice for us.
-    if p.is_some() {
-        m.set_p(p);
+    if let Some(p) = p {
+        // The tick already moved when our P was handed over (see
+        // `hand_to_preempted`), so sysmon sees a new slice; it measures
+        // it from this stamp, taken once this thread runs again, and in
+        // this thread's CPU time (see sysmon's `Seen::held`): dated by
+        // the hand-off, the slice would lose however long the thread
+        // then waited for a CPU, and on a busy machine the other
+        // processes' share of its wall-clock time, so turns would be
+        // unequal. (Two clock reads a preemption; one is a system call.)
+        // SAFETY: handed to us: the P is ours (only its id is read).
+        let id = unsafe { p.get() }.id;
+        let tick = m.rt.ticks[id].load(Ordering::Relaxed);
+        let now = crate::sys::clock::now();
+        let cpu = crate::sys::clock::thread_cpu_now();
+        m.handle.stamp_slice(id, tick, now, cpu);
+        m.set_p(Some(p));
     }
     true
 }

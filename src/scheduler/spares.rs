@@ -41,6 +41,13 @@ impl<T> SpareSlots<T> {
             .find_map(|slot| NonNull::new(slot.swap(ptr::null_mut(), Ordering::AcqRel)))
     }
 
+    /// Some slot holds a spare now.
+    pub(crate) fn any(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|slot| !slot.load(Ordering::Acquire).is_null())
+    }
+
     /// Empty slots that no starting spare will fill.
     pub(crate) fn wanted(&self) -> usize {
         let empty = self
@@ -80,12 +87,23 @@ impl<T> SpareSlots<T> {
 }
 
 impl Shared {
-    /// Takes a spare M, lock-free (the preemption path uses this).
+    /// Takes a spare M, lock-free (the preemption path and the handler
+    /// use this), and asks the errand thread to refill its slot at once:
+    /// while unstarted green threads queue behind preempted ones, every
+    /// preemption takes a spare, and one not back by the next quantum's
+    /// end is a preemption refused (the G runs on: an unequal turn).
+    /// Asking is lock-free and allocation-free (see `Chores::request`).
     pub(crate) fn claim_spare(&self) -> Option<&MHandle> {
         let m = self.spares.claim()?;
+        self.chores.request(super::chores::SPARES);
         // SAFETY: a slot holds null or an MHandle listed in `allm`,
         // which keeps every handle alive until the runtime drops.
         Some(unsafe { m.as_ref() })
+    }
+
+    /// A spare M can be claimed now (lock-free: sysmon asks).
+    pub(crate) fn has_spare(&self) -> bool {
+        self.spares.any()
     }
 
     /// Some spare slot needs an M (lock-free: sysmon asks).

@@ -46,9 +46,46 @@ struct Seen {
     /// Requests sent to this slice (every one but the last was refused:
     /// the slice ran on).
     asks: u32,
+    /// The last request went out with no spare M ready: unless a
+    /// preempted G could take the P directly, it was refused for want of
+    /// one (not because the G cannot be preempted), so it is repeated as
+    /// soon as a spare is ready rather than after the back-off.
+    starved: bool,
+    /// For a slice its M stamped (a resumed preempted G): its thread's
+    /// CPU time when it began (see `held`).
+    cpu_start: Option<u64>,
 }
 
 impl Seen {
+    /// A slice whose M stamped its start (monotonic ns, thread CPU ns).
+    fn stamped(&mut self, start: u64, cpu_start: u64) {
+        self.since = start;
+        self.cpu_start = Some(cpu_start);
+    }
+
+    /// How much of the quantum `quantum_ns` the slice has used at `now`:
+    /// wall-clock time since it began, or, for a slice its M stamped, its
+    /// thread's CPU time unless the thread is blocked (in a system call:
+    /// then wall-clock time, so a blocked one is asked, and retaken, on
+    /// time). Equal turns are equal CPU time: with more runnable threads
+    /// than CPUs the kernel gives other threads parts of a worker's
+    /// wall-clock slice, more of some slices than of others. The thread's
+    /// state (a read of /proc) is looked at only when the two disagree.
+    fn held(&self, now: u64, quantum_ns: u64, tid: libc::pid_t) -> u64 {
+        let wall = now.saturating_sub(self.since);
+        let Some(start) = self.cpu_start else {
+            return wall;
+        };
+        let Some(cpu) = clock::thread_cpu(tid) else {
+            return wall;
+        };
+        let used = cpu.saturating_sub(start);
+        if used < quantum_ns && wall >= quantum_ns && !thread_is_running(tid) {
+            return wall;
+        }
+        used
+    }
+
     /// When sysmon may next ask this slice's M to preempt. A slice that
     /// refused a request has its green thread under `preempt::disable()`,
     /// in libc or the vDSO, or blocked. Code that only calls into libc or
@@ -73,10 +110,12 @@ impl Seen {
         self.requested + wait
     }
 
-    /// Records a request sent at `now`.
-    fn asked(&mut self, now: u64) {
+    /// Records a request sent at `now`; `spare` tells whether a spare M
+    /// was ready for it.
+    fn asked(&mut self, now: u64, spare: bool) {
         self.asks = self.asks.saturating_add(1);
         self.requested = now;
+        self.starved = !spare;
     }
 }
 
@@ -144,8 +183,7 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
                 *s = Seen {
                     tick,
                     since: if asked { s.requested } else { slice_start },
-                    requested: 0,
-                    asks: 0,
+                    ..Seen::default()
                 };
             }
             let Some(m) = owner.filter(|m| m.in_g.load(Ordering::Relaxed)) else {
@@ -156,11 +194,31 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
                 unexpected |= owner.is_some();
                 continue;
             };
-            let held = now.saturating_sub(s.since);
-            // Already asked, and refused: not again before the back-off.
-            let retry_at = s.next_request(grace_ns);
+            // A resumed preempted G: its M stamped when the slice began.
+            if let Some((start, cpu_start)) = m.slice_started(id, tick) {
+                s.stamped(start, cpu_start);
+            }
+            let held = s.held(now, quantum_ns, m.tid.load(Ordering::Relaxed));
+            // Already asked, and refused: not again before the back-off,
+            // unless it was refused for want of a spare M and one is
+            // ready now (while none is, look again soon).
+            let retry_at = match s.starved {
+                true if rt.has_spare() => now,
+                true => {
+                    next_deadline = next_deadline.min(now + MIN_BUSY_DELAY.as_nanos() as u64);
+                    s.next_request(grace_ns)
+                }
+                false => s.next_request(grace_ns),
+            };
             if held < quantum_ns {
-                next_deadline = next_deadline.min(s.since + quantum_ns);
+                // The earliest the quantum can be up (CPU time passes no
+                // faster than wall-clock time; a thread waiting for a CPU
+                // is not looked at more often than every 50 µs).
+                let left = match s.cpu_start {
+                    Some(_) => (quantum_ns - held).max(MIN_BUSY_DELAY.as_nanos() as u64),
+                    None => quantum_ns - held,
+                };
+                next_deadline = next_deadline.min(now + left);
                 if timers_overdue && now >= retry_at && longest.is_none_or(|(_, h)| held > h) {
                     longest = Some((id, held));
                 }
@@ -178,13 +236,13 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
                 PREEMPT
             };
             request(m, level, tick);
-            s.asked(now);
+            s.asked(now, rt.has_spare());
             next_deadline = next_deadline.min(s.next_request(grace_ns));
         }
         if let Some((id, _)) = longest.filter(|_| timers_overdue) {
             if let Some(m) = rt.owner(id).filter(|m| m.in_g.load(Ordering::Relaxed)) {
                 request(m, PREEMPT, seen[id].tick);
-                seen[id].asked(now);
+                seen[id].asked(now, rt.has_spare());
             }
         }
         // Green threads whose P was retaken run on without one; stop them

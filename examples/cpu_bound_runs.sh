@@ -1,0 +1,26 @@
+#!/bin/sh
+# Runs the cpu_bound example RUNS times (default 10) at each quantum given
+# in milliseconds (default: 1 and 10), under the benchmark lock, and
+# prints every first/last ratio and their median per quantum.
+#
+#   examples/cpu_bound_runs.sh [RUNS] [QUANTUM_MS...]
+set -eu
+cd "$(dirname "$0")/.."
+runs=${1:-10}
+[ $# -gt 0 ] && shift
+[ $# -gt 0 ] || set -- 1 10
+cargo build --release --example cpu_bound >/dev/null 2>&1
+for q in "$@"; do
+    ratios=""
+    i=0
+    while [ "$i" -lt "$runs" ]; do
+        r=$(flock /tmp/bench.lock target/release/examples/cpu_bound "$q" |
+            sed -n 's/.*first\/last = \([0-9.]*\).*/\1/p')
+        ratios="$ratios $r"
+        i=$((i + 1))
+    done
+    median=$(echo $ratios | tr ' ' '\n' | sort -n |
+        awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}')
+    min=$(echo $ratios | tr ' ' '\n' | sort -n | head -1)
+    echo "quantum $q ms: first/last =$ratios; median $median, min $min"
+done
