@@ -8,6 +8,8 @@ mod g;
 mod handoff;
 mod idle;
 #[cfg(all(test, loom))]
+mod loom_park_tests;
+#[cfg(all(test, loom))]
 mod loom_tests;
 mod m;
 mod p;
