@@ -11,7 +11,6 @@ use loom::thread;
 use super::g::{ParkState, RUNNING};
 use crate::sys::sync::{model, AtomicBool};
 
-
 /// ParkState (scheduler/g.rs): the core of every wake-up. An M finishes
 /// parking its G (`finish_park`, after the switch) while another thread
 /// wakes it (`wake_token`, as `GRef::unpark` does). Checks: the G is
