@@ -14,18 +14,26 @@ use super::g::GRef;
 use crate::stack::StackPool;
 
 /// After this many consecutive Gs taken from the LIFO "next" slot, the
-/// queue head runs first, so two Gs waking each other cannot starve it.
+/// queue head runs first, so two Gs waking each other cannot starve it...
 ///
 /// Long enough that Gs handing work to each other (a channel's two ends)
 /// keep their stacks, G headers and channel in cache for many round trips
 /// before the queue's next pair gets its turn: at 8, 1 000 ping-ponging
 /// pairs per worker missed the 1 MiB L2 about 3 times per round trip
-/// (callgrind's cache simulation), at 64 about 1.2 times. Go lets the
-/// next slot inherit the time slice without a count at all (up to 10 ms);
-/// tokio stops at 3. 64 hand-offs are tens of microseconds, well inside a
-/// preemption quantum, so a queued G still waits about as long as it
-/// would behind one CPU-bound G.
+/// (callgrind's cache simulation), at 64 about 1.2 times.
 const MAX_LIFO_STREAK: u32 = 64;
+/// ... but only while the streak is quick: the clock is read at its
+/// [`SLOW_STREAK_CHECK`]th G and every as many after, and a streak that
+/// took longer than this since that first reading ends there. Go lets the
+/// next slot inherit the time slice (up to 10 ms); tokio stops at 3 Gs. A
+/// pair computing between hand-offs keeps the queue waiting for at most 16
+/// of its turns, while one that only hands off (64 of them take a few
+/// microseconds) keeps its caches, and streaks shorter than 8 never read
+/// the clock.
+const SLOW_STREAK_NS: u64 = 50_000;
+/// How often (in Gs from the next slot) a streak's age is checked: a
+/// clock read costs about as much as a quick hand-off.
+const SLOW_STREAK_CHECK: u32 = 8;
 /// Gs a P's queue holds before the older half moves to the global queue
 /// (Go's `runqput`/`runqputslow`, and tokio's local queue, have the same
 /// bound). See [`P::put`].
@@ -41,6 +49,8 @@ pub(crate) struct P {
     pub(crate) runq: Worker<GRef>,
     runnext: Cell<Option<GRef>>,
     lifo_streak: Cell<u32>,
+    /// When the current streak reached its first check (monotonic ns).
+    streak_start: Cell<u64>,
     pub(crate) stacks: RefCell<StackPool>,
     rng: Cell<u64>,
 }
@@ -52,6 +62,7 @@ impl P {
             runq,
             runnext: Cell::new(None),
             lifo_streak: Cell::new(0),
+            streak_start: Cell::new(0),
             stacks: RefCell::new(StackPool::new(STACK_POOL_PER_P)),
             rng: Cell::new(
                 0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
@@ -111,7 +122,7 @@ impl P {
     pub(crate) fn pop(&self) -> Option<GRef> {
         if let Some(g) = self.runnext.take() {
             let streak = self.lifo_streak.get();
-            if streak < MAX_LIFO_STREAK {
+            if streak < MAX_LIFO_STREAK && self.streak_is_quick(streak) {
                 self.lifo_streak.set(streak + 1);
                 return Some(g);
             }
@@ -119,6 +130,20 @@ impl P {
         }
         self.lifo_streak.set(0);
         self.runq.pop()
+    }
+
+    /// Whether a streak that has taken `streak` Gs from the next slot may
+    /// go on (see [`SLOW_STREAK_NS`]).
+    fn streak_is_quick(&self, streak: u32) -> bool {
+        if streak == 0 || streak % SLOW_STREAK_CHECK != 0 {
+            return true;
+        }
+        let now = crate::sys::clock::now();
+        if streak == SLOW_STREAK_CHECK {
+            self.streak_start.set(now);
+            return true;
+        }
+        now.saturating_sub(self.streak_start.get()) < SLOW_STREAK_NS
     }
 
     /// Drains every queued G (used at shutdown).
