@@ -51,10 +51,12 @@ impl WaiterPtr {
         // the lock it still holds, so it has not seen `woken` and its frame
         // is alive; its fields are ours until `woken` is set, untouched
         // after.
+        // Fields through the raw pointer, so that no reference to the
+        // whole waiter is live across the store that frees it.
         unsafe {
-            let w = self.0.as_ref();
-            let waker = (*w.waker.get()).take();
-            w.woken.store(true, Ordering::Release);
+            let w = self.0.as_ptr();
+            let waker = (*(*w).waker.get()).take();
+            (*w).woken.store(true, Ordering::Release);
             waker
         }
     }
@@ -158,9 +160,11 @@ impl WaitQueue {
         }
         let _np = crate::preempt::no_preempt();
         let mut q = self.waiters.lock();
+        // Under the lock the count equals the number listed (a waiter
+        // counts, checks and lists itself under it), so this finds one
+        // whenever the count did; the else is for a count read before the
+        // last waiter left.
         let Some(w) = q.pop_front() else {
-            // Counted, but still checking its condition (which it will
-            // find changed).
             return false;
         };
         self.waiting.fetch_sub(1, Ordering::Relaxed);

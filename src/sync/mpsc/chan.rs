@@ -56,11 +56,13 @@ impl<T> SlotPtr<T> {
         // the lock it still holds, so the waiter has not seen `done` and
         // is waiting (its frame, holding the slot, is alive); the fields
         // are ours until `done` is set below, and untouched after.
+        // Fields through the raw pointer, so that no reference to the
+        // whole slot is live across the store that frees it.
         unsafe {
-            let slot = self.0.as_ref();
-            f(&mut *slot.value.get());
-            let waker = (*slot.waker.get()).take();
-            slot.done.store(true, Ordering::Release);
+            let slot = self.0.as_ptr();
+            f(&mut *(*slot).value.get());
+            let waker = (*(*slot).waker.get()).take();
+            (*slot).done.store(true, Ordering::Release);
             waker
         }
     }
