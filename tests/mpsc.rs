@@ -1,5 +1,6 @@
 //! greenrt::sync::mpsc: std's channel semantics, between green threads,
-//! OS threads and both (the wake-up stress is in mpsc_stress.rs).
+//! OS threads and both, and a send racing with the receiver's park (the
+//! ping-pong and many-producer stress is in mpsc_stress.rs).
 
 mod common;
 
@@ -460,5 +461,32 @@ fn huge_timeouts_behave_like_untimed_waits() {
             .wait_timeout_while(m.lock().unwrap(), Duration::MAX, |ready| !*ready)
             .unwrap();
         assert!(*g && !r.timed_out());
+    });
+}
+
+#[test]
+fn send_racing_with_the_receivers_park_is_not_lost() {
+    // An OS thread sends the next message the instant the green receiver
+    // acknowledges the previous one, i.e. while the receiver is on its
+    // way to park in recv: the wake-up must not be lost in that window.
+    const ROUNDS: u64 = 100_000;
+    guarded(|| {
+        let rt = runtime(1);
+        let (tx, rx) = channel::<u64>();
+        let ack = Arc::new(AtomicUsize::new(usize::MAX));
+        let a2 = ack.clone();
+        let green = rt.spawn(move || {
+            for i in 0..ROUNDS {
+                assert_eq!(rx.recv().unwrap(), i);
+                a2.store(i as usize, Ordering::SeqCst);
+            }
+        });
+        for i in 0..ROUNDS {
+            tx.send(i).unwrap();
+            while ack.load(Ordering::SeqCst) != i as usize {
+                std::hint::spin_loop();
+            }
+        }
+        green.join().unwrap();
     });
 }
