@@ -91,7 +91,7 @@ impl P {
         } else {
             g
         };
-        if self.runq.len() < LOCAL_QUEUE_CAPACITY {
+        if self.free_slots() > 0 {
             self.runq.push(g);
             return;
         }

@@ -4,13 +4,8 @@ use std::time::Duration;
 
 /// Nanoseconds on CLOCK_MONOTONIC (the clock behind `std::time::Instant`).
 pub(crate) fn now() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    // CLOCK_MONOTONIC always exists on Linux.
+    read(libc::CLOCK_MONOTONIC).unwrap_or(0)
 }
 
 /// The monotonic deadline `d` from now, saturating far in the future.
@@ -21,7 +16,7 @@ pub(crate) fn deadline_after(d: Duration) -> u64 {
 /// CPU time this thread has used, in nanoseconds (a system call: thread
 /// CPU clocks are not in the vDSO). Async-signal-safe.
 pub(crate) fn thread_cpu_now() -> u64 {
-    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID).unwrap_or(0)
+    read(libc::CLOCK_THREAD_CPUTIME_ID).unwrap_or(0)
 }
 
 /// CPU time thread `tid` of this process has used, in nanoseconds; None
@@ -35,10 +30,11 @@ pub(crate) fn thread_cpu(tid: libc::pid_t) -> Option<u64> {
     if tid <= 0 {
         return None;
     }
-    cpu_clock((!tid << 3) | CPUCLOCK_SCHED | CPUCLOCK_PERTHREAD)
+    read((!tid << 3) | CPUCLOCK_SCHED | CPUCLOCK_PERTHREAD)
 }
 
-fn cpu_clock(id: libc::clockid_t) -> Option<u64> {
+/// Clock `id` in nanoseconds; None if the kernel does not know it.
+fn read(id: libc::clockid_t) -> Option<u64> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
