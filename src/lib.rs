@@ -45,6 +45,7 @@ pub mod sync;
 mod sys;
 pub mod task;
 pub mod time;
+pub mod trace;
 
 pub use scheduler::{run, Builder, Runtime, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use stack::DEFAULT_STACK_SIZE;

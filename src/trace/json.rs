@@ -1,0 +1,7 @@
+//! Chrome Trace Event JSON. TODO(trace-record).
+
+use super::Trace;
+
+pub(super) fn write(_trace: &Trace, _w: impl std::io::Write) -> std::io::Result<()> {
+    todo!("trace json")
+}
