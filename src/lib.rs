@@ -38,6 +38,7 @@ pub mod net;
 mod netpoll;
 pub mod os;
 pub mod preempt;
+mod runtime_metrics;
 mod scheduler;
 mod splice;
 mod stack;
@@ -47,6 +48,7 @@ pub mod task;
 pub mod time;
 pub mod trace;
 
+pub use runtime_metrics::{metrics, RuntimeMetrics};
 pub use scheduler::{run, Builder, Runtime, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use stack::DEFAULT_STACK_SIZE;
 pub use task::{spawn, yield_now, Cancelled, JoinHandle};

@@ -255,6 +255,12 @@ pub(crate) fn poll_budget(free: usize) -> Option<usize> {
     (free > 0).then(|| free.min(EVENTS))
 }
 
+/// Green threads waiting in the netpoller (for an fd, or a file
+/// operation's completion), over every runtime (for metrics).
+pub(crate) fn waiters() -> usize {
+    waiters::WAITERS.load(Ordering::Relaxed)
+}
+
 /// Does any green thread wait for I/O?
 pub(crate) fn has_waiters() -> bool {
     waiters::WAITERS.load(Ordering::Relaxed) > 0

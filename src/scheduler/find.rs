@@ -63,6 +63,7 @@ impl M {
                 continue;
             }
             // Nothing anywhere: give up the P, re-check, then sleep.
+            self.p().batch.parked();
             let was_spinning = self.spinning.replace(false);
             if was_spinning {
                 self.rt.nmspinning.fetch_sub(1, Ordering::SeqCst);
@@ -208,6 +209,7 @@ impl M {
             self.run_netpolled();
         }
         if tick % GLOBAL_CHECK_INTERVAL == 0 {
+            super::metrics::publish(&self.rt, p);
             if tick % (2 * GLOBAL_CHECK_INTERVAL) == 0 && self.resume_preempted() {
                 return None;
             }
@@ -307,9 +309,14 @@ impl M {
                 if victim == p.id {
                     continue;
                 }
+                let before = p.runq.len();
                 loop {
                     match self.rt.stealers[victim].steal_batch_and_pop(&p.runq) {
-                        Steal::Success(g) => return Some(g),
+                        Steal::Success(g) => {
+                            // Others may steal from us meanwhile: a lower bound.
+                            p.batch.stole(p.runq.len().saturating_sub(before) + 1);
+                            return Some(g);
+                        }
                         Steal::Empty => break,
                         Steal::Retry => continue,
                     }

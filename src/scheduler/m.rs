@@ -141,17 +141,20 @@ impl M {
     }
 
     /// Takes or gives up P ownership, keeping sysmon's view (the P's
-    /// owner) in step.
+    /// owner) and the P's busy time in step.
     pub(crate) fn set_p(&self, p: Option<PPtr>) {
         if let Some(old) = self.p.replace(p) {
             // SAFETY: we owned it until now.
-            self.rt.set_owner(unsafe { old.get() }.id, std::ptr::null());
+            let old = unsafe { old.get() };
+            super::metrics::released(&self.rt, old);
+            self.rt.set_owner(old.id, std::ptr::null());
         }
         if let Some(new) = p {
             self.handle.retaken.store(false, Ordering::Relaxed);
             // SAFETY: it is ours now.
-            self.rt
-                .set_owner(unsafe { new.get() }.id, Arc::as_ptr(&self.handle));
+            let new = unsafe { new.get() };
+            super::metrics::acquired(new);
+            self.rt.set_owner(new.id, Arc::as_ptr(&self.handle));
         }
     }
 

@@ -11,6 +11,7 @@ use std::ptr::NonNull;
 use crossbeam_deque::{Injector, Worker};
 
 use super::g::GRef;
+use super::metrics::Batch;
 use crate::stack::StackPool;
 
 /// After this many consecutive Gs taken from the LIFO "next" slot, the
@@ -53,6 +54,8 @@ pub(crate) struct P {
     streak_start: Cell<u64>,
     pub(crate) stacks: RefCell<StackPool>,
     rng: Cell<u64>,
+    /// This P's metrics, batched (see `metrics`).
+    pub(crate) batch: Batch,
 }
 
 impl P {
@@ -67,6 +70,7 @@ impl P {
             rng: Cell::new(
                 0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
             ),
+            batch: Batch::default(),
         }
     }
 

@@ -91,6 +91,7 @@ impl SignalTarget {
             let p = self.m.take_p().expect("checked: the M holds a P");
             self.m.handle.retaken.store(true, Ordering::Release);
             spare.give(p, false);
+            rt.metrics.count_retake();
             return true;
         }
         let Some(next) = rt.preempted.try_pop() else {
@@ -99,6 +100,7 @@ impl SignalTarget {
         let p = self.m.take_p().expect("checked: the M holds a P");
         self.m.handle.retaken.store(true, Ordering::Release);
         rt.hand_to_preempted(next, p);
+        rt.metrics.count_retake();
         true
     }
 }
@@ -115,6 +117,9 @@ pub(crate) fn preempt_park() -> bool {
     // SAFETY: on this M's thread; `cur` is the G we are running on.
     let g = unsafe { m.current_g() }.expect("greenrt: preempted off a green thread");
     let parked = park_preempted(m, g.clone());
+    if parked {
+        m.rt.metrics.count_preemption();
+    }
     // The handler took a no-preempt count for us when it redirected the
     // G here (so no second signal could nest inside this path).
     g.nopreempt.fetch_sub(1, Ordering::Relaxed);

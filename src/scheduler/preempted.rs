@@ -110,6 +110,11 @@ impl<N: Queued> PreemptedQueue<N> {
         self.len.fetch_add(1, Ordering::Release);
     }
 
+    /// Gs queued now (for metrics).
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.len.load(Ordering::Acquire) == 0
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use super::schedtrace;
 use super::shared::{Config, Shared};
 use crate::preempt;
 use crate::stack::{self, DEFAULT_STACK_SIZE};
@@ -82,7 +83,10 @@ impl Builder {
     /// Builds the runtime. Worker threads start on demand.
     ///
     /// Errors with `InvalidInput` for zero workers or an unparsable
-    /// `GREENRT_WORKERS`.
+    /// `GREENRT_WORKERS`. With `GREENRT_SCHEDTRACE=<ms>` set, a line
+    /// summing up the scheduler goes to stderr every `ms` milliseconds
+    /// (see the README); a value that is not a whole number is reported
+    /// on stderr and ignored.
     pub fn build(self) -> io::Result<Runtime> {
         let workers = match self.workers {
             Some(n) => n,
@@ -119,12 +123,16 @@ impl Builder {
             shared,
             sysmon: None,
             errands: None,
+            schedtrace: None,
             stopped: false,
         };
         if let Some(q) = rt.shared.cfg.preempt {
             // The errand thread first: sysmon asks it for spare Ms at once.
             rt.errands = Some(super::chores::start(rt.shared.clone())?);
             rt.sysmon = Some(super::sysmon::start(rt.shared.clone(), q)?);
+        }
+        if let Some(every) = schedtrace::interval_from_env() {
+            rt.schedtrace = Some(schedtrace::Tracer::start(rt.shared.clone(), every)?);
         }
         Ok(rt)
     }
@@ -156,6 +164,8 @@ pub struct Runtime {
     sysmon: Option<std::thread::JoinHandle<()>>,
     /// sysmon's errand thread (see `scheduler::chores`).
     errands: Option<std::thread::JoinHandle<()>>,
+    /// The `GREENRT_SCHEDTRACE` printer, if asked for.
+    schedtrace: Option<schedtrace::Tracer>,
     stopped: bool,
 }
 
@@ -220,6 +230,14 @@ impl Runtime {
     pub fn preempt_quantum(&self) -> Option<Duration> {
         self.shared.cfg.preempt
     }
+
+    /// A snapshot of this runtime's scheduler metrics (see
+    /// [`RuntimeMetrics`](crate::RuntimeMetrics) for what each counts and
+    /// how fresh it is). From any thread; on a green thread,
+    /// [`greenrt::metrics()`](crate::metrics()) gives its runtime's.
+    pub fn metrics(&self) -> crate::RuntimeMetrics {
+        super::metrics::snapshot(&self.shared)
+    }
 }
 
 impl Runtime {
@@ -268,6 +286,9 @@ impl Runtime {
     fn stop(&mut self, timeout: Duration) {
         if std::mem::replace(&mut self.stopped, true) {
             return;
+        }
+        if let Some(mut t) = self.schedtrace.take() {
+            t.stop();
         }
         let detached = self.shared.shutdown(timeout);
         if detached > 0 {

@@ -12,6 +12,7 @@ use super::handoff::MHandle;
 use super::chores::Chores;
 use super::g::GRef;
 use super::idle::SchedState;
+use super::metrics::Counters;
 use super::p::{PPtr, P};
 use super::preempted::PreemptedQueue;
 use super::registry::Registry;
@@ -80,6 +81,8 @@ pub(crate) struct Shared {
     pub(crate) cancelling: AtomicBool,
     /// sysmon's errands that may allocate or lock (see `chores`).
     pub(crate) chores: Chores,
+    /// Published metrics (see `metrics`).
+    pub(crate) metrics: Counters,
 }
 
 // SAFETY: the PPtrs in `all_ps` are only dereferenced by their current
@@ -137,6 +140,7 @@ impl Shared {
             registry: Registry::new(workers),
             cancelling: AtomicBool::new(false),
             chores: Chores::default(),
+            metrics: Counters::new(workers),
         })
     }
 

@@ -48,6 +48,14 @@ impl<T> SpareSlots<T> {
             .any(|slot| !slot.load(Ordering::Acquire).is_null())
     }
 
+    /// Spares parked in the slots now.
+    pub(crate) fn parked(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|slot| !slot.load(Ordering::Relaxed).is_null())
+            .count()
+    }
+
     /// Empty slots that no starting spare will fill.
     pub(crate) fn wanted(&self) -> usize {
         let empty = self

@@ -160,6 +160,14 @@ fn made_rings() -> impl Iterator<Item = &'static Ring> {
         .filter_map(|r| r.get().and_then(|r| r.as_ref().ok()))
 }
 
+/// File operations (and cancellation requests) queued or submitted on
+/// every ring and not yet reaped (for metrics).
+pub(crate) fn in_flight() -> usize {
+    made_rings()
+        .map(|r| r.in_flight.load(Ordering::Relaxed) as usize)
+        .sum()
+}
+
 /// Whether green threads' file operations use io_uring in this process.
 pub(crate) fn available() -> bool {
     ring_at(0).is_some()
