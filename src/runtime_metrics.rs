@@ -162,7 +162,7 @@ impl RuntimeMetrics {
     }
 
     /// Green threads preempted on this runtime (stopped by SIGURG after
-    /// their quantum), counted when the preemption path parks them.
+    /// their quantum), counted when the preemption path queues them.
     pub fn preemptions(&self) -> u64 {
         self.preemptions
     }

@@ -168,9 +168,9 @@ fn an_idle_worker_steals_from_a_busy_one() {
                 }
                 queued
             });
-            // 63 behind the one in the "next" slot, less what the other
-            // worker took and ran meanwhile.
-            assert!(queued >= 32, "only {queued} queued locally");
+            // 63 behind the one in the "next" slot, less the few the
+            // other worker took and ran meanwhile (each runs 5 ms).
+            assert!(queued >= 16, "only {queued} queued locally");
             let m = eventually(&rt, "both workers idle", |m| m.num_idle_workers() == 2);
             let steals = total(&m, RuntimeMetrics::worker_steal_count);
             let ops = total(&m, RuntimeMetrics::worker_steal_operations);

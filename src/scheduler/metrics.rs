@@ -72,7 +72,7 @@ impl Counters {
         }
     }
 
-    /// A G was preempted (parked by the preemption path).
+    /// A G was preempted (queued by the preemption path).
     pub(crate) fn count_preemption(&self) {
         self.preemptions.fetch_add(1, Relaxed);
     }

@@ -117,9 +117,6 @@ pub(crate) fn preempt_park() -> bool {
     // SAFETY: on this M's thread; `cur` is the G we are running on.
     let g = unsafe { m.current_g() }.expect("greenrt: preempted off a green thread");
     let parked = park_preempted(m, g.clone());
-    if parked {
-        m.rt.metrics.count_preemption();
-    }
     // The handler took a no-preempt count for us when it redirected the
     // G here (so no second signal could nest inside this path).
     g.nopreempt.fetch_sub(1, Ordering::Relaxed);
@@ -168,6 +165,9 @@ fn park_preempted(m: &M, g: GRef) -> bool {
     let me: *const G = g.as_ptr();
     // SAFETY: `g` is our own running G, not queued.
     unsafe { m.rt.preempted.push(g) };
+    // Counted now, not when the G resumes: a reader sees it with the G
+    // waiting in the preempted queue.
+    m.rt.metrics.count_preemption();
     match (successor, spare, p) {
         (Some(next), _, Some(p)) => {
             m.rt.hand_to_preempted(next, p);
