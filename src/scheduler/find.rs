@@ -63,12 +63,11 @@ impl M {
                 continue;
             }
             // Nothing anywhere: give up the P, re-check, then sleep.
-            self.p().batch.parked();
             let was_spinning = self.spinning.replace(false);
             if was_spinning {
                 self.rt.nmspinning.fetch_sub(1, Ordering::SeqCst);
             }
-            self.drop_p();
+            self.park_p();
             // Pairs with the fence in `wakep`: work made runnable before the
             // P went idle must be seen here.
             // A spinner that gives up re-checks everything (and resumes
@@ -353,6 +352,16 @@ impl M {
         if self.rt.nmspinning.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.rt.wakep();
         }
+    }
+
+    /// Gives up the P for want of work (counted as the P's park).
+    #[inline(never)]
+    fn park_p(&self) {
+        if let Some(p) = self.p.get() {
+            // SAFETY: the M owns its current P.
+            unsafe { p.get() }.batch.parked();
+        }
+        self.drop_p();
     }
 
     fn drop_p(&self) {

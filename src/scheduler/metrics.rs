@@ -104,20 +104,26 @@ impl Batch {
     }
 }
 
-/// An M has just taken P `p`: its busy time starts.
+/// An M has just taken P `p`: its busy time starts. (Not inlined, nor is
+/// `released`: `M::set_p` is inlined all over the scheduling loop.)
+#[inline(never)]
 pub(crate) fn acquired(p: &P) {
     p.batch.held_since.set(clock::now());
 }
 
 /// The M holding `p` gives it up (to the idle list or another M):
 /// publishes the batch, the busy time up to now included.
+#[inline(never)]
 pub(crate) fn released(rt: &Shared, p: &P) {
     publish(rt, p);
     p.batch.held_since.set(0);
 }
 
 /// Publishes `p`'s batch (its owner calls this on every 61st round, so
-/// a P that stays busy is seen moving).
+/// a P that stays busy is seen moving). Cold: kept out of the scheduling
+/// loop's code.
+#[cold]
+#[inline(never)]
 pub(crate) fn publish(rt: &Shared, p: &P) {
     let b = &p.batch;
     let since = b.held_since.get();
