@@ -25,6 +25,13 @@ const GLOBAL_CHECK_INTERVAL: u32 = 61;
 /// of a busy server takes its turn through epoll's FIFO ready list, and
 /// with a thousand of them nothing stays in cache.
 const NETPOLL_CHECK_INTERVAL: u32 = 61;
+/// The ticks at which either of the above is due (`M::switch_direct`
+/// leaves those to the scheduler).
+pub(super) const SHARED_CHECK_INTERVAL: u32 = 61;
+const _: () = assert!(
+    GLOBAL_CHECK_INTERVAL == SHARED_CHECK_INTERVAL
+        && NETPOLL_CHECK_INTERVAL == SHARED_CHECK_INTERVAL
+);
 /// Rounds over all victims a spinning M makes before giving up.
 const STEAL_ROUNDS: usize = 4;
 
@@ -48,7 +55,7 @@ impl M {
             if self.p.get().is_none() && !self.acquire_after_stop()? {
                 continue;
             }
-            if let Some(g) = self.find_once() {
+            if let Some(g) = self.take_handover().or_else(|| self.find_once()) {
                 if self.spinning.get() {
                     self.reset_spinning();
                 }

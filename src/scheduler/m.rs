@@ -36,6 +36,13 @@ pub(crate) struct M {
     /// switch into the G, resumed by the G's switch out. The G's parent
     /// slot points here (see `G::link_parent`).
     g0_sp: UnsafeCell<*mut u8>,
+    /// A G that switched straight into the next one (`switch_direct`),
+    /// and what it asked for: the next G finishes it (`finish_prev`) once
+    /// the switch has saved its context.
+    prev: UnsafeCell<Option<(GRef, Request)>>,
+    /// A G `switch_direct` took from the P but could not switch into (it
+    /// has not started): the scheduler runs it next.
+    handover: UnsafeCell<Option<GRef>>,
 }
 
 thread_local! {
@@ -91,6 +98,8 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         cur: UnsafeCell::new(None),
         request: Cell::new(Request::Yield),
         g0_sp: UnsafeCell::new(std::ptr::null_mut()),
+        prev: UnsafeCell::new(None),
+        handover: UnsafeCell::new(None),
     };
     CURRENT.with(|c| c.set(&m));
     match p {
@@ -210,7 +219,13 @@ impl M {
         // SAFETY: `cur` is written only on this M's thread, and the G
         // that ran is suspended (it switched back to us): nothing races.
         let g = unsafe { (*self.cur.get()).take() }.expect("greenrt: lost the running G");
-        match self.request.get() {
+        self.finish_switched_out(g, self.request.get());
+    }
+
+    /// Acts on the request of `g`, which has switched out (its context is
+    /// saved): requeue, park or release it.
+    fn finish_switched_out(&self, g: GRef, req: Request) {
+        match req {
             Request::Yield => {
                 g.set_state(RUNNABLE);
                 self.requeue(g, false);
@@ -229,6 +244,100 @@ impl M {
                 drop(self.rt.registry.remove(&g));
             }
         }
+    }
+
+    /// The G that switched into us directly: finish it (see `prev`).
+    #[inline(always)]
+    pub(crate) fn finish_prev(&self) {
+        // SAFETY: `prev` is only touched on this M's thread, by the G
+        // running on it, never reentrantly (the G holds a no-preempt scope).
+        if let Some((g, req)) = unsafe { (*self.prev.get()).take() } {
+            self.finish_switched_out(g, req);
+            // Give back the no-preempt count `switch_direct` lent us.
+            // SAFETY: we run on `curg` (it switched in and called this),
+            // alive while it runs; the count is written only by its own
+            // thread (and that thread's handler, balanced by now).
+            let count = unsafe { &(*self.curg.get()).nopreempt };
+            count.store(count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+        }
+    }
+
+    /// The G `switch_direct` left for the scheduler, if any.
+    pub(super) fn take_handover(&self) -> Option<GRef> {
+        // SAFETY: only this M's thread touches `handover`, and this runs
+        // on its scheduler context.
+        unsafe { (*self.handover.get()).take() }
+    }
+
+    /// From the running G (which is parking or yielding, `req`), switches
+    /// straight into the next G of this P when the scheduler would pick
+    /// it without looking elsewhere first (no shared-queue tick, no timer
+    /// due, no file chores): one switch instead of two, and no return
+    /// through the scheduler's stack, whose frames would mispredict every
+    /// return of the resumed G. Returns false (nothing done) otherwise.
+    ///
+    /// # Safety
+    /// Must be called on the running G's stack, inside its no-preempt
+    /// scope; on true the caller must call `finish_prev` once resumed.
+    #[inline(never)]
+    pub(crate) unsafe fn switch_direct(&self, req: Request) -> bool {
+        let Some(pp) = self.p.get() else {
+            return false;
+        };
+        // SAFETY: the M owns its current P.
+        let p = unsafe { pp.get() };
+        let tick = &self.rt.ticks[p.id];
+        let t = tick.load(Ordering::Relaxed);
+        if t % super::find::SHARED_CHECK_INTERVAL == 0
+            || self.rt.is_shutdown()
+            || crate::netpoll::uring::in_use()
+        {
+            return false;
+        }
+        let timer = self.rt.next_timer();
+        if timer != u64::MAX && timer <= crate::sys::clock::now() {
+            return false;
+        }
+        let Some(next) = p.pop() else {
+            return false;
+        };
+        // SAFETY: popped from our P: this M owns it. (A G gets its stack
+        // at spawn or when first run, so one without a stack has not
+        // started; one with a stack starts in `g_entry`, which finishes us
+        // as a resumed G does.)
+        if !unsafe { next.has_stack() } {
+            // SAFETY: only this M's thread touches `handover`.
+            unsafe { *self.handover.get() = Some(next) };
+            return false;
+        }
+        // Lend the next G a no-preempt count until it has finished us
+        // (`finish_prev`): a G that has not started yet holds none of its
+        // own, and the handler must not stop it before that. (Until the
+        // stack switch the handler also refuses: the stack pointer is
+        // not on `curg`'s stack.) We own the G: only we write its count.
+        let count = &next.nopreempt;
+        count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        tick.store(t.wrapping_add(1), Ordering::Relaxed);
+        next.set_state(RUNNING);
+        self.curg.set(next.as_ptr());
+        // SAFETY: we own `next` (it came off our P) and it has a stack;
+        // this M's scheduler context stays suspended in `execute`, its
+        // stack pointer in `g0_sp`.
+        unsafe { next.link_parent(self.g0_sp.get()) };
+        // SAFETY: the G's saved context is read by its owner (us) only.
+        let next_sp = unsafe { *next.sp.get() };
+        // SAFETY: `cur` and `prev` are only touched on this M's thread,
+        // by the running G (us) or the scheduler, never both at once.
+        let prev = unsafe { (*self.cur.get()).replace(next) }.expect("greenrt: lost the running G");
+        let save = prev.sp.get();
+        // SAFETY: as above.
+        unsafe { *self.prev.get() = Some((prev, req)) };
+        // SAFETY: `save` is our (the running G's) own context slot, kept
+        // alive by the GRef in `prev`; `next` is RUNNING, owned by this M,
+        // its context saved by `switch` (it has started) and its stack
+        // alive while `cur` holds it.
+        unsafe { context::switch(save, next_sp) };
+        true
     }
 
     /// No stack could be mapped for a G about to start: its body reports
@@ -291,6 +400,11 @@ impl M {
 
 /// First Rust code on a new G's stack (called from `greenrt_start`).
 pub(crate) extern "C" fn g_entry(_header: *mut u8) -> ! {
+    // A G that switched straight into us (`switch_direct`) waits for us to
+    // finish it.
+    if let Some(m) = current_m() {
+        m.finish_prev();
+    }
     {
         // SAFETY: on this M's thread, whose `curg` holds the G that is
         // running — us. (The M is not kept: the G may move to another.)

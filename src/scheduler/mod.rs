@@ -135,8 +135,17 @@ fn switch_out(req: Request, what: &str) {
         not_in_green_thread(what);
     };
     let _np = crate::preempt::NoPreemptScope::for_g(m.curg.get());
-    // SAFETY: we are running on the M's current G.
-    unsafe { m.switch_to_scheduler(req) };
+    // SAFETY: we are running on the M's current G, inside its no-preempt
+    // scope.
+    if !unsafe { m.switch_direct(req) } {
+        // SAFETY: as above.
+        unsafe { m.switch_to_scheduler(req) };
+    }
+    // Resumed, perhaps on another M, perhaps by a G that switched
+    // straight into us: finish that one.
+    if let Some(m) = m::current_m() {
+        m.finish_prev();
+    }
 }
 
 #[cold]
