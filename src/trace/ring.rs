@@ -27,7 +27,7 @@ type Slot = [AtomicU64; 4];
 
 /// A fixed-size buffer of records.
 pub(crate) struct Buf {
-    slots: Box<[Slot]>,
+    slots: Box<[Slot; BUF_RECORDS]>,
     /// Records ever written to it; record `i` lives in slot `i %
     /// BUF_RECORDS` (it only wraps as a flight recorder).
     len: AtomicU64,
@@ -43,7 +43,9 @@ impl Buf {
         let slots = (0..BUF_RECORDS)
             .map(|_| Default::default())
             .collect::<Vec<Slot>>()
-            .into_boxed_slice();
+            .into_boxed_slice()
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("BUF_RECORDS slots"));
         Box::into_raw(Box::new(Buf {
             slots,
             len: AtomicU64::new(0),
@@ -179,9 +181,10 @@ impl Writer {
     }
 
     /// The spare is gone (taken when a buffer filled): refill it soon.
+    /// (`cur` is filled first, so a writer with a spare has both.)
     #[inline]
     pub(crate) fn needs_refill(&self) -> bool {
-        self.spare.load(Ordering::Relaxed).is_null() || self.cur.load(Ordering::Relaxed).is_null()
+        self.spare.load(Ordering::Relaxed).is_null()
     }
 
     /// Appends a record. Lock-free and allocation-free.
@@ -192,36 +195,63 @@ impl Writer {
     /// another push to the same writer (no pushes from a signal handler;
     /// a green thread pushes under a no-preempt scope).
     pub(crate) unsafe fn push(&self, rec: Record, flight: bool, retired: &Retired) {
-        let mut buf = self.cur.load(Ordering::Relaxed);
-        if buf.is_null() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+        // SAFETY: the caller's contract.
+        unsafe { self.push_all(&[rec], flight, retired) }
+    }
+
+    /// Appends records (at most a few) together: one check for room,
+    /// one publication. The same contract as `push`.
+    #[inline(always)]
+    pub(crate) unsafe fn push_all<const K: usize>(
+        &self,
+        recs: &[Record; K],
+        flight: bool,
+        retired: &Retired,
+    ) {
+        let buf = self.cur.load(Ordering::Relaxed);
         // SAFETY: a writer's buffers live until the writer drops (retired
         // ones until the collector frees them, after their last push).
-        let mut n = unsafe { &*buf }.len.load(Ordering::Relaxed);
-        if n >= BUF_RECORDS as u64 && !flight {
-            let spare = self.spare.swap(ptr::null_mut(), Ordering::Acquire);
-            if spare.is_null() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                return;
+        let Some(mut b) = (unsafe { buf.as_ref() }) else {
+            self.dropped.fetch_add(K as u64, Ordering::Relaxed);
+            return;
+        };
+        let mut n = b.len.load(Ordering::Relaxed);
+        if n + K as u64 > BUF_RECORDS as u64 && !flight {
+            match self.next_buf(buf, retired) {
+                Some(next) => b = next,
+                None => {
+                    self.dropped.fetch_add(K as u64, Ordering::Relaxed);
+                    return;
+                }
             }
-            self.cur.store(spare, Ordering::Release);
-            retired.push(buf);
-            buf = spare;
-            // SAFETY: the spare is ours now (see above for its lifetime).
-            n = unsafe { &*buf }.len.load(Ordering::Relaxed);
+            n = 0;
         }
-        // SAFETY: as above.
-        let b = unsafe { &*buf };
         // Seqlock writer: the slot stores stay after the previous
         // record's `len` store (a compiler barrier on x86).
         fence(Ordering::Release);
-        let slot = &b.slots[(n % BUF_RECORDS as u64) as usize];
-        for (s, w) in slot.iter().zip(rec) {
-            s.store(w, Ordering::Relaxed);
+        for (i, rec) in recs.iter().enumerate() {
+            let slot = &b.slots[((n + i as u64) % BUF_RECORDS as u64) as usize];
+            for (s, w) in slot.iter().zip(rec) {
+                s.store(*w, Ordering::Relaxed);
+            }
         }
-        b.len.store(n + 1, Ordering::Release);
+        b.len.store(n + K as u64, Ordering::Release);
+    }
+
+    /// The current buffer `full` is full: retire it and take the spare
+    /// (None: there is none, the records are dropped).
+    #[cold]
+    #[inline(never)]
+    fn next_buf(&self, full: *mut Buf, retired: &Retired) -> Option<&Buf> {
+        let spare = self.spare.swap(ptr::null_mut(), Ordering::Acquire);
+        if spare.is_null() {
+            return None;
+        }
+        self.cur.store(spare, Ordering::Release);
+        retired.push(full);
+        // SAFETY: the spare is ours now, and lives as the writer does
+        // (until retired, then until the collector frees it).
+        Some(unsafe { &*spare })
     }
 
     /// Copies what the current buffer holds (see `Buf::copy_into`).
