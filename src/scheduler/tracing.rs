@@ -103,22 +103,17 @@ pub(super) fn run_start(m: &M, p: &P, g: &G) {
     let open = m.trace_run.replace(Some([g.id, u64::from(id), now]));
     match open.filter(|r| open_here(m, r, id)) {
         Some([prev, ..]) => {
+            // The stop takes the sequence number before the start's.
             p.trace_seq.set(seq.wrapping_add(2));
-            let stop = [
-                now,
-                prev,
-                stop_code::YIELD,
-                Word3::pack(Kind::Stop, id, seq.wrapping_add(1)),
-            ];
-            let start = [
+            let switch = [
                 now,
                 g.id,
-                0,
-                Word3::pack(Kind::Start, id, seq.wrapping_add(2)),
+                prev,
+                Word3::pack(Kind::Switch, id, seq.wrapping_add(2)),
             ];
             // SAFETY: see `emit`; on the scheduler stack, where no
             // preemption path runs.
-            unsafe { w.push_all(&[stop, start], flight, &m.rt.trace.retired) };
+            unsafe { w.push_all(&[switch], flight, &m.rt.trace.retired) };
         }
         None => {
             p.trace_seq.set(seq.wrapping_add(1));

@@ -60,7 +60,7 @@ pub fn start() {
 
 /// Starts recording as a flight recorder: the same scope as [`start`],
 /// but [`stop`] returns only about the last `window` (less if the
-/// per-thread rings, 8192 records each, hold less than that), and memory
+/// per-thread rings, 65536 records each, hold less than that), and memory
 /// stays bounded however long it runs.
 pub fn start_flight_recorder(window: Duration) {
     session::start(crate::scheduler::current_runtime(), Some(window));
