@@ -48,8 +48,9 @@ struct State {
     local: Option<Span>,
     /// The `GREENRT_TRACE` session and its paths.
     env: Option<(Span, String)>,
-    /// Enrolled in the process-wide session (its flight window).
-    global: Option<Option<Duration>>,
+    /// Enrolled in the process-wide session (its span, with this
+    /// runtime's dropped count at enrolment).
+    global: Option<Span>,
     /// Retired buffers, owned until no session needs them (boxed: see
     /// `Retired::take_all`).
     #[allow(clippy::vec_box)]
@@ -88,7 +89,7 @@ impl RtTrace {
         let spans = [
             st.local.map(|s| s.flight),
             st.env.as_ref().map(|e| e.0.flight),
-            st.global,
+            st.global.map(|s| s.flight),
         ];
         let on = spans.iter().any(Option::is_some);
         let flight = on && spans.iter().flatten().all(Option::is_some);
@@ -217,7 +218,10 @@ static RUNTIMES: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 
 fn enroll(g: &mut Global, rt: &Arc<Shared>) {
     let mut st = lock(&rt.trace.state);
-    st.global = Some(g.span.flight);
+    st.global = Some(Span {
+        dropped0: dropped_total(rt),
+        ..g.span
+    });
     refill_all(rt);
     rt.trace.update(&st);
     g.rts.push((g.next, Arc::downgrade(rt)));
@@ -284,9 +288,9 @@ pub(crate) fn stop(rt: Option<Arc<Shared>>) -> Trace {
             for (k, w) in g.rts {
                 let Some(rt) = w.upgrade() else { continue };
                 let mut st = lock(&rt.trace.state);
-                st.global = None;
+                let span = st.global.take().unwrap_or(g.span);
                 rt.trace.update(&st);
-                rts.push((k, harvest(&rt, &mut st, &g.span)));
+                rts.push((k, harvest(&rt, &mut st, &span)));
                 release(&rt, &mut st);
             }
             rts.sort_by_key(|(k, _)| *k);
@@ -332,8 +336,9 @@ pub(crate) fn on_drop(rt: &Arc<Shared>) {
         {
             let (k, _) = g.rts.remove(i);
             let mut st = lock(&rt.trace.state);
-            st.global = None;
-            let raw = harvest(rt, &mut st, &g.span);
+            let span = st.global.take().unwrap_or(g.span);
+            rt.trace.update(&st);
+            let raw = harvest(rt, &mut st, &span);
             release(rt, &mut st);
             g.done.push((k, raw));
         }
@@ -363,15 +368,18 @@ pub(crate) fn on_drop(rt: &Arc<Shared>) {
 }
 
 fn write_file(trace: &Trace, path: &str) -> std::io::Result<()> {
-    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    if path.ends_with(".svg") {
-        trace.write_svg(file)
+    use std::io::Write;
+    let written = if path.ends_with(".svg") {
+        Trace::write_svg
     } else if path.ends_with(".json") {
-        trace.write_json(file)
+        Trace::write_json
     } else {
-        Err(std::io::Error::new(
+        return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "the path must end in .json or .svg",
-        ))
-    }
+        ));
+    };
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    written(trace, &mut file)?;
+    file.flush()
 }
