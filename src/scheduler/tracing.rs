@@ -32,10 +32,12 @@ fn record(kind: Kind, g: u64, arg: u64, p: u16, seq: u32) -> [u64; 4] {
 
 /// Appends a record to this thread's buffer for `rt`.
 fn emit(rt: &Shared, kind: Kind, g: u64, arg: u64, p: u16) {
+    // Not preempted half-way: the preemption path writes to this M's
+    // buffer too, and a G preempted holding the lock of the runtime's
+    // shared buffer would stall every thread that wants it.
+    let _np = crate::preempt::no_preempt();
     match current_m() {
         Some(m) if std::ptr::eq(&*m.rt, rt) => {
-            // Not preempted half-way (the preemption path writes here too).
-            let _np = crate::preempt::NoPreemptScope::for_g(m.curg.get());
             let p = if p == NO_P { m_p(m) } else { p };
             // SAFETY: this M's thread owns its writer; the scope above
             // keeps the preemption path out, and no handler writes.
@@ -240,6 +242,8 @@ pub(super) fn took_p(m: &M, p: &P, from: *const MHandle) {
 #[cold]
 #[inline(never)]
 pub(super) fn created(rt: &Shared, g: &G) {
+    // The names' lock is not held across a preemption (see `emit`).
+    let _np = crate::preempt::no_preempt();
     if let Some(name) = &g.name {
         rt.trace.name(g.id, name);
     }

@@ -231,6 +231,9 @@ fn enroll(g: &mut Global, rt: &Arc<Shared>) {
 /// Starts a session: `rt`'s own (from one of its green threads), else the
 /// process-wide one. Already recording: nothing changes.
 pub(crate) fn start(rt: Option<Arc<Shared>>, flight: Option<Duration>) {
+    // A green thread preempted holding these locks would block the OS
+    // threads of any other that wants them until it runs again.
+    let _np = crate::preempt::no_preempt();
     match rt {
         Some(rt) => {
             let mut st = lock(&rt.trace.state);
@@ -264,6 +267,7 @@ pub(crate) fn start(rt: Option<Arc<Shared>>, flight: Option<Duration>) {
 pub(crate) fn stop(rt: Option<Arc<Shared>>) -> Trace {
     match rt {
         Some(rt) => {
+            let np = crate::preempt::no_preempt();
             let mut st = lock(&rt.trace.state);
             let Some(span) = st.local.take() else {
                 return Trace::default();
@@ -273,6 +277,7 @@ pub(crate) fn stop(rt: Option<Arc<Shared>>) -> Trace {
             let raw = harvest(&rt, &mut st, &span);
             release(&rt, &mut st);
             drop(st);
+            drop(np);
             decode::decode(Raw {
                 span,
                 end,
@@ -280,6 +285,7 @@ pub(crate) fn stop(rt: Option<Arc<Shared>>) -> Trace {
             })
         }
         None => {
+            let np = crate::preempt::no_preempt();
             let Some(g) = lock(&GLOBAL).take() else {
                 return Trace::default();
             };
@@ -293,6 +299,7 @@ pub(crate) fn stop(rt: Option<Arc<Shared>>) -> Trace {
                 rts.push((k, harvest(&rt, &mut st, &span)));
                 release(&rt, &mut st);
             }
+            drop(np);
             rts.sort_by_key(|(k, _)| *k);
             decode::decode(Raw {
                 span: g.span,
