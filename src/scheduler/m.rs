@@ -10,6 +10,7 @@ use super::handoff::{MHandle, Wake};
 use super::p::{PPtr, P};
 use super::shared::Shared;
 use super::stack_overflow::AltStack;
+use super::tracing;
 use crate::context;
 
 /// Why a G switched back to its M's scheduler context.
@@ -32,6 +33,11 @@ pub(crate) struct M {
     pub(crate) curg: Cell<*const G>,
     pub(super) cur: UnsafeCell<Option<GRef>>,
     pub(crate) request: Cell<Request>,
+    /// What the G parking with `Request::Park` waits for (for the trace).
+    pub(super) block_reason: Cell<crate::trace::BlockReason>,
+    /// While tracing: the G this M last started and has not recorded a
+    /// stop for (see `tracing::run_start`).
+    pub(super) trace_run: Cell<Option<tracing::Run>>,
     /// The scheduler's (g0's) stack pointer while a G runs: saved by the
     /// switch into the G, resumed by the G's switch out. The G's parent
     /// slot points here (see `G::link_parent`).
@@ -97,11 +103,16 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         curg: Cell::new(std::ptr::null()),
         cur: UnsafeCell::new(None),
         request: Cell::new(Request::Yield),
+        block_reason: Cell::new(crate::trace::BlockReason::Other),
+        trace_run: Cell::new(None),
         g0_sp: UnsafeCell::new(std::ptr::null_mut()),
         prev: UnsafeCell::new(None),
         handover: UnsafeCell::new(None),
     };
     CURRENT.with(|c| c.set(&m));
+    if tracing::on(&m.rt) {
+        m.handle.trace.refill();
+    }
     match p {
         Some(p) => m.set_p(Some(p)),
         // A new spare: std's thread start-up (which allocates) is over,
@@ -156,6 +167,9 @@ impl M {
             // SAFETY: we owned it until now.
             let old = unsafe { old.get() };
             super::metrics::released(&self.rt, old);
+            if self.trace_run.get().is_some() {
+                tracing::flush_yield(self, old);
+            }
             self.rt.set_owner(old.id, std::ptr::null());
         }
         if let Some(new) = p {
@@ -164,6 +178,10 @@ impl M {
             let new = unsafe { new.get() };
             super::metrics::acquired(new);
             self.rt.set_owner(new.id, Arc::as_ptr(&self.handle));
+            let from = new.last_m.replace(Arc::as_ptr(&self.handle));
+            if tracing::on(&self.rt) {
+                tracing::took_p(self, new, from);
+            }
         }
     }
 
@@ -202,6 +220,9 @@ impl M {
             Ordering::Relaxed,
         );
         g.set_state(RUNNING);
+        if tracing::on(&self.rt) {
+            tracing::run_start(self, p, &g);
+        }
         self.curg.set(g.as_ptr());
         let (g0_sp, sp) = (self.g0_sp.get(), g.sp.get());
         // SAFETY: we own the G (it came off a run queue) and it has a stack.
@@ -224,6 +245,9 @@ impl M {
 
     /// Acts on the request of `g`, which has switched out (its context is
     /// saved): requeue, park or release it.
+    ///
+    /// Tracing: a yield's stop is written with the next start (one check
+    /// per yield, see `tracing::run_start`); the others now.
     fn finish_switched_out(&self, g: GRef, req: Request) {
         match req {
             Request::Yield => {
@@ -231,11 +255,17 @@ impl M {
                 self.requeue(g, false);
             }
             Request::Park => {
+                if tracing::on(&self.rt) {
+                    tracing::run_stop(self, &g, Request::Park);
+                }
                 if g.finish_park() {
                     self.requeue(g, true);
                 }
             }
             Request::Exit => {
+                if tracing::on(&self.rt) {
+                    tracing::run_stop(self, &g, Request::Exit);
+                }
                 g.set_state(DEAD);
                 // SAFETY: the G is dead and we are off its stack.
                 if let Some(stack) = unsafe { g.take_stack() } {
@@ -291,7 +321,9 @@ impl M {
         if t % super::find::SHARED_CHECK_INTERVAL == 0
             || self.rt.is_shutdown()
             || crate::netpoll::uring::in_use()
+            || tracing::on(&self.rt)
         {
+            // (A traced run's start and stop are written by `execute`.)
             return false;
         }
         let timer = self.rt.next_timer();

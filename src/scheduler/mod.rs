@@ -26,10 +26,12 @@ mod spares;
 mod stack_overflow;
 mod sysmon;
 mod timers;
+pub(crate) mod tracing;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+pub(crate) use crate::trace::BlockReason;
 pub(crate) use blocking::BlockingSection;
 pub(crate) use g::{GBody, GRef, G};
 pub(crate) use handoff::RETAKE;
@@ -47,6 +49,9 @@ pub(crate) fn ready(g: GRef) {
     let m = m::current_m();
     // Runtime code: never preempted (it touches the P and runtime locks).
     let _np = crate::preempt::NoPreemptScope::for_g(m.map_or(std::ptr::null(), |m| m.curg.get()));
+    if tracing::on(&g.rt) {
+        tracing::runnable(&g);
+    }
     if let Some(m) = m {
         if m.has_p() && Arc::ptr_eq(&m.rt, &g.rt) {
             m.p().put(g, true, &m.rt.injector);
@@ -70,6 +75,9 @@ pub(crate) fn ready(g: GRef) {
 /// injectglist) on their runtimes' global queues, waking idle Ms for them.
 pub(crate) fn inject(gs: impl IntoIterator<Item = GRef>) {
     for g in gs {
+        if tracing::on(&g.rt) {
+            tracing::runnable(&g);
+        }
         let rt = g.rt.clone();
         rt.injector.push(g);
         rt.wakep();
@@ -81,6 +89,9 @@ pub(crate) fn inject(gs: impl IntoIterator<Item = GRef>) {
 pub(crate) fn register(rt: &Arc<Shared>, g: &GRef) {
     let hint = current_p_id().unwrap_or(g.id as usize);
     rt.registry.insert(g, hint);
+    if tracing::on(rt) {
+        tracing::created(rt, g);
+    }
     // SeqCst on both sides (here and `Shared::cancel_all`): either the
     // canceller's snapshot lists this G or we see `cancelling`.
     if rt.cancelling.load(std::sync::atomic::Ordering::SeqCst) {
@@ -129,12 +140,17 @@ pub(crate) fn blocks_green() -> bool {
     in_green_thread() && !std::thread::panicking()
 }
 
+/// Switches the running G out with `req`; `reason` says what a parking
+/// G waits for (for the trace: a byte stored, read only when tracing).
 #[inline(always)]
-fn switch_out(req: Request, what: &str) {
+fn switch_out(req: Request, what: &str, reason: BlockReason) {
     let Some(m) = m::current_m().filter(|m| !m.curg.get().is_null()) else {
         not_in_green_thread(what);
     };
     let _np = crate::preempt::NoPreemptScope::for_g(m.curg.get());
+    if req == Request::Park {
+        m.block_reason.set(reason);
+    }
     // SAFETY: we are running on the M's current G, inside its no-preempt
     // scope.
     if !unsafe { m.switch_direct(req) } {
@@ -161,7 +177,7 @@ fn not_in_green_thread(what: &str) -> ! {
 /// A cancelled G (its runtime is shutting down) unwinds from here with
 /// [`crate::Cancelled`] instead of parking, and so on every later call.
 #[inline(always)]
-pub(crate) fn park() {
+pub(crate) fn park(reason: BlockReason) {
     let (pending, cancelled) =
         with_current_g(|g| g.map_or((false, false), |g| (g.take_token(), g.is_cancelled())));
     if cancelled {
@@ -170,7 +186,7 @@ pub(crate) fn park() {
     if pending {
         return;
     }
-    switch_out(Request::Park, "park");
+    switch_out(Request::Park, "park", reason);
     // Resumed, perhaps on another M. The token that woke us is spent.
     let cancelled = with_current_g(|g| {
         g.is_some_and(|g| {
@@ -185,10 +201,10 @@ pub(crate) fn park() {
 
 /// As `park`, without unwinding a cancelled G: returns whether it is
 /// cancelled (see `park::block_through_cancel`).
-pub(crate) fn park_through_cancel() -> bool {
+pub(crate) fn park_through_cancel(reason: BlockReason) -> bool {
     let pending = with_current_g(|g| g.is_some_and(|g| g.take_token()));
     if !pending {
-        switch_out(Request::Park, "park");
+        switch_out(Request::Park, "park", reason);
         with_current_g(|g| {
             if let Some(g) = g {
                 g.take_token();
@@ -214,7 +230,7 @@ pub(crate) fn yield_now() {
         Some(true) => unwind_cancelled(),
         Some(false) => {}
     }
-    switch_out(Request::Yield, "yield_now");
+    switch_out(Request::Yield, "yield_now", BlockReason::Other);
     if current_is_cancelled() {
         unwind_cancelled();
     }
