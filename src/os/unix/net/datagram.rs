@@ -108,12 +108,12 @@ impl UnixDatagram {
 
     /// Receives one datagram (from the connected peer, if connected).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.sock.recv(buf, 0)
+        self.recv_flags(buf, 0)
     }
 
     /// As [`recv`](Self::recv), leaving the datagram queued.
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.sock.recv(buf, libc::MSG_PEEK)
+        self.recv_flags(buf, libc::MSG_PEEK)
     }
 
     /// Sends `buf` to the socket file `path`, parking while the receiver's
@@ -147,8 +147,10 @@ impl UnixDatagram {
     }
 
     /// Shuts down the read half, the write half, or both; green threads
-    /// parked on the socket through any handle wake up (a receiver gets
-    /// `Ok(0)`).
+    /// parked on the socket through any handle wake up. Once the read half
+    /// is shut down, a receive with nothing queued returns `Ok(0)` (as
+    /// std's blocking one does; the kernel's non-blocking one would say
+    /// EAGAIN forever).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.std().shutdown(how)
     }
@@ -157,6 +159,14 @@ impl UnixDatagram {
     /// non-blocking mode and without this handle's timeouts.
     pub fn into_std(self) -> std::os::unix::net::UnixDatagram {
         std::os::unix::net::UnixDatagram::from(self.sock.into_owned())
+    }
+
+    fn recv_flags(&self, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+        self.sock.io(Interest::Read, |fd| {
+            // SAFETY: `buf` is valid for writes of its length.
+            let r = cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) });
+            eof_if_read_shut(fd, r, || 0)
+        })
     }
 
     fn recv_from_flags(
@@ -177,10 +187,20 @@ impl UnixDatagram {
                     addr.as_mut_ptr(),
                     &mut addr.len,
                 )
-            })?;
-            Ok((n, addr))
+            });
+            eof_if_read_shut(fd, n.map(|n| (n, addr)), || {
+                let mut unnamed = SockAddr::new();
+                unnamed.len = 0;
+                (0, unnamed)
+            })
         })?;
-        Ok((n, addr.to_unix()?))
+        // No address at all (len 0): the sender is an unnamed socket.
+        let addr = if addr.len == 0 {
+            SocketAddr::from_pathname("")?
+        } else {
+            addr.to_unix()?
+        };
+        Ok((n, addr))
     }
 
     fn send_to_unix(&self, buf: &[u8], addr: &UnixAddr) -> io::Result<usize> {
@@ -202,6 +222,35 @@ impl UnixDatagram {
 
     fn std(&self) -> StdRef<'_, std::os::unix::net::UnixDatagram> {
         self.sock.std()
+    }
+}
+
+/// `r`, or `eof()` if `r` is EAGAIN on a socket whose read half is shut
+/// down: a datagram socket's non-blocking receive then fails for good
+/// while poll reports it readable (EPOLLRDHUP), where std's blocking
+/// receive returns 0.
+fn eof_if_read_shut<T>(
+    fd: std::os::fd::RawFd,
+    r: io::Result<T>,
+    eof: impl FnOnce() -> T,
+) -> io::Result<T> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, a zero timeout; poll only writes
+            // `revents`.
+            let ready = unsafe { libc::poll(&mut p, 1, 0) };
+            if ready == 1 && p.revents & libc::POLLRDHUP != 0 {
+                Ok(eof())
+            } else {
+                Err(e)
+            }
+        }
+        r => r,
     }
 }
 
