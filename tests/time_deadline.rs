@@ -154,7 +154,7 @@ fn join_timeouts_racing_the_finish_never_lose_a_result() {
                 i
             });
             let v = loop {
-                match h.join_timeout(Duration::from_micros(u64::from(i % 7) * 20)) {
+                match h.join_timeout(Duration::from_micros(u64::from(i % 7 + 1) * 20)) {
                     Ok(r) => break r.unwrap(),
                     Err(back) => h = back,
                 }

@@ -244,7 +244,7 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     fn write_unlock(&self) {
-        self.state.store(0, Ordering::SeqCst);
+        self.state.swap(0, Ordering::SeqCst);
         // A waiting writer goes first (writer preference); it wakes the
         // readers when it is done, or if it gives up (`WaitingWriter`).
         if self.writers_waiting.load(Ordering::SeqCst) == 0 || !self.writers.wake_one() {
