@@ -74,16 +74,17 @@ unsafe impl<T: Send> Sync for ScopedPacket<'_, T> {}
 /// caller waits by parking (its worker runs other green threads).
 ///
 /// ```
-/// let mut counts = vec![0u64; 4];
-/// let text = "a borrowed string";
 /// greenrt::run(|| {
+///     let mut counts = vec![0u64; 4];
+///     let text = String::from("a borrowed string");
 ///     greenrt::scope(|s| {
 ///         for (i, c) in counts.iter_mut().enumerate() {
+///             let text = &text;
 ///             s.spawn(move || *c = (i * text.len()) as u64);
 ///         }
 ///     });
+///     assert_eq!(counts, [0, 17, 34, 51]);
 /// });
-/// assert_eq!(counts, [0, 17, 34, 51]);
 /// ```
 ///
 /// # Cancellation
