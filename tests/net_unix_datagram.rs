@@ -195,3 +195,66 @@ fn works_on_plain_os_threads_and_across_to_green_threads() {
         assert_eq!(b.recv(&mut buf).unwrap(), 4);
     });
 }
+
+#[test]
+fn a_send_to_a_full_receiver_waits_for_room() {
+    on_runtime(2, || {
+        let path = socket_path("dgram-full");
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        let sender = UnixDatagram::unbound().unwrap();
+        let p = path.clone();
+        // The receiver's queue holds a few datagrams (net.unix.max_dgram_qlen);
+        // sends beyond that must park until it reads, not fail or hang.
+        let n = 200;
+        let s = greenrt::spawn(move || {
+            for i in 0..n {
+                sender.send_to(&[i as u8; 8], &p).unwrap();
+            }
+        });
+        greenrt::sleep(Duration::from_millis(30));
+        let mut buf = [0u8; 8];
+        for i in 0..n {
+            assert_eq!(receiver.recv(&mut buf).unwrap(), 8);
+            assert_eq!(buf[0], i as u8);
+        }
+        s.join().unwrap();
+        std::fs::remove_file(&path).unwrap();
+    });
+}
+
+#[test]
+fn a_send_to_a_queue_full_of_other_senders_datagrams_still_goes_through() {
+    on_runtime(2, || {
+        let path = socket_path("dgram-others");
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        // Another sender fills the receiver's queue.
+        let filler = UnixDatagram::unbound().unwrap();
+        filler.set_nonblocking(true).unwrap();
+        let mut queued = 0;
+        loop {
+            match filler.send_to(b"filler", &path) {
+                Ok(_) => queued += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(queued > 0);
+        // Our send parks until the receiver reads (the datagrams it frees
+        // are not ours: a wake-up for the filler alone would strand us).
+        let p = path.clone();
+        let s = greenrt::spawn(move || {
+            let sender = UnixDatagram::unbound().unwrap();
+            sender.send_to(b"mine", &p).unwrap()
+        });
+        greenrt::sleep(Duration::from_millis(30));
+        assert!(!s.is_finished(), "a send to a full queue did not wait");
+        let mut buf = [0u8; 8];
+        for _ in 0..queued {
+            assert_eq!(receiver.recv(&mut buf).unwrap(), 6);
+        }
+        assert_eq!(s.join().unwrap(), 4);
+        assert_eq!(receiver.recv(&mut buf).unwrap(), 4);
+        assert_eq!(&buf[..4], b"mine");
+        std::fs::remove_file(&path).unwrap();
+    });
+}
