@@ -51,8 +51,8 @@ pub mod trace;
 pub use runtime_metrics::{metrics, RuntimeMetrics};
 pub use scheduler::{run, Builder, Runtime, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use stack::DEFAULT_STACK_SIZE;
-pub use task::{spawn, yield_now, Cancelled, JoinHandle};
-pub use time::sleep;
+pub use task::{scope, spawn, yield_now, Cancelled, JoinHandle, Scope, ScopedJoinHandle};
+pub use time::{sleep, sleep_until};
 
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -120,6 +120,10 @@ pub(crate) struct G {
     pub(crate) preempt_ref: UnsafeCell<Option<GRef>>,
     /// Membership in the runtime's registry of live Gs.
     pub(crate) links: Links,
+    /// Open `greenrt::scope`s of this G: while non-zero, green threads
+    /// may borrow from its stack, which shutdown's `abandon_queued` must
+    /// then leak rather than unmap (see `task::scope`).
+    stack_pins: AtomicU32,
 }
 
 // SAFETY: the UnsafeCell fields are only touched by the M that currently
@@ -152,7 +156,26 @@ impl G {
             preempt_next: AtomicPtr::new(std::ptr::null_mut()),
             preempt_ref: UnsafeCell::new(None),
             links: Links::default(),
+            stack_pins: AtomicU32::new(0),
         }
+    }
+
+    /// Marks the stack as lent out (a scope opens on this G; the G itself
+    /// calls this, while running).
+    pub(crate) fn pin_stack(&self) {
+        self.stack_pins.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Undoes one [`pin_stack`](Self::pin_stack) (every borrower is done).
+    pub(crate) fn unpin_stack(&self) {
+        self.stack_pins.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether other green threads may still use this G's stack. Read by
+    /// whoever owns the G off-CPU (the run queue's hand-over orders it
+    /// after the G's own updates).
+    pub(crate) fn stack_pinned(&self) -> bool {
+        self.stack_pins.load(Ordering::Relaxed) != 0
     }
 
     /// Marks the G cancelled (see [`ParkState::cancel`]).

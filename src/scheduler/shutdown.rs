@@ -150,7 +150,9 @@ impl Shared {
     /// its stack (if it had started: it was parked and woken, and is in a
     /// run queue, so no M runs on it) is unmapped. Values on that stack
     /// are not dropped: only a G that never got to run again after the
-    /// shutdown began ends this way.
+    /// shutdown began ends this way. The stack of a G inside a
+    /// `greenrt::scope` is leaked instead (scoped green threads borrow
+    /// from it).
     pub(crate) fn abandon_queued(&self, g: GRef) {
         let abandon = std::panic::AssertUnwindSafe(|| g.body().abandon());
         if std::panic::catch_unwind(abandon).is_err() {
@@ -162,7 +164,14 @@ impl Shared {
         g.set_state(DEAD);
         // SAFETY: the G was queued, so it is not running, and after
         // shutdown nothing resumes it.
-        drop(unsafe { g.take_stack() });
+        let stack = unsafe { g.take_stack() };
+        if g.stack_pinned() {
+            // Inside a `greenrt::scope`: its scoped green threads may
+            // borrow from this stack and run on (detached) — leak it.
+            std::mem::forget(stack);
+        } else {
+            drop(stack);
+        }
         drop(self.registry.remove(&g));
     }
 }

@@ -1,6 +1,6 @@
 //! A FIFO queue of blocked callers: the one parking mechanism under
-//! greenrt's Mutex, Condvar and WaitGroup (it plays the role a futex plays
-//! for std).
+//! greenrt's Mutex, Condvar, RwLock and WaitGroup (it plays the role a
+//! futex plays for std).
 //!
 //! A waiter lives on the waiting caller's own stack (green stacks never
 //! move), as a Go sudog lives in its G: waiting allocates nothing and

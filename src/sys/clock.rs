@@ -1,6 +1,6 @@
 //! The monotonic clock, in nanoseconds: the runtime's one time base.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Nanoseconds on CLOCK_MONOTONIC (the clock behind `std::time::Instant`).
 pub(crate) fn now() -> u64 {
@@ -11,6 +11,13 @@ pub(crate) fn now() -> u64 {
 /// The monotonic deadline `d` from now, saturating far in the future.
 pub(crate) fn deadline_after(d: Duration) -> u64 {
     now().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The monotonic deadline of `at`, a `std::time::Instant` (which reads
+/// the same clock): its distance from `Instant::now()` added to `now()`.
+/// A past instant is now; one too far ahead saturates.
+pub(crate) fn deadline_at(at: Instant) -> u64 {
+    deadline_after(at.saturating_duration_since(Instant::now()))
 }
 
 /// CPU time this thread has used, in nanoseconds (a system call: thread

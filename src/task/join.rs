@@ -4,8 +4,10 @@ use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use crate::scheduler::park::{block, BlockReason, Waker};
+use crate::time;
 
 /// `Packet::state`: the result is written.
 const DONE: u8 = 1;
@@ -116,24 +118,48 @@ impl<T> JoinHandle<T> {
         unsafe { (*p.result.get()).take() }.expect("greenrt: green thread result taken twice")
     }
 
+    /// Waits for the green thread to finish for at most `timeout`: its
+    /// result (as [`join`](Self::join)), or the handle back if it is still
+    /// running. Works from green threads and OS threads alike.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// greenrt::run(|| {
+    ///     let h = greenrt::spawn(|| greenrt::sleep(Duration::from_millis(50)));
+    ///     let h = h.join_timeout(Duration::from_millis(1)).unwrap_err();
+    ///     assert!(h.join_timeout(Duration::from_secs(60)).unwrap().is_ok());
+    /// });
+    /// ```
+    pub fn join_timeout(mut self, timeout: Duration) -> Result<thread::Result<T>, JoinHandle<T>> {
+        if self.wait_until(Some(time::deadline_after(timeout))) {
+            Ok(self.join())
+        } else {
+            Err(self)
+        }
+    }
+
     /// Blocks until the green thread has finished, keeping the handle (so
     /// a caller whose wait unwinds — a cancelled green thread — still
     /// holds it and can join in its unwinding).
     pub(crate) fn wait(&mut self) {
+        self.wait_until(None);
+    }
+
+    /// Blocks until the green thread has finished or `deadline`
+    /// (monotonic ns) passes; returns whether it finished. On a timeout
+    /// the waker is taken back, so the cell is as if nobody had waited.
+    fn wait_until(&mut self, deadline: Option<u64>) -> bool {
         let _np = crate::preempt::no_preempt();
         let p = self.slot.packet();
         let state = p.state.load(Ordering::Acquire);
         if state & DONE != 0 {
-            return;
+            return true;
         }
         // Waited before (and unwound out of it): take the old waker's
         // registration back first, unless the G finished meanwhile.
-        if state & WAITING != 0
-            && p.state
-                .compare_exchange(WAITING, 0, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-        {
-            return;
+        if state & WAITING != 0 && !self.unregister() {
+            return true;
         }
         // SAFETY: WAITING is clear, so the finisher does not touch the
         // cell, and `&mut self` makes us its only joiner.
@@ -143,11 +169,36 @@ impl<T> JoinHandle<T> {
             // and left the cell alone; the waker is ours to drop.
             // SAFETY: as above.
             drop(unsafe { (*p.waiter.get()).take() });
-            return;
+            return true;
         }
         while !p.is_done() {
-            block(None, BlockReason::Join);
+            if deadline.is_some_and(|d| time::now() >= d) {
+                // Finished meanwhile if the waker could not be taken back
+                // (the finisher has it, and wakes us spuriously later).
+                return !self.unregister();
+            }
+            block(deadline, BlockReason::Join);
         }
+        true
+    }
+
+    /// Clears WAITING so the waker in the cell is ours again, and drops
+    /// it. Returns false (leaving everything) if the G finished first:
+    /// the finisher then owns the waker.
+    /// Called only from `wait_until`, which holds `&mut self`.
+    fn unregister(&self) -> bool {
+        let p = self.slot.packet();
+        if p.state
+            .compare_exchange(WAITING, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        // SAFETY: WAITING is clear and DONE was not set, so the finisher
+        // will not touch the cell; our caller's `&mut self` makes us its
+        // only joiner.
+        drop(unsafe { (*p.waiter.get()).take() });
+        true
     }
 
     /// True once the green thread has finished (returned or panicked).

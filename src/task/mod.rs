@@ -1,9 +1,10 @@
-//! Spawning and joining green threads.
+//! Spawning and joining green threads, scoped or not.
 
 mod cancel;
 mod cell;
 mod join;
 pub mod local;
+mod scope;
 
 use std::io;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 pub use cancel::{is_cancelled, Cancelled};
 use cell::Cell;
 pub use join::JoinHandle;
+pub use scope::{scope, Scope, ScopedJoinHandle};
 
 use crate::scheduler::{self, GRef, Shared, G};
 use crate::stack;

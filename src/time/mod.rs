@@ -1,12 +1,12 @@
-//! Time for green threads: `sleep`.
+//! Time for green threads: `sleep`, `sleep_until`.
 //!
 //! A sleeping green thread parks; its wake-up is an entry in the timer
 //! queue of the P it slept on (`scheduler::timers`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::scheduler;
-pub(crate) use crate::sys::clock::{deadline_after, now};
+pub(crate) use crate::sys::clock::{deadline_after, deadline_at, now};
 
 /// Puts the current green thread to sleep for at least `dur`.
 ///
@@ -31,7 +31,32 @@ pub fn sleep(dur: Duration) {
         drop(g);
         return scheduler::yield_now();
     }
-    let deadline = deadline_after(dur);
+    sleep_to(g, deadline_after(dur));
+}
+
+/// Puts the current green thread to sleep until `deadline` (returns at
+/// once, without yielding, if it has passed).
+///
+/// `Instant` reads CLOCK_MONOTONIC, the clock of the runtime's timers, so
+/// the wake-up is never early.
+///
+/// # Panics
+/// When called outside a green thread, as [`sleep`] does.
+pub fn sleep_until(deadline: Instant) {
+    let Some(g) = scheduler::current_g() else {
+        panic!(
+            "greenrt::sleep_until called outside a green thread (use greenrt::run or Runtime::block_on)"
+        );
+    };
+    if std::thread::panicking() {
+        let _section = scheduler::BlockingSection::enter();
+        return std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    }
+    sleep_to(g, deadline_at(deadline));
+}
+
+/// Parks `g`, the running green thread, until `deadline` (monotonic ns).
+fn sleep_to(g: scheduler::GRef, deadline: u64) {
     while now() < deadline {
         scheduler::add_timer(deadline, g.clone());
         scheduler::park(scheduler::BlockReason::Timer);

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use std::sync::mpsc::{RecvError, RecvTimeoutError, SendError, TryRecvError, TrySendError};
 
@@ -127,6 +127,13 @@ impl<T> Receiver<T> {
     /// Waits for a message for at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
         self.chan.pop(true, Some(time::deadline_after(timeout)))
+    }
+
+    /// Waits for a message until `deadline` (a past one makes this a
+    /// `try_recv` that reports `Timeout` when empty), as std's unstable
+    /// `recv_deadline`.
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
+        self.chan.pop(true, Some(time::deadline_at(deadline)))
     }
 
     /// Blocking iterator; ends when every sender is gone.

@@ -1,7 +1,7 @@
-//! Unix domain stream sockets for green threads, with std's API:
-//! [`UnixListener`] and [`UnixStream`] have the names, methods and
-//! signatures of their `std::os::unix::net` counterparts, and addresses are
-//! std's [`SocketAddr`].
+//! Unix domain sockets for green threads, with std's API:
+//! [`UnixListener`], [`UnixStream`] and [`UnixDatagram`] have the names,
+//! methods and signatures of their `std::os::unix::net` counterparts, and
+//! addresses are std's [`SocketAddr`].
 //!
 //! They behave like [`greenrt::net`](crate::net)'s TCP types (see there for
 //! details): a call that would block parks the calling green thread (or
@@ -36,6 +36,7 @@
 //! });
 //! ```
 
+mod datagram;
 mod listener;
 mod stream;
 
@@ -47,6 +48,7 @@ use std::path::Path;
 
 pub use std::os::unix::net::SocketAddr;
 
+pub use datagram::UnixDatagram;
 pub use listener::{Incoming, UnixListener};
 pub use stream::UnixStream;
 
