@@ -32,6 +32,7 @@
 compile_error!("greenrt supports Linux on x86-64 only");
 
 mod context;
+mod env;
 pub mod fs;
 pub mod io;
 pub mod net;
@@ -46,6 +47,7 @@ mod sys;
 pub mod task;
 pub mod time;
 
+pub use greenrt_macros::{main, test};
 pub use scheduler::{run, Builder, Runtime, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use stack::DEFAULT_STACK_SIZE;
 pub use task::{spawn, yield_now, Cancelled, JoinHandle};

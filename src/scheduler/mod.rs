@@ -13,6 +13,7 @@ mod loom_park_tests;
 mod loom_tests;
 mod m;
 mod p;
+mod panic_hook;
 pub(crate) mod park;
 mod preempt_path;
 mod preempted;
@@ -127,6 +128,7 @@ pub(crate) fn blocks_green() -> bool {
 }
 
 #[inline(always)]
+#[track_caller]
 fn switch_out(req: Request, what: &str) {
     let Some(m) = m::current_m().filter(|m| !m.curg.get().is_null()) else {
         not_in_green_thread(what);
@@ -138,6 +140,7 @@ fn switch_out(req: Request, what: &str) {
 
 #[cold]
 #[inline(never)]
+#[track_caller]
 fn not_in_green_thread(what: &str) -> ! {
     panic!("greenrt::{what} called outside a green thread (use greenrt::run or Runtime::block_on)")
 }
@@ -188,6 +191,7 @@ pub(crate) fn park_through_cancel() -> bool {
 
 /// Puts the running G at the back of its P's queue and runs others. A
 /// cancelled G unwinds instead (see `park`).
+#[track_caller]
 pub(crate) fn yield_now() {
     // One look-up of the running G for both checks (the M is looked up
     // again after the switch: the G may resume on another).
