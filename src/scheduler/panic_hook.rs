@@ -53,20 +53,19 @@ pub(crate) fn install() {
 }
 
 fn on_panic(previous: &Hook, info: &PanicHookInfo<'_>) {
-    let Some(who) =
-        super::with_current_g(|g| g.map(|g| (g.id, g.name.as_deref().map(Box::<str>::from))))
-    else {
+    // The leading newline as std's: the message starts a line.
+    let head = super::with_current_g(|g| {
+        g.map(|g| {
+            let name = g.name.as_deref().unwrap_or("<unnamed>");
+            format!("\ngreen thread '{name}' (g{}) panicked at ", g.id)
+        })
+    });
+    let Some(mut out) = head else {
         return previous(info);
     };
     if info.payload().is::<crate::Cancelled>() {
         return;
     }
-    let (id, name) = who;
-    let mut out = format!(
-        // The leading newline as std's: the message starts a line.
-        "\ngreen thread '{}' (g{id}) panicked at ",
-        name.as_deref().unwrap_or("<unnamed>")
-    );
     match info.location() {
         Some(l) => out.push_str(&format!("{}:{}:{}:\n", l.file(), l.line(), l.column())),
         None => out.push_str("<unknown location>:\n"),
