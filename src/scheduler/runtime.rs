@@ -73,8 +73,9 @@ impl Builder {
     }
 
     /// Turns preemption on or off (default on, unless the environment
-    /// variable `GREENRT_PREEMPT` says off: `off`, `0`, `false` or `no`). Off, green threads run until they
-    /// block or yield, as in a cooperative runtime.
+    /// variable `GREENRT_PREEMPT` says off: `off`, `0`, `false` or `no`,
+    /// in any case). Off, green threads run until they block or yield, as
+    /// in a cooperative runtime.
     pub fn preemption(mut self, enabled: bool) -> Builder {
         self.preemption = Some(enabled);
         self
