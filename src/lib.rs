@@ -21,6 +21,36 @@
 //! `std::thread_local!` is per OS thread, and a green thread may move to
 //! another OS thread at any blocking runtime call: use [`task_local!`] for
 //! per-green-thread state.
+//!
+//! [`macro@main`] and [`macro@test`] run `fn main` or a test as the main
+//! green thread of a runtime of its own:
+//!
+//! ```
+//! #[greenrt::main(workers = 2)]
+//! fn main() {
+//!     assert_eq!(greenrt::spawn(|| 6 * 7).join().unwrap(), 42);
+//! }
+//! ```
+//!
+//! A panic on a green thread names it (`green thread 'name' (g42)
+//! panicked at ...`) instead of the worker OS thread that ran it; see the
+//! README, "API".
+//!
+//! # Environment variables
+//!
+//! Checked when a runtime is built: a value a variable does not accept
+//! makes [`Builder::build`] fail with `InvalidInput`, naming the variable
+//! and the accepted values. Booleans accept `off`, `0`, `false`, `no` and
+//! `on`, `1`, `true`, `yes`, in any case.
+//!
+//! | variable | values | effect |
+//! |---|---|---|
+//! | `GREENRT_WORKERS` | a positive integer | workers (Ps) when [`Builder::workers`] is not called; default `available_parallelism()` |
+//! | `GREENRT_PREEMPT` | boolean | preemption on (default) or off when [`Builder::preemption`] is not called |
+//! | `GREENRT_IO_URING` | boolean | off: file operations never use io_uring; on (default): where the kernel allows |
+//! | `GREENRT_GUARD` | `mprotect` or `auto` | stack guard pages: guard regions where the kernel has them (`auto`, default), or forced `mprotect` |
+//! | `GREENRT_TRACE` | `path[,path]` (`.json`, `.svg`) | records a trace from the runtime's build to its drop, written to each path on drop |
+//! | `GREENRT_SCHEDTRACE` | milliseconds | prints a line of scheduler state to stderr at that interval |
 
 // Unsafe hygiene, kept by CI (clippy -D warnings): every unsafe operation
 // in its own block with a SAFETY comment, and every public item documented.
@@ -32,6 +62,7 @@
 compile_error!("greenrt supports Linux on x86-64 only");
 
 mod context;
+mod env;
 pub mod fs;
 pub mod io;
 pub mod net;
@@ -48,6 +79,7 @@ pub mod task;
 pub mod time;
 pub mod trace;
 
+pub use greenrt_macros::{main, test};
 pub use runtime_metrics::{metrics, RuntimeMetrics};
 pub use scheduler::{run, Builder, Runtime, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use stack::DEFAULT_STACK_SIZE;

@@ -407,6 +407,10 @@ fn greenrt_workers_env_sets_default_worker_count() {
                 io::ErrorKind::InvalidInput,
                 "GREENRT_WORKERS={v:?}: {err}"
             );
+            assert!(
+                err.to_string().contains("GREENRT_WORKERS"),
+                "the error does not name the variable: {err}"
+            );
             // An explicit count does not consult the variable.
             let rt = greenrt::Builder::new()
                 .workers(2)

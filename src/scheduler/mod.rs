@@ -14,6 +14,7 @@ mod loom_tests;
 mod m;
 mod metrics;
 mod p;
+mod panic_hook;
 pub(crate) mod park;
 mod preempt_path;
 mod preempted;
@@ -143,6 +144,7 @@ pub(crate) fn blocks_green() -> bool {
 /// Switches the running G out with `req`; `reason` says what a parking
 /// G waits for (for the trace: a byte stored, read only when tracing).
 #[inline(always)]
+#[track_caller]
 fn switch_out(req: Request, what: &str, reason: BlockReason) {
     let Some(m) = m::current_m().filter(|m| !m.curg.get().is_null()) else {
         not_in_green_thread(what);
@@ -166,6 +168,7 @@ fn switch_out(req: Request, what: &str, reason: BlockReason) {
 
 #[cold]
 #[inline(never)]
+#[track_caller]
 fn not_in_green_thread(what: &str) -> ! {
     panic!("greenrt::{what} called outside a green thread (use greenrt::run or Runtime::block_on)")
 }
@@ -216,6 +219,7 @@ pub(crate) fn park_through_cancel(reason: BlockReason) -> bool {
 
 /// Puts the running G at the back of its P's queue and runs others. A
 /// cancelled G unwinds instead (see `park`).
+#[track_caller]
 pub(crate) fn yield_now() {
     // One look-up of the running G for both checks (the M is looked up
     // again after the switch: the G may resume on another).

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::schedtrace;
 use super::shared::{Config, Shared};
+use crate::env;
 use crate::preempt;
 use crate::stack::{self, DEFAULT_STACK_SIZE};
 use crate::task::{self, JoinHandle};
@@ -73,8 +74,9 @@ impl Builder {
     }
 
     /// Turns preemption on or off (default on, unless the environment
-    /// variable `GREENRT_PREEMPT=off`). Off, green threads run until they
-    /// block or yield, as in a cooperative runtime.
+    /// variable `GREENRT_PREEMPT` says off: `off`, `0`, `false` or `no`,
+    /// in any case). Off, green threads run until they block or yield, as
+    /// in a cooperative runtime.
     pub fn preemption(mut self, enabled: bool) -> Builder {
         self.preemption = Some(enabled);
         self
@@ -82,11 +84,13 @@ impl Builder {
 
     /// Builds the runtime. Worker threads start on demand.
     ///
-    /// Errors with `InvalidInput` for zero workers or an unparsable
-    /// `GREENRT_WORKERS`. With `GREENRT_SCHEDTRACE=<ms>` set, a line
-    /// summing up the scheduler goes to stderr every `ms` milliseconds
-    /// (see the README); a value that is not a whole number is reported
-    /// on stderr and ignored.
+    /// Errors with `InvalidInput` for zero workers, a quantum under
+    /// [`preempt::MIN_QUANTUM`], or a `GREENRT_*` variable with a value
+    /// it does not accept (the message names the variable and the
+    /// accepted values; see the crate docs' table). With
+    /// `GREENRT_SCHEDTRACE=<ms>` set, a line summing up the scheduler
+    /// goes to stderr every `ms` milliseconds (see the README); a value
+    /// that is not a whole number is reported on stderr and ignored.
     pub fn build(self) -> io::Result<Runtime> {
         let workers = match self.workers {
             Some(n) => n,
@@ -108,10 +112,13 @@ impl Builder {
                 ),
             ));
         }
-        let wanted = self
-            .preemption
-            .unwrap_or_else(|| std::env::var("GREENRT_PREEMPT").map_or(true, |v| v != "off"));
+        let wanted = match self.preemption {
+            Some(on) => on,
+            None => env::flag(env::PREEMPT)?.unwrap_or(true),
+        };
+        env::check_lazy_knobs()?;
         super::stack_overflow::install_handler();
+        super::panic_hook::install();
         let cfg = Config {
             workers,
             stack_size: stack::normalize_size(self.stack_size),
@@ -140,14 +147,9 @@ impl Builder {
 }
 
 fn default_workers() -> io::Result<usize> {
-    match std::env::var("GREENRT_WORKERS") {
-        Ok(v) => v.trim().parse::<usize>().map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("greenrt: GREENRT_WORKERS must be a positive integer, got {v:?}"),
-            )
-        }),
-        Err(_) => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    match env::read(env::WORKERS, env::parse_workers)? {
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
     }
 }
 
@@ -190,18 +192,19 @@ impl Runtime {
     /// # Panics
     /// When called from a green thread (it would block a worker): spawn and
     /// join instead.
+    #[track_caller]
     pub fn block_on<F, T>(&self, f: F) -> T
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
         assert_not_green("Runtime::block_on");
-        let handle = task::Builder::new()
-            .name("main")
-            .spawn_on(&self.shared, f)
-            .unwrap_or_else(|e| {
-                panic!("greenrt: failed to spawn the main green thread: {e}");
-            });
+        // `match`, not `unwrap_or_else`: a closure would lose the caller's
+        // location (`#[track_caller]`).
+        let handle = match task::Builder::new().name("main").spawn_on(&self.shared, f) {
+            Ok(h) => h,
+            Err(e) => panic!("greenrt: failed to spawn the main green thread: {e}"),
+        };
         match handle.join() {
             Ok(v) => v,
             Err(payload) => std::panic::resume_unwind(payload),
@@ -212,14 +215,16 @@ impl Runtime {
     ///
     /// # Panics
     /// If the stack cannot be allocated (see [`task::Builder::spawn`]).
+    #[track_caller]
     pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        task::Builder::new()
-            .spawn_on(&self.shared, f)
-            .unwrap_or_else(|e| panic!("greenrt: failed to spawn green thread: {e}"))
+        match task::Builder::new().spawn_on(&self.shared, f) {
+            Ok(h) => h,
+            Err(e) => panic!("greenrt: failed to spawn green thread: {e}"),
+        }
     }
 
     /// Number of workers (Ps).
@@ -319,6 +324,7 @@ impl Drop for Runtime {
     }
 }
 
+#[track_caller]
 fn assert_not_green(what: &str) {
     if super::in_green_thread() {
         panic!(
@@ -342,13 +348,16 @@ fn assert_not_green(what: &str) {
 /// # Panics
 /// When called from a green thread, when the runtime cannot be built, and
 /// with `f`'s panic if `f` panics.
+#[track_caller]
 pub fn run<F, T>(f: F) -> T
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     assert_not_green("run");
-    let rt =
-        Runtime::new().unwrap_or_else(|e| panic!("greenrt::run: cannot build the runtime: {e}"));
+    let rt = match Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => panic!("greenrt::run: cannot build the runtime: {e}"),
+    };
     rt.block_on(f)
 }

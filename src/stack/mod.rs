@@ -133,14 +133,18 @@ enum GuardMode {
 static GUARD_MODE: AtomicU8 = AtomicU8::new(GuardMode::Unknown as u8);
 
 /// How guard pages are made. `GREENRT_GUARD=mprotect` forces the portable
-/// mode (one extra mapping per stack), e.g. to test the map-count limit.
+/// mode (one extra mapping per stack), e.g. to test the map-count limit;
+/// `auto` (the default) uses guard regions where the kernel has them. A
+/// bad value fails `Builder::build` (env::check_lazy_knobs); here it reads
+/// as `auto`.
 fn guard_mode() -> GuardMode {
     match GUARD_MODE.load(Ordering::Relaxed) {
         1 => GuardMode::Madvise,
         2 => GuardMode::Mprotect,
         _ => {
-            let mode = match std::env::var("GREENRT_GUARD").as_deref() {
-                Ok("mprotect") => GuardMode::Mprotect,
+            let forced = crate::env::read(crate::env::GUARD, crate::env::parse_guard);
+            let mode = match forced {
+                Ok(Some(true)) => GuardMode::Mprotect,
                 _ if kernel_has_guard_regions() => GuardMode::Madvise,
                 _ => GuardMode::Mprotect,
             };

@@ -61,6 +61,7 @@ impl Builder {
     ///
     /// # Panics
     /// When called outside a green thread (use `Runtime::spawn` there).
+    #[track_caller]
     pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -114,14 +115,17 @@ impl Builder {
 /// # Panics
 /// Outside a green thread, or if the stack cannot be mapped (the message
 /// says why; use [`Builder::spawn`] to get the error instead).
+#[track_caller]
 pub fn spawn<F, T>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    Builder::new()
-        .spawn(f)
-        .unwrap_or_else(|e| panic!("greenrt: failed to spawn green thread: {e}"))
+    // `match`: a closure would lose the caller's location.
+    match Builder::new().spawn(f) {
+        Ok(h) => h,
+        Err(e) => panic!("greenrt: failed to spawn green thread: {e}"),
+    }
 }
 
 /// Lets other green threads run; the caller goes to the back of its
@@ -129,6 +133,7 @@ where
 ///
 /// # Panics
 /// Outside a green thread (use `std::thread::yield_now` there).
+#[track_caller]
 pub fn yield_now() {
     scheduler::yield_now()
 }

@@ -15,6 +15,7 @@ pub(crate) use crate::sys::clock::{deadline_after, deadline_at, now};
 ///
 /// # Panics
 /// When called outside a green thread (use `std::thread::sleep` there).
+#[track_caller]
 pub fn sleep(dur: Duration) {
     let Some(g) = scheduler::current_g() else {
         panic!(

@@ -182,8 +182,11 @@ pub(crate) fn unavailable_reason() -> Option<String> {
 
 impl Ring {
     fn new(index: usize) -> Result<Ring, String> {
-        if std::env::var("GREENRT_IO_URING").is_ok_and(|v| v == "off" || v == "0") {
-            return Err("GREENRT_IO_URING=off".into());
+        // A bad value fails `Builder::build` first (env::check_lazy_knobs).
+        match crate::env::flag(crate::env::IO_URING) {
+            Ok(Some(false)) => return Err("GREENRT_IO_URING=off".into()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
         }
         // ENOSYS (no io_uring), EPERM (seccomp, kernel.io_uring_disabled),
         // ENOMEM (RLIMIT_MEMLOCK on old kernels) all end up here.
