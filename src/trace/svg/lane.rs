@@ -211,9 +211,10 @@ impl Picture<'_> {
             let (x, row) = at(LEGEND_MAX);
             write!(
                 out,
-                r##"<text class="others" x="{x:.1}" y="{}">+ {} others · {} ({:.1}%)</text>"##,
+                r##"<text class="others" x="{x:.1}" y="{}">+ {} other{} · {} ({:.1}%)</text>"##,
                 row + 12.0,
                 rest.len(),
+                if rest.len() == 1 { "" } else { "s" },
                 ms(time),
                 pct(time)
             )?;

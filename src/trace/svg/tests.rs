@@ -211,6 +211,29 @@ fn thirty_threads_over_8_s_draws_every_run_of_a_10_ms_quantum() {
 }
 
 #[test]
+fn threads_one_after_another_are_each_labelled_with_name_and_length() {
+    // cpu_bound without preemption: 30 runs of 270 ms, one per thread.
+    let mut t = round_robin(30, 270_000, 270_000);
+    t.names = (1..=30).map(|g| (g, format!("t{}", g - 1))).collect();
+    let text = svg(&t, "thirty_threads_one_after_another");
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let lane = lanes(&doc)[0];
+    assert_eq!(run_rects(lane).len(), 30);
+    let texts: Vec<_> = lane
+        .descendants()
+        .filter(|n| n.is_element())
+        .filter_map(|n| n.text())
+        .collect();
+    for i in 0..30 {
+        assert!(
+            texts.contains(&format!("t{i}").as_str()),
+            "t{i} not labelled"
+        );
+    }
+    assert_eq!(texts.iter().filter(|t| **t == "270 ms").count(), 30);
+}
+
+#[test]
 fn a_million_slices_stay_a_small_file() {
     // 1 µs turns of 40 threads on 2 Ps for half a second each.
     let mut slices = Vec::new();
