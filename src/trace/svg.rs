@@ -165,9 +165,11 @@ impl<'a> Picture<'a> {
         writeln!(out, r##"<?xml version="1.0" encoding="UTF-8"?>"##)?;
         writeln!(
             out,
-            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="{FONT}">"#
+            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="{FONT}">"##
         )?;
-        writeln!(out, r##"<rect width="100%" height="100%" fill="#ffffff"/>"##
+        writeln!(
+            out,
+            r##"<rect width="100%" height="100%" fill="#ffffff"/>"##
         )?;
         self.draw_title(out)?;
         self.draw_key(out)?;

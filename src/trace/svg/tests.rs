@@ -118,6 +118,14 @@ fn well_formed_with_one_lane_per_p_and_runs_inside_the_axis() {
     ];
     let text = svg(&trace(3, Duration::from_millis(10), slices), "three_lanes");
     let doc = roxmltree::Document::parse(&text).expect("well-formed XML");
+    let stray: Vec<_> = doc
+        .root_element()
+        .children()
+        .filter(|n| n.is_text())
+        .filter_map(|n| n.text())
+        .filter(|t| !t.trim().is_empty())
+        .collect();
+    assert!(stray.is_empty(), "text outside any element: {stray:?}");
     let lanes = lanes(&doc);
     assert_eq!(lanes.len(), 3);
     for (i, lane) in lanes.iter().enumerate() {
