@@ -243,7 +243,7 @@ impl<'a> Picture<'a> {
         for (class, colour, text) in MARKS {
             write!(
                 out,
-                r##"<path class="mark {class}" d="M{x} {}v10" stroke="{colour}" stroke-width="2.5"/><text x="{}" y="{y}">{text}</text>"##,
+                r##"<path class="mark {class}" d="M{x:.1} {}v10" stroke="{colour}" stroke-width="2.5"/><text x="{:.1}" y="{y}">{text}</text>"##,
                 y - 10.0,
                 x + 5.0
             )?;
@@ -253,7 +253,7 @@ impl<'a> Picture<'a> {
         let grey = "several green threads within one pixel (merged; hover for counts)";
         write!(
             out,
-            r##"<rect x="{x}" y="{}" width="14" height="11" fill="{}"/><text x="{}" y="{y}">{grey}</text>"##,
+            r##"<rect x="{x:.1}" y="{}" width="14" height="11" fill="{}"/><text x="{:.1}" y="{y}">{grey}</text>"##,
             y - 10.0,
             style::MIXED,
             x + 19.0
@@ -261,7 +261,7 @@ impl<'a> Picture<'a> {
         x += text_width(grey, FONT) + 40.0;
         writeln!(
             out,
-            r##"<rect x="{x}" y="{}" width="14" height="6" fill="{}"/><text x="{}" y="{y}">band under a lane: the M (OS thread) holding the P</text></g>"##,
+            r##"<rect x="{x:.1}" y="{}" width="14" height="6" fill="{}"/><text x="{:.1}" y="{y}">band under a lane: the M (OS thread) holding the P</text></g>"##,
             y - 7.0,
             style::m_colour(1),
             x + 19.0

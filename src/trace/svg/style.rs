@@ -59,6 +59,7 @@ pub(super) fn mark(reason: StopReason) -> Option<usize> {
 pub(super) fn reason_text(reason: StopReason) -> String {
     match reason {
         StopReason::Blocked(b) => format!("blocked ({})", b.as_str()),
+        StopReason::Running => "still running when the recording stopped".to_owned(),
         r => r.as_str().to_owned(),
     }
 }
@@ -127,7 +128,9 @@ pub(super) fn text_width(text: &str, font_px: f64) -> f64 {
 /// A time in milliseconds, as precise as it needs to be.
 pub(super) fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;
-    if ms >= 100.0 {
+    if d.is_zero() {
+        "0 ms".to_owned()
+    } else if ms >= 100.0 {
         format!("{ms:.0} ms")
     } else if ms >= 1.0 {
         format!("{ms:.1} ms")
