@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use crate::sys::sync::{AtomicBool, AtomicU32, ParkingLotMutex};
 
 use super::waiters::{Slot, Woken};
-use crate::scheduler::park::{block, Waker};
+use crate::scheduler::park::{block, BlockReason, Waker};
 use crate::sys::clock;
 
 /// Which readiness a waiter needs.
@@ -218,7 +218,7 @@ impl PollDesc {
                 interest,
                 me: &me,
             };
-            block(deadline);
+            block(deadline, BlockReason::Socket);
             std::mem::forget(leave);
         }
     }

@@ -19,6 +19,9 @@ impl BlockingSection {
     pub(crate) fn enter() -> BlockingSection {
         let _np = crate::preempt::no_preempt();
         let m = current_m();
+        if let Some(m) = m.filter(|m| m.has_p() && super::tracing::on(&m.rt)) {
+            super::tracing::syscall(m);
+        }
         if let Some(p) = m.and_then(|m| m.take_p()) {
             m.expect("an M").rt.handoff_p(p);
         }
@@ -35,6 +38,11 @@ impl Drop for BlockingSection {
         if m.p.get().is_none() {
             if let Some(p) = m.rt.get_idle_p() {
                 m.set_p(Some(p));
+                let g = m.curg.get();
+                // SAFETY: a non-null curg is the G running here (us).
+                if let Some(g) = unsafe { g.as_ref() }.filter(|_| super::tracing::on(&m.rt)) {
+                    super::tracing::resumed(m, g);
+                }
             }
         }
     }

@@ -91,6 +91,9 @@ impl M {
                 }
             }
             // An idle P exists (ours): this M may wait in the netpoller.
+            if super::tracing::on(&self.rt) {
+                super::tracing::idle(self);
+            }
             let mut polled = ReadyList::new();
             let stopped = self
                 .rt
@@ -151,7 +154,13 @@ impl M {
             }
         }
         let many = gs.len() > 1;
+        if super::tracing::on(&self.rt) {
+            super::tracing::netpolled(self, gs.len());
+        }
         for g in gs {
+            if super::tracing::on(&g.rt) {
+                super::tracing::runnable(&g);
+            }
             match self.p.get() {
                 // SAFETY: the M owns its current P.
                 Some(p) if Arc::ptr_eq(&g.rt, &self.rt) => {
@@ -242,6 +251,9 @@ impl M {
             return None;
         }
         if !self.spinning.get() {
+            if super::tracing::on(&self.rt) {
+                super::tracing::spinning(self);
+            }
             self.spinning.set(true);
             self.rt.nmspinning.fetch_add(1, Ordering::SeqCst);
         }
@@ -370,6 +382,9 @@ impl M {
 /// Makes a PARKED G runnable directly into `p` (used for timers).
 fn unpark_into(g: GRef, p: &P, global: &Injector<GRef>) {
     if g.wake_token() {
+        if super::tracing::on(&g.rt) {
+            super::tracing::runnable(&g);
+        }
         p.put(g, true, global);
     }
 }

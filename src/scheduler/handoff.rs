@@ -181,6 +181,8 @@ pub(crate) struct MHandle {
     slice_start: AtomicU64,
     slice_cpu_start: AtomicU64,
     slice_of: AtomicU64,
+    /// This M's trace buffers (written by the M's thread alone).
+    pub(crate) trace: crate::trace::Writer,
 }
 
 /// `MHandle::slice_of` before any stamp.
@@ -213,6 +215,7 @@ impl MHandle {
             slice_start: AtomicU64::new(0),
             slice_cpu_start: AtomicU64::new(0),
             slice_of: AtomicU64::new(NO_SLICE),
+            trace: crate::trace::Writer::new(),
         }
     }
 

@@ -10,6 +10,7 @@ use super::handoff::{MHandle, Wake};
 use super::p::{PPtr, P};
 use super::shared::Shared;
 use super::stack_overflow::AltStack;
+use super::tracing;
 use crate::context;
 
 /// Why a G switched back to its M's scheduler context.
@@ -32,6 +33,8 @@ pub(crate) struct M {
     pub(crate) curg: Cell<*const G>,
     pub(super) cur: UnsafeCell<Option<GRef>>,
     pub(crate) request: Cell<Request>,
+    /// What the G parking with `Request::Park` waits for (for the trace).
+    pub(super) block_reason: Cell<crate::trace::BlockReason>,
     /// The scheduler's (g0's) stack pointer while a G runs: saved by the
     /// switch into the G, resumed by the G's switch out. The G's parent
     /// slot points here (see `G::link_parent`).
@@ -90,9 +93,13 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         curg: Cell::new(std::ptr::null()),
         cur: UnsafeCell::new(None),
         request: Cell::new(Request::Yield),
+        block_reason: Cell::new(crate::trace::BlockReason::Other),
         g0_sp: UnsafeCell::new(std::ptr::null_mut()),
     };
     CURRENT.with(|c| c.set(&m));
+    if tracing::on(&m.rt) {
+        m.handle.trace.refill();
+    }
     match p {
         Some(p) => m.set_p(Some(p)),
         // A new spare: std's thread start-up (which allocates) is over,
@@ -150,8 +157,12 @@ impl M {
         if let Some(new) = p {
             self.handle.retaken.store(false, Ordering::Relaxed);
             // SAFETY: it is ours now.
-            self.rt
-                .set_owner(unsafe { new.get() }.id, Arc::as_ptr(&self.handle));
+            let new = unsafe { new.get() };
+            self.rt.set_owner(new.id, Arc::as_ptr(&self.handle));
+            let from = new.last_m.replace(Arc::as_ptr(&self.handle));
+            if tracing::on(&self.rt) {
+                tracing::took_p(self, new, from);
+            }
         }
     }
 
@@ -190,6 +201,9 @@ impl M {
             Ordering::Relaxed,
         );
         g.set_state(RUNNING);
+        if tracing::on(&self.rt) {
+            tracing::run_start(self, p, &g);
+        }
         self.curg.set(g.as_ptr());
         let (g0_sp, sp) = (self.g0_sp.get(), g.sp.get());
         // SAFETY: we own the G (it came off a run queue) and it has a stack.
@@ -207,6 +221,9 @@ impl M {
         // SAFETY: `cur` is written only on this M's thread, and the G
         // that ran is suspended (it switched back to us): nothing races.
         let g = unsafe { (*self.cur.get()).take() }.expect("greenrt: lost the running G");
+        if tracing::on(&self.rt) {
+            tracing::run_stop(self, &g, self.request.get());
+        }
         match self.request.get() {
             Request::Yield => {
                 g.set_state(RUNNABLE);

@@ -24,10 +24,12 @@ mod spares;
 mod stack_overflow;
 mod sysmon;
 mod timers;
+mod tracing;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+pub(crate) use crate::trace::BlockReason;
 pub(crate) use blocking::BlockingSection;
 pub(crate) use g::{GBody, GRef, G};
 pub(crate) use handoff::RETAKE;
@@ -44,6 +46,9 @@ pub(crate) fn ready(g: GRef) {
     let m = m::current_m();
     // Runtime code: never preempted (it touches the P and runtime locks).
     let _np = crate::preempt::NoPreemptScope::for_g(m.map_or(std::ptr::null(), |m| m.curg.get()));
+    if tracing::on(&g.rt) {
+        tracing::runnable(&g);
+    }
     if let Some(m) = m {
         if m.has_p() && Arc::ptr_eq(&m.rt, &g.rt) {
             m.p().put(g, true, &m.rt.injector);
@@ -67,6 +72,9 @@ pub(crate) fn ready(g: GRef) {
 /// injectglist) on their runtimes' global queues, waking idle Ms for them.
 pub(crate) fn inject(gs: impl IntoIterator<Item = GRef>) {
     for g in gs {
+        if tracing::on(&g.rt) {
+            tracing::runnable(&g);
+        }
         let rt = g.rt.clone();
         rt.injector.push(g);
         rt.wakep();
@@ -78,6 +86,9 @@ pub(crate) fn inject(gs: impl IntoIterator<Item = GRef>) {
 pub(crate) fn register(rt: &Arc<Shared>, g: &GRef) {
     let hint = current_p_id().unwrap_or(g.id as usize);
     rt.registry.insert(g, hint);
+    if tracing::on(rt) {
+        tracing::created(rt, g);
+    }
     // SeqCst on both sides (here and `Shared::cancel_all`): either the
     // canceller's snapshot lists this G or we see `cancelling`.
     if rt.cancelling.load(std::sync::atomic::Ordering::SeqCst) {
@@ -126,12 +137,17 @@ pub(crate) fn blocks_green() -> bool {
     in_green_thread() && !std::thread::panicking()
 }
 
+/// Switches the running G out with `req`; `reason` says what a parking
+/// G waits for (for the trace: a byte stored, read only when tracing).
 #[inline(always)]
-fn switch_out(req: Request, what: &str) {
+fn switch_out(req: Request, what: &str, reason: BlockReason) {
     let Some(m) = m::current_m().filter(|m| !m.curg.get().is_null()) else {
         not_in_green_thread(what);
     };
     let _np = crate::preempt::NoPreemptScope::for_g(m.curg.get());
+    if req == Request::Park {
+        m.block_reason.set(reason);
+    }
     // SAFETY: we are running on the M's current G.
     unsafe { m.switch_to_scheduler(req) };
 }
@@ -149,7 +165,7 @@ fn not_in_green_thread(what: &str) -> ! {
 /// A cancelled G (its runtime is shutting down) unwinds from here with
 /// [`crate::Cancelled`] instead of parking, and so on every later call.
 #[inline(always)]
-pub(crate) fn park() {
+pub(crate) fn park(reason: BlockReason) {
     let (pending, cancelled) =
         with_current_g(|g| g.map_or((false, false), |g| (g.take_token(), g.is_cancelled())));
     if cancelled {
@@ -158,7 +174,7 @@ pub(crate) fn park() {
     if pending {
         return;
     }
-    switch_out(Request::Park, "park");
+    switch_out(Request::Park, "park", reason);
     // Resumed, perhaps on another M. The token that woke us is spent.
     let cancelled = with_current_g(|g| {
         g.is_some_and(|g| {
@@ -173,10 +189,10 @@ pub(crate) fn park() {
 
 /// As `park`, without unwinding a cancelled G: returns whether it is
 /// cancelled (see `park::block_through_cancel`).
-pub(crate) fn park_through_cancel() -> bool {
+pub(crate) fn park_through_cancel(reason: BlockReason) -> bool {
     let pending = with_current_g(|g| g.is_some_and(|g| g.take_token()));
     if !pending {
-        switch_out(Request::Park, "park");
+        switch_out(Request::Park, "park", reason);
         with_current_g(|g| {
             if let Some(g) = g {
                 g.take_token();
@@ -202,7 +218,7 @@ pub(crate) fn yield_now() {
         Some(true) => unwind_cancelled(),
         Some(false) => {}
     }
-    switch_out(Request::Yield, "yield_now");
+    switch_out(Request::Yield, "yield_now", BlockReason::Other);
     if current_is_cancelled() {
         unwind_cancelled();
     }

@@ -53,6 +53,11 @@ pub(crate) struct P {
     streak_start: Cell<u64>,
     pub(crate) stacks: RefCell<StackPool>,
     rng: Cell<u64>,
+    /// Starts and stops traced on this P so far: orders them whichever
+    /// M wrote them (see `scheduler::tracing`).
+    pub(crate) trace_seq: Cell<u32>,
+    /// The M that took this P last (for the trace's hand-off events).
+    pub(crate) last_m: Cell<*const super::handoff::MHandle>,
 }
 
 impl P {
@@ -67,6 +72,8 @@ impl P {
             rng: Cell::new(
                 0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
             ),
+            trace_seq: Cell::new(0),
+            last_m: Cell::new(std::ptr::null()),
         }
     }
 

@@ -19,6 +19,7 @@ use super::{current_g, park};
 use crate::sys::clock;
 
 pub(crate) use super::blocking::BlockingSection;
+pub(crate) use super::BlockReason;
 pub(crate) use super::{blocks_green, current_p_id, wakep_if_local_work};
 
 /// Green threads made runnable by a lower layer (the netpoller), for the
@@ -83,8 +84,8 @@ pub(crate) fn current_green() -> Option<GRef> {
 /// For waits that must end before the green thread may leave (an
 /// in-flight file operation writes into its memory). May return
 /// spuriously.
-pub(crate) fn block_through_cancel() -> bool {
-    super::park_through_cancel()
+pub(crate) fn block_through_cancel(reason: BlockReason) -> bool {
+    super::park_through_cancel(reason)
 }
 
 /// Unwinds with [`crate::Cancelled`] if the running green thread's
@@ -95,14 +96,15 @@ pub(crate) fn unwind_if_cancelled() {
     }
 }
 
-/// Blocks the caller until it is woken or `deadline` (monotonic ns) passes.
-/// May return spuriously: callers loop on their own condition.
+/// Blocks the caller until it is woken or `deadline` (monotonic ns) passes;
+/// `reason` says what for (in a trace). May return spuriously: callers
+/// loop on their own condition.
 ///
 /// Always inlined (and `park` into it): a parked green thread's stack
 /// should hold as few frames as possible, since a wake-up reloads every
 /// line of them (see `NetFd::io`).
 #[inline(always)]
-pub(crate) fn block(deadline: Option<u64>) {
+pub(crate) fn block(deadline: Option<u64>, reason: BlockReason) {
     if blocks_green() {
         if let Some(when) = deadline {
             if when <= clock::now() {
@@ -110,7 +112,7 @@ pub(crate) fn block(deadline: Option<u64>) {
             }
             add_timer(when, current_g().expect("on a green thread"));
         }
-        park();
+        park(reason);
     } else {
         block_os_thread(deadline);
     }

@@ -155,6 +155,9 @@ fn park_preempted(m: &M, g: GRef) -> bool {
     if successor.is_none() && spare.is_none() && !retaken {
         return false;
     }
+    if super::tracing::on(&m.rt) {
+        super::tracing::preempted(m, &g);
+    }
     g.locked_m
         .store(Arc::as_ptr(&m.handle) as *mut MHandle, Ordering::Release);
     m.handle.preempt_waiting.store(true, Ordering::Release);
@@ -214,6 +217,10 @@ fn park_preempted(m: &M, g: GRef) -> bool {
         let cpu = crate::sys::clock::thread_cpu_now();
         m.handle.stamp_slice(id, tick, now, cpu);
         m.set_p(Some(p));
+        if super::tracing::on(&m.rt) {
+            // SAFETY: `me` is the running G, alive (see above).
+            super::tracing::resumed(m, unsafe { &*me });
+        }
     }
     true
 }

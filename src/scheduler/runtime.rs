@@ -115,6 +115,7 @@ impl Builder {
             preempt: (wanted && preempt::init()).then_some(self.quantum),
         };
         let shared = Shared::new(cfg);
+        crate::trace::on_build(&shared);
         let mut rt = Runtime {
             shared,
             sysmon: None,
@@ -287,6 +288,7 @@ impl Runtime {
         if let Some(t) = self.errands.take() {
             let _ = t.join();
         }
+        crate::trace::on_drop(&self.shared);
     }
 }
 

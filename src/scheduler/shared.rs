@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     /// Shutdown has begun: Gs are being cancelled (new ones are born
     /// cancelled). `shutdown` is set only once they are gone.
     pub(crate) cancelling: AtomicBool,
+    /// Scheduler tracing: whether this runtime records, and its buffers.
+    pub(crate) trace: crate::trace::RtTrace,
     /// sysmon's errands that may allocate or lock (see `chores`).
     pub(crate) chores: Chores,
 }
@@ -136,6 +138,7 @@ impl Shared {
             threads: Mutex::new(Vec::new()),
             registry: Registry::new(workers),
             cancelling: AtomicBool::new(false),
+            trace: Default::default(),
             chores: Chores::default(),
         })
     }

@@ -235,13 +235,13 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
             } else {
                 PREEMPT
             };
-            request(m, level, tick);
+            request(rt, m, level, tick);
             s.asked(now, rt.has_spare());
             next_deadline = next_deadline.min(s.next_request(grace_ns));
         }
         if let Some((id, _)) = longest.filter(|_| timers_overdue) {
             if let Some(m) = rt.owner(id).filter(|m| m.in_g.load(Ordering::Relaxed)) {
-                request(m, PREEMPT, seen[id].tick);
+                request(rt, m, PREEMPT, seen[id].tick);
                 seen[id].asked(now, rt.has_spare());
             }
         }
@@ -260,7 +260,7 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
             if now >= m.retaken_next_signal.load(Ordering::Relaxed)
                 && thread_is_running(m.tid.load(Ordering::Relaxed))
             {
-                request(m, PREEMPT, 0);
+                request(rt, m, PREEMPT, 0);
                 // A G computing in libc is not preempted by a signal that
                 // lands there: back off (doubling, capped) rather than
                 // signal it every round.
@@ -301,10 +301,13 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
 
 /// Asks `m` to preempt (or retake) and signals it, unless a signal is
 /// already pending for it.
-fn request(m: &MHandle, level: u8, tick: u32) {
+fn request(rt: &Shared, m: &MHandle, level: u8, tick: u32) {
     m.preempt_tick.store(tick, Ordering::Release);
     m.preempt_req.fetch_max(level, Ordering::AcqRel);
     if !m.signal_pending.swap(true, Ordering::AcqRel) {
+        if super::tracing::on(rt) {
+            super::tracing::signalled(rt, m, level == RETAKE);
+        }
         // A live M's tid: Ms never exit while sysmon runs.
         preempt::send_preempt_signal(m.tid.load(Ordering::Relaxed));
         preempt::count_signal();

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::scheduler::park::{block, Waker};
+use crate::scheduler::park::{block, BlockReason, Waker};
 use crate::time;
 
 /// One blocked caller, on its own stack. While listed, `waker` belongs to
@@ -137,7 +137,7 @@ impl WaitQueue {
                 std::mem::forget(leave);
                 return self.leave(&me);
             }
-            block(deadline);
+            block(deadline, BlockReason::Lock);
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use crate::scheduler::park::{block, Waker};
+use crate::scheduler::park::{block, BlockReason, Waker};
 
 /// `Packet::state`: the result is written.
 const DONE: u8 = 1;
@@ -146,7 +146,7 @@ impl<T> JoinHandle<T> {
             return;
         }
         while !p.is_done() {
-            block(None);
+            block(None, BlockReason::Join);
         }
     }
 

@@ -34,6 +34,6 @@ pub fn sleep(dur: Duration) {
     let deadline = deadline_after(dur);
     while now() < deadline {
         scheduler::add_timer(deadline, g.clone());
-        scheduler::park();
+        scheduler::park(scheduler::BlockReason::Timer);
     }
 }

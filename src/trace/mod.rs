@@ -15,21 +15,60 @@
 //! `chrome://tracing`); the SVG needs no tool at all. Setting
 //! `GREENRT_TRACE=<path>` (`.json`, `.svg`, or both as `a.json,b.svg`)
 //! when a runtime is built records it from build to drop.
+//!
+//! # Scope
+//!
+//! [`start`] called on a green thread records that green thread's
+//! runtime; called off any green thread it records every runtime of the
+//! process, those built later included, until [`stop`] is called off any
+//! green thread. Starting while that session already records keeps it
+//! recording, unchanged (one [`stop`] ends it). [`stop`] without a
+//! recording returns an empty [`Trace`].
+//!
+//! # Cost
+//!
+//! Off, each scheduling point checks one flag. On, each event is a
+//! timestamp counter read and a 32-byte record in a buffer of the thread
+//! that saw it (see docs/DESIGN.md, "Tracing").
 
+mod decode;
 mod json;
 mod model;
+mod record;
+mod ring;
+mod session;
 mod svg;
 
-pub use model::{BlockReason, Event, EventKind, Lane, Slice, StopReason, Trace};
+use std::time::Duration;
 
-/// Starts recording. TODO(trace-record): scope and semantics.
-pub fn start() {
-    todo!("trace recording")
+pub use model::{BlockReason, Event, EventKind, Lane, Slice, StopReason, Trace};
+pub(crate) use record::{stop_code, ticks, Kind, Word3, NO_P};
+pub(crate) use ring::Writer;
+pub(crate) use session::{on_build, on_drop, RtTrace};
+
+/// The code of a block reason in a stop record.
+pub(crate) fn block_code(r: BlockReason) -> u64 {
+    stop_code::BLOCKED + decode::block_code(r)
 }
 
-/// Stops recording and returns what was recorded.
+/// Starts recording (see the module documentation for what is recorded).
+/// Records stay in memory until [`stop`], however long that is.
+pub fn start() {
+    session::start(crate::scheduler::current_runtime(), None);
+}
+
+/// Starts recording as a flight recorder: the same scope as [`start`],
+/// but [`stop`] returns only about the last `window` (less if the
+/// per-thread rings, 8192 records each, hold less than that), and memory
+/// stays bounded however long it runs.
+pub fn start_flight_recorder(window: Duration) {
+    session::start(crate::scheduler::current_runtime(), Some(window));
+}
+
+/// Stops recording and returns what was recorded: on a green thread, its
+/// runtime's recording; off any, the process-wide one.
 pub fn stop() -> Trace {
-    todo!("trace recording")
+    session::stop(crate::scheduler::current_runtime())
 }
 
 impl Trace {

@@ -22,6 +22,9 @@ pub enum StopReason {
     Cancelled,
     /// It was still running when the recording stopped.
     Running,
+    /// Its M blocked in a system call and the P went on without it
+    /// (a blocking section handed it on, or sysmon retook it).
+    Syscall,
 }
 
 /// What a blocked green thread waits for.
@@ -46,7 +49,8 @@ pub enum BlockReason {
 
 impl StopReason {
     /// The reason as the JSON's `"end"` argument: `"preempted"`,
-    /// `"yield"`, `"blocked"`, `"exit"`, `"cancelled"` or `"running"`.
+    /// `"yield"`, `"blocked"`, `"exit"`, `"cancelled"`, `"running"` or
+    /// `"syscall"`.
     pub fn as_str(&self) -> &'static str {
         match self {
             StopReason::Preempted => "preempted",
@@ -55,6 +59,7 @@ impl StopReason {
             StopReason::Exit => "exit",
             StopReason::Cancelled => "cancelled",
             StopReason::Running => "running",
+            StopReason::Syscall => "syscall",
         }
     }
 }
@@ -84,7 +89,7 @@ pub struct Slice {
     pub lane: usize,
     /// The M (OS thread, numbered from 0 per runtime) that held the P.
     pub m: usize,
-    /// The green thread's id.
+    /// The green thread's id (see [`Trace::name`] for several runtimes).
     pub g: u64,
     /// Start, from the start of the recording.
     pub start: Duration,
@@ -113,9 +118,9 @@ pub enum EventKind {
         /// The green thread that woke it.
         by: Option<u64>,
     },
-    /// The P passed from M `from` to M `to`.
+    /// M `to` took the P (handed over, or from the idle list).
     Handoff {
-        /// The M that gave the P up (None: it was idle).
+        /// The M that held the P before (None: none had, while recording).
         from: Option<usize>,
         /// The M that took it.
         to: usize,
@@ -209,6 +214,10 @@ impl Trace {
     }
 
     /// The name given to green thread `g` (`task::Builder::name`), if any.
+    ///
+    /// Ids are those of [`crate::JoinHandle::id`]. They are numbered per
+    /// runtime, so in a trace of several runtimes those of the runtime
+    /// that [`Lane::runtime`] numbers `k` are offset by `k << 48`.
     pub fn name(&self, g: u64) -> Option<&str> {
         self.names.get(&g).map(String::as_str)
     }

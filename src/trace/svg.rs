@@ -250,7 +250,7 @@ impl<'a> Picture<'a> {
             x += text_width(text, FONT) + 22.0;
         }
         x += 20.0;
-        let grey = "several green threads within one pixel (merged; hover for counts)";
+        let grey = "several threads within a pixel (merged)";
         write!(
             out,
             r##"<rect x="{x:.1}" y="{}" width="14" height="11" fill="{}"/><text x="{:.1}" y="{y}">{grey}</text>"##,

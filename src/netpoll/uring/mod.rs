@@ -352,7 +352,7 @@ pub(crate) unsafe fn submit_and_wait(op: Op) -> Option<io::Result<i32>> {
         crate::netpoll::poller_needed();
         let mut cancel_sent = false;
         while !slot.done.load(Ordering::Acquire) {
-            let cancelled = park::block_through_cancel();
+            let cancelled = park::block_through_cancel(park::BlockReason::File);
             if cancelled && !cancel_sent && !slot.done.load(Ordering::Acquire) {
                 cancel_sent = true;
                 let cancel = opcode::AsyncCancel::new(user_data)

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::Mutex;
 
 use super::{RecvTimeoutError, TrySendError};
-use crate::scheduler::park::{block, Waker};
+use crate::scheduler::park::{block, BlockReason, Waker};
 use crate::time;
 
 /// One waiting caller, on its own stack (green stacks never move).
@@ -182,7 +182,7 @@ impl<T> Chan<T> {
             side: Side::Send,
         };
         while !slot.done.load(Ordering::Acquire) {
-            block(None);
+            block(None, BlockReason::Channel);
         }
         std::mem::forget(listed);
         // Done: the slot is ours again. A receiver took the message, or
@@ -272,7 +272,7 @@ impl<T> Chan<T> {
                 // Completed while we timed out: the message counts.
                 break;
             }
-            block(deadline);
+            block(deadline, BlockReason::Channel);
         }
         std::mem::forget(listed);
         slot.value.into_inner().map(Ok)

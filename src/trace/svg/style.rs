@@ -34,9 +34,10 @@ pub(super) const MIXED: &str = "#9a9a9a";
 
 /// How stop reasons are marked: (CSS class, colour, key text), in the
 /// order the key lists them.
-pub(super) const MARKS: [(&str, &str, &str); 5] = [
+pub(super) const MARKS: [(&str, &str, &str); 6] = [
     ("preempted", "#d62728", "preempted (SIGURG)"),
     ("blocked", "#1f5fd6", "blocked"),
+    ("syscall", "#11967a", "in a system call (P handed on)"),
     ("yield", "#e08a00", "yield_now"),
     ("exit", "#111111", "exited"),
     ("cancelled", "#8e3bb5", "cancelled"),
@@ -48,9 +49,10 @@ pub(super) fn mark(reason: StopReason) -> Option<usize> {
     match reason {
         StopReason::Preempted => Some(0),
         StopReason::Blocked(_) => Some(1),
-        StopReason::Yield => Some(2),
-        StopReason::Exit => Some(3),
-        StopReason::Cancelled => Some(4),
+        StopReason::Syscall => Some(2),
+        StopReason::Yield => Some(3),
+        StopReason::Exit => Some(4),
+        StopReason::Cancelled => Some(5),
         StopReason::Running => None,
     }
 }

@@ -1,0 +1,215 @@
+//! The scheduler's side of tracing (see `crate::trace`): where the
+//! records are written. Every hook is called behind one relaxed load of
+//! the runtime's `trace.on` (`on`), and the bodies are cold and never
+//! inlined, so with tracing off a scheduling point costs a load and a
+//! predictable branch.
+//!
+//! Which buffer a record goes to follows the thread writing it: an M's
+//! own (in its handle), sysmon's, or the runtime's locked one for every
+//! other thread. A green thread writes under a no-preempt scope, so the
+//! preemption path, which writes to the same M's buffer, can never
+//! interrupt a half-written record; the signal handler writes nothing.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::g::G;
+use super::handoff::MHandle;
+use super::m::{current_m, Request, M};
+use super::p::P;
+use super::shared::Shared;
+use crate::trace::{self, stop_code, Kind, Word3, NO_P};
+
+/// Whether `rt` records (the one check on every hot path).
+#[inline(always)]
+pub(crate) fn on(rt: &Shared) -> bool {
+    rt.trace.on.load(Ordering::Relaxed)
+}
+
+fn record(kind: Kind, g: u64, arg: u64, p: u16, seq: u32) -> [u64; 4] {
+    [trace::ticks(), g, arg, Word3::pack(kind, p, seq)]
+}
+
+/// Appends a record to this thread's buffer for `rt`.
+fn emit(rt: &Shared, kind: Kind, g: u64, arg: u64, p: u16) {
+    match current_m() {
+        Some(m) if std::ptr::eq(&*m.rt, rt) => {
+            // Not preempted half-way (the preemption path writes here too).
+            let _np = crate::preempt::NoPreemptScope::for_g(m.curg.get());
+            let p = if p == NO_P { m_p(m) } else { p };
+            // SAFETY: this M's thread owns its writer; the scope above
+            // keeps the preemption path out, and no handler writes.
+            unsafe {
+                m.handle
+                    .trace
+                    .push(record(kind, g, arg, p, 0), flight(rt), &rt.trace.retired)
+            };
+        }
+        _ => rt.trace.push_other(record(kind, g, arg, p, 0)),
+    }
+}
+
+fn flight(rt: &Shared) -> bool {
+    rt.trace.flight.load(Ordering::Relaxed)
+}
+
+fn m_p(m: &M) -> u16 {
+    m.p.get()
+        // SAFETY: only the id of the M's own P is read.
+        .map_or(NO_P, |p| unsafe { p.get() }.id as u16)
+}
+
+/// A start or stop on P `p`, numbered in the P's order.
+///
+/// Called by the P's owner, on its scheduler stack or with preemption
+/// held off (the preemption path, a blocking section).
+fn run_mark(m: &M, p: &P, kind: Kind, g: u64, arg: u64) {
+    let seq = p.trace_seq.get().wrapping_add(1);
+    p.trace_seq.set(seq);
+    // SAFETY: see `emit`; the callers keep the preemption path out.
+    unsafe {
+        m.handle.trace.push(
+            record(kind, g, arg, p.id as u16, seq),
+            flight(&m.rt),
+            &m.rt.trace.retired,
+        )
+    };
+}
+
+/// `execute` is about to switch into `g` on `p` (on the scheduler stack,
+/// where allocating is fine: the buffers are refilled here).
+#[cold]
+#[inline(never)]
+pub(super) fn run_start(m: &M, p: &P, g: &G) {
+    if m.handle.trace.needs_refill() {
+        m.handle.trace.refill();
+    }
+    if m.rt.trace.sysmon.needs_refill() {
+        m.rt.trace.sysmon.refill();
+    }
+    m.handle.trace.running.store(g.id, Ordering::Relaxed);
+    run_mark(m, p, Kind::Start, g.id, 0);
+}
+
+/// `g` switched back to `execute` with `req`.
+#[cold]
+#[inline(never)]
+pub(super) fn run_stop(m: &M, g: &G, req: Request) {
+    let Some(p) = m.p.get() else {
+        // Its P went on while it blocked: its run on it already ended.
+        return;
+    };
+    let code = match req {
+        Request::Yield => stop_code::YIELD,
+        Request::Park => trace::block_code(m.block_reason.get()),
+        Request::Exit if g.is_cancelled() => stop_code::CANCELLED,
+        Request::Exit => stop_code::EXIT,
+    };
+    // SAFETY: the M owns its P.
+    run_mark(m, unsafe { p.get() }, Kind::Stop, g.id, code);
+}
+
+/// The preemption path stops the running G on its P (before handing the
+/// P on). Allocation-free and lock-free.
+#[cold]
+#[inline(never)]
+pub(super) fn preempted(m: &M, g: &G) {
+    if let Some(p) = m.p.get() {
+        // SAFETY: the M owns its P (it has not handed it on yet).
+        run_mark(
+            m,
+            unsafe { p.get() },
+            Kind::Stop,
+            g.id,
+            stop_code::PREEMPTED,
+        );
+    }
+}
+
+/// The running G resumes on the M's (new) P: after a preemption, or
+/// back from a blocking section. Allocation-free and lock-free.
+#[cold]
+#[inline(never)]
+pub(super) fn resumed(m: &M, g: &G) {
+    if let Some(p) = m.p.get() {
+        m.handle.trace.running.store(g.id, Ordering::Relaxed);
+        // SAFETY: the M owns its P.
+        run_mark(m, unsafe { p.get() }, Kind::Start, g.id, 0);
+    }
+}
+
+/// The running G enters a blocking section and hands its P on.
+#[cold]
+#[inline(never)]
+pub(super) fn syscall(m: &M) {
+    let g = m.curg.get();
+    // SAFETY: a non-null curg is the G running here (the caller).
+    if let (Some(g), Some(p)) = (unsafe { g.as_ref() }, m.p.get()) {
+        // SAFETY: the M owns its P.
+        run_mark(m, unsafe { p.get() }, Kind::Stop, g.id, stop_code::SYSCALL);
+    }
+}
+
+/// M `m` took P `p`, last held by `from`.
+#[cold]
+#[inline(never)]
+pub(super) fn took_p(m: &M, p: &P, from: *const MHandle) {
+    if !std::ptr::eq(from, Arc::as_ptr(&m.handle)) {
+        emit(&m.rt, Kind::Handoff, 0, from as u64, p.id as u16);
+    }
+}
+
+/// `g` was spawned (by the running green thread, if any).
+#[cold]
+#[inline(never)]
+pub(super) fn created(rt: &Shared, g: &G) {
+    if let Some(name) = &g.name {
+        rt.trace.name(g.id, name);
+    }
+    emit(rt, Kind::Created, g.id, parent_arg(), NO_P);
+}
+
+fn parent_arg() -> u64 {
+    super::with_current_g(|g| g.map_or(0, |g| g.id + 1))
+}
+
+/// `g` was made runnable by the caller (a green thread or the scheduler).
+#[cold]
+#[inline(never)]
+pub(super) fn runnable(g: &G) {
+    emit(&g.rt, Kind::Runnable, g.id, parent_arg(), NO_P);
+}
+
+/// A poll made `n` green threads runnable (then each is `runnable`).
+#[cold]
+#[inline(never)]
+pub(super) fn netpolled(m: &M, n: usize) {
+    emit(&m.rt, Kind::Netpoll, 0, n as u64, NO_P);
+}
+
+/// The M started spinning.
+#[cold]
+#[inline(never)]
+pub(super) fn spinning(m: &M) {
+    emit(&m.rt, Kind::Spinning, 0, 0, NO_P);
+}
+
+/// The M found no work and goes idle.
+#[cold]
+#[inline(never)]
+pub(super) fn idle(m: &M) {
+    emit(&m.rt, Kind::Idle, 0, 0, NO_P);
+}
+
+/// sysmon signalled `m` (asking it to retake its P if `retake`). sysmon
+/// writes to its own buffer: no lock, no allocation.
+#[cold]
+#[inline(never)]
+pub(super) fn signalled(rt: &Shared, m: &MHandle, retake: bool) {
+    let g = m.trace.running.load(Ordering::Relaxed);
+    let h = m as *const MHandle as u64;
+    rt.trace.push_sysmon(record(Kind::SigUrg, g, h, NO_P, 0));
+    if retake {
+        rt.trace.push_sysmon(record(Kind::Retake, g, h, NO_P, 0));
+    }
+}

@@ -1,0 +1,281 @@
+//! Scheduler tracing (`greenrt::trace`): what a recording holds, as the
+//! decoded model and as Chrome Trace Event JSON.
+//!
+//! The preemption tests hold `SERIAL` (they need the CPUs to themselves
+//! to see quanta expire) and their bounds are generous.
+
+mod trace_util;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use greenrt::trace::{self, BlockReason, EventKind, StopReason};
+use trace_util::{ends_of, hog, json_checked, model_checked};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Named green threads that yield, pass messages and sleep: every one of
+/// them shows in the trace, under its name, on named P lanes, and the
+/// slices end for the reasons they had.
+#[test]
+fn every_green_thread_appears_on_named_lanes() {
+    let rt = greenrt::Builder::new().workers(2).build().unwrap();
+    let trace = rt.block_on(|| {
+        trace::start();
+        let (tx, rx) = greenrt::sync::mpsc::channel::<u32>();
+        let mut hs = Vec::new();
+        for i in 0..8u32 {
+            let tx = tx.clone();
+            hs.push(
+                greenrt::task::Builder::new()
+                    .name(format!("worker-{i}"))
+                    .spawn(move || {
+                        for _ in 0..20 {
+                            greenrt::yield_now();
+                        }
+                        greenrt::sleep(Duration::from_millis(2));
+                        tx.send(i).unwrap();
+                    })
+                    .unwrap(),
+            );
+        }
+        drop(tx);
+        let receiver = greenrt::task::Builder::new()
+            .name("receiver")
+            .spawn(move || rx.iter().count())
+            .unwrap();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert_eq!(receiver.join().unwrap(), 8);
+        trace::stop()
+    });
+    model_checked(&trace);
+    let json = json_checked(&trace);
+    let names: Vec<&str> = trace.lanes().iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["P0", "P1"]);
+    let slices: Vec<&str> = json["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X")
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for i in 0..8 {
+        let name = format!("worker-{i}");
+        assert!(slices.contains(&name.as_str()), "{name} missing");
+        let ends = ends_of(&trace, &name);
+        assert!(
+            ends.get("yield").copied().unwrap_or(0) >= 20,
+            "{name}: {ends:?}"
+        );
+        assert_eq!(ends.get("exit"), Some(&1), "{name}: {ends:?}");
+    }
+    assert!(slices.contains(&"receiver"));
+    let blocked = |r| {
+        trace
+            .slices()
+            .iter()
+            .any(|s| s.reason == StopReason::Blocked(r))
+    };
+    assert!(blocked(BlockReason::Timer), "the sleeps");
+    assert!(blocked(BlockReason::Channel), "the receiver");
+    assert!(blocked(BlockReason::Join), "the joins");
+    let created = |name: &str| {
+        trace.events().iter().any(|e| {
+            matches!(e.kind, EventKind::Created { g, parent: Some(_) } if trace.label(g) == name)
+        })
+    };
+    assert!(created("worker-3") && created("receiver"));
+    assert!(trace
+        .events()
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Runnable { .. })));
+    assert_eq!(trace.dropped(), 0);
+}
+
+/// With preemption on and a short quantum, CPU hogs run in many slices
+/// that end "preempted"; sysmon's signals are recorded.
+#[test]
+fn preempted_hogs_end_many_slices_preempted() {
+    let _serial = serial();
+    let rt = greenrt::Builder::new()
+        .workers(2)
+        .preemption(true)
+        .preempt_quantum(Duration::from_millis(2))
+        .build()
+        .unwrap();
+    if rt.preempt_quantum().is_none() {
+        eprintln!("preemption unavailable here: skipped");
+        return;
+    }
+    let trace = rt.block_on(|| {
+        trace::start();
+        let hs: Vec<_> = (0..4)
+            .map(|i| {
+                greenrt::task::Builder::new()
+                    .name(format!("hog-{i}"))
+                    .spawn(|| hog(Duration::from_millis(150)))
+                    .unwrap()
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        trace::stop()
+    });
+    model_checked(&trace);
+    json_checked(&trace);
+    for i in 0..4 {
+        let name = format!("hog-{i}");
+        let ends = ends_of(&trace, &name);
+        // 150 ms in 2 ms quanta, 4 hogs on 2 Ps: dozens of preemptions
+        // on an idle machine; 5 leaves room for a very busy one.
+        assert!(
+            ends.get("preempted").copied().unwrap_or(0) >= 5,
+            "{name}: {ends:?}"
+        );
+        assert_eq!(ends.get("exit"), Some(&1), "{name}: {ends:?}");
+    }
+    assert!(trace
+        .events()
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::SigUrg { .. })));
+}
+
+/// With preemption off each hog runs to its end in one slice.
+#[test]
+fn unpreempted_hogs_run_in_one_slice() {
+    let _serial = serial();
+    let rt = greenrt::Builder::new()
+        .workers(2)
+        .preemption(false)
+        .build()
+        .unwrap();
+    let trace = rt.block_on(|| {
+        trace::start();
+        let hs: Vec<_> = (0..3)
+            .map(|i| {
+                greenrt::task::Builder::new()
+                    .name(format!("hog-{i}"))
+                    .spawn(|| hog(Duration::from_millis(100)))
+                    .unwrap()
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        trace::stop()
+    });
+    model_checked(&trace);
+    json_checked(&trace);
+    for i in 0..3 {
+        let name = format!("hog-{i}");
+        let runs: Vec<_> = trace
+            .slices()
+            .iter()
+            .filter(|s| trace.label(s.g) == name)
+            .collect();
+        assert_eq!(runs.len(), 1, "{name}: {runs:?}");
+        assert_eq!(runs[0].reason, StopReason::Exit);
+        assert!(
+            runs[0].end - runs[0].start >= Duration::from_millis(90),
+            "{runs:?}"
+        );
+    }
+}
+
+/// A flight recorder keeps only its window: the trace is no longer than
+/// the window, and everything in it lies inside.
+#[test]
+fn flight_recorder_keeps_its_window() {
+    let rt = greenrt::Builder::new().workers(2).build().unwrap();
+    let window = Duration::from_millis(30);
+    let trace = rt.block_on(move || {
+        trace::start_flight_recorder(window);
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                greenrt::spawn(|| {
+                    for _ in 0..100 {
+                        greenrt::sleep(Duration::from_millis(2));
+                        greenrt::yield_now();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        trace::stop()
+    });
+    model_checked(&trace);
+    json_checked(&trace);
+    assert!(trace.duration() <= window, "{:?}", trace.duration());
+    // Its window is full: the recording ran for about 200 ms.
+    assert!(trace.duration() >= window / 2, "{:?}", trace.duration());
+    assert!(!trace.slices().is_empty());
+}
+
+/// `stop` without a recording gives an empty trace; starting twice keeps
+/// one recording, which one `stop` ends.
+#[test]
+fn stop_without_start_and_start_twice() {
+    let rt = greenrt::Builder::new().workers(1).build().unwrap();
+    rt.block_on(|| {
+        let empty = trace::stop();
+        assert!(empty.slices().is_empty() && empty.lanes().is_empty());
+        trace::start();
+        greenrt::yield_now();
+        trace::start();
+        greenrt::yield_now();
+        let t = trace::stop();
+        assert_eq!(t.lanes().len(), 1);
+        assert!(
+            t.slices()
+                .iter()
+                .filter(|s| s.reason == StopReason::Yield)
+                .count()
+                >= 2
+        );
+        assert!(trace::stop().slices().is_empty());
+    });
+}
+
+/// A long recording outgrows many buffers without losing records, and
+/// its slices stay consistent.
+#[test]
+fn long_recording_hands_buffers_off() {
+    let rt = greenrt::Builder::new()
+        .workers(2)
+        .preemption(false)
+        .build()
+        .unwrap();
+    let trace = rt.block_on(|| {
+        trace::start();
+        let hs: Vec<_> = (0..20)
+            .map(|_| {
+                greenrt::spawn(|| {
+                    for _ in 0..2000 {
+                        greenrt::yield_now();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        trace::stop()
+    });
+    model_checked(&trace);
+    assert_eq!(trace.dropped(), 0);
+    let yields = trace
+        .slices()
+        .iter()
+        .filter(|s| s.reason == StopReason::Yield)
+        .count();
+    assert_eq!(yields, 20 * 2000);
+}
