@@ -22,11 +22,11 @@ pub(super) fn thread_colour(rank: usize) -> String {
 }
 
 /// The colour of M `m` in the band under a lane: muted, so Ms do not
-/// compete with the green threads above them.
+/// compete with (or look like) the green threads above them.
 pub(super) fn m_colour(m: u64) -> String {
     let hue = (m as f64 * 97.0 + 200.0) % 360.0;
-    let light = [0.80, 0.66][(m % 2) as usize];
-    hsl(hue, 0.30, light)
+    let light = [0.82, 0.64][(m % 2) as usize];
+    hsl(hue, 0.16, light)
 }
 
 /// Fill of a run too fine to tell its green threads apart.
