@@ -31,7 +31,10 @@ struct Args {
 }
 
 fn args() -> Args {
-    let usage = "usage: cpu_bound [QUANTUM_MS] [--trace FILE.svg|FILE.json]";
+    let fail = |why: &str| -> ! {
+        eprintln!("cpu_bound: {why}\nusage: cpu_bound [QUANTUM_MS] [--trace FILE.svg|FILE.json]");
+        std::process::exit(2)
+    };
     let mut args = Args {
         quantum: None,
         trace: None,
@@ -39,15 +42,16 @@ fn args() -> Args {
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         if arg == "--trace" {
-            let path = PathBuf::from(it.next().expect(usage));
+            let path = PathBuf::from(it.next().unwrap_or_else(|| fail("--trace needs a file")));
             let ext = path.extension().and_then(|e| e.to_str());
-            assert!(
-                matches!(ext, Some("svg" | "json")),
-                "{usage}: the trace file ends in .svg or .json"
-            );
+            if !matches!(ext, Some("svg" | "json")) {
+                fail("the trace file's name ends in .svg or .json");
+            }
             args.trace = Some(path);
         } else {
-            let ms: f64 = arg.parse().expect(usage);
+            let ms: f64 = arg
+                .parse()
+                .unwrap_or_else(|_| fail("the quantum is a number of milliseconds"));
             args.quantum = Some(Duration::from_secs_f64(ms / 1e3));
         }
     }
