@@ -35,7 +35,12 @@ impl Picture<'_> {
         for run in &lane.threads {
             let (x, width) = self.extent(run);
             let (start, end) = self.span_of(run);
-            let when = format!("{}–{} ({})", ms(start), ms(end), ms(end - start));
+            let when = format!(
+                "{}–{} ({})",
+                ms(start),
+                ms(end),
+                ms(end.saturating_sub(start))
+            );
             match run.fill {
                 Fill::One(g) => {
                     let label = self.trace.label(g);
@@ -56,7 +61,7 @@ impl Picture<'_> {
                         esc(&label),
                         esc(&what)
                     )?;
-                    self.draw_label(out, &label, end - start, x, width, y)?;
+                    self.draw_label(out, &label, end.saturating_sub(start), x, width, y)?;
                 }
                 Fill::Mixed { distinct, most } => write!(
                     out,
