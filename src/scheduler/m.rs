@@ -35,6 +35,9 @@ pub(crate) struct M {
     pub(crate) request: Cell<Request>,
     /// What the G parking with `Request::Park` waits for (for the trace).
     pub(super) block_reason: Cell<crate::trace::BlockReason>,
+    /// While tracing: the G this M last started and has not recorded a
+    /// stop for (see `tracing::run_start`).
+    pub(super) trace_run: Cell<Option<tracing::Run>>,
     /// The scheduler's (g0's) stack pointer while a G runs: saved by the
     /// switch into the G, resumed by the G's switch out. The G's parent
     /// slot points here (see `G::link_parent`).
@@ -94,6 +97,7 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         cur: UnsafeCell::new(None),
         request: Cell::new(Request::Yield),
         block_reason: Cell::new(crate::trace::BlockReason::Other),
+        trace_run: Cell::new(None),
         g0_sp: UnsafeCell::new(std::ptr::null_mut()),
     };
     CURRENT.with(|c| c.set(&m));
@@ -152,7 +156,11 @@ impl M {
     pub(crate) fn set_p(&self, p: Option<PPtr>) {
         if let Some(old) = self.p.replace(p) {
             // SAFETY: we owned it until now.
-            self.rt.set_owner(unsafe { old.get() }.id, std::ptr::null());
+            let old = unsafe { old.get() };
+            if self.trace_run.get().is_some() {
+                tracing::flush_yield(self, old);
+            }
+            self.rt.set_owner(old.id, std::ptr::null());
         }
         if let Some(new) = p {
             self.handle.retaken.store(false, Ordering::Relaxed);
@@ -221,20 +229,25 @@ impl M {
         // SAFETY: `cur` is written only on this M's thread, and the G
         // that ran is suspended (it switched back to us): nothing races.
         let g = unsafe { (*self.cur.get()).take() }.expect("greenrt: lost the running G");
-        if tracing::on(&self.rt) {
-            tracing::run_stop(self, &g, self.request.get());
-        }
+        // Tracing: a yield's stop is written with the next start (one
+        // check per yield, see `tracing::run_start`); the others now.
         match self.request.get() {
             Request::Yield => {
                 g.set_state(RUNNABLE);
                 self.requeue(g, false);
             }
             Request::Park => {
+                if tracing::on(&self.rt) {
+                    tracing::run_stop(self, &g, Request::Park);
+                }
                 if g.finish_park() {
                     self.requeue(g, true);
                 }
             }
             Request::Exit => {
+                if tracing::on(&self.rt) {
+                    tracing::run_stop(self, &g, Request::Exit);
+                }
                 g.set_state(DEAD);
                 // SAFETY: the G is dead and we are off its stack.
                 if let Some(stack) = unsafe { g.take_stack() } {

@@ -24,7 +24,7 @@ mod spares;
 mod stack_overflow;
 mod sysmon;
 mod timers;
-mod tracing;
+pub(crate) mod tracing;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

@@ -11,7 +11,7 @@
 //! then a runtime's `state`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -29,6 +29,9 @@ pub(crate) struct RtTrace {
     /// Rings overwrite rather than hand off: every session covering the
     /// runtime is a flight recorder.
     pub(crate) flight: AtomicBool,
+    /// When recording last began (ticks): an M's open run from before
+    /// then is not this recording's.
+    pub(crate) since: AtomicU64,
     pub(crate) retired: Retired,
     /// sysmon's own writer (sysmon may neither lock nor allocate).
     pub(crate) sysmon: Writer,
@@ -45,8 +48,9 @@ struct State {
     local: Option<Span>,
     /// The `GREENRT_TRACE` session and its paths.
     env: Option<(Span, String)>,
-    /// Enrolled in the process-wide session (its flight window).
-    global: Option<Option<Duration>>,
+    /// Enrolled in the process-wide session (its span, with this
+    /// runtime's dropped count at enrolment).
+    global: Option<Span>,
     /// Retired buffers, owned until no session needs them (boxed: see
     /// `Retired::take_all`).
     #[allow(clippy::vec_box)]
@@ -85,11 +89,14 @@ impl RtTrace {
         let spans = [
             st.local.map(|s| s.flight),
             st.env.as_ref().map(|e| e.0.flight),
-            st.global,
+            st.global.map(|s| s.flight),
         ];
         let on = spans.iter().any(Option::is_some);
         let flight = on && spans.iter().flatten().all(Option::is_some);
         self.flight.store(flight, Ordering::Relaxed);
+        if on && !self.on.load(Ordering::Relaxed) {
+            self.since.store(ticks(), Ordering::Relaxed);
+        }
         self.on.store(on, Ordering::Release);
     }
 }
@@ -211,7 +218,10 @@ static RUNTIMES: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 
 fn enroll(g: &mut Global, rt: &Arc<Shared>) {
     let mut st = lock(&rt.trace.state);
-    st.global = Some(g.span.flight);
+    st.global = Some(Span {
+        dropped0: dropped_total(rt),
+        ..g.span
+    });
     refill_all(rt);
     rt.trace.update(&st);
     g.rts.push((g.next, Arc::downgrade(rt)));
@@ -221,6 +231,9 @@ fn enroll(g: &mut Global, rt: &Arc<Shared>) {
 /// Starts a session: `rt`'s own (from one of its green threads), else the
 /// process-wide one. Already recording: nothing changes.
 pub(crate) fn start(rt: Option<Arc<Shared>>, flight: Option<Duration>) {
+    // A green thread preempted holding these locks would block the OS
+    // threads of any other that wants them until it runs again.
+    let _np = crate::preempt::no_preempt();
     match rt {
         Some(rt) => {
             let mut st = lock(&rt.trace.state);
@@ -254,6 +267,7 @@ pub(crate) fn start(rt: Option<Arc<Shared>>, flight: Option<Duration>) {
 pub(crate) fn stop(rt: Option<Arc<Shared>>) -> Trace {
     match rt {
         Some(rt) => {
+            let np = crate::preempt::no_preempt();
             let mut st = lock(&rt.trace.state);
             let Some(span) = st.local.take() else {
                 return Trace::default();
@@ -263,6 +277,7 @@ pub(crate) fn stop(rt: Option<Arc<Shared>>) -> Trace {
             let raw = harvest(&rt, &mut st, &span);
             release(&rt, &mut st);
             drop(st);
+            drop(np);
             decode::decode(Raw {
                 span,
                 end,
@@ -270,6 +285,7 @@ pub(crate) fn stop(rt: Option<Arc<Shared>>) -> Trace {
             })
         }
         None => {
+            let np = crate::preempt::no_preempt();
             let Some(g) = lock(&GLOBAL).take() else {
                 return Trace::default();
             };
@@ -278,11 +294,12 @@ pub(crate) fn stop(rt: Option<Arc<Shared>>) -> Trace {
             for (k, w) in g.rts {
                 let Some(rt) = w.upgrade() else { continue };
                 let mut st = lock(&rt.trace.state);
-                st.global = None;
+                let span = st.global.take().unwrap_or(g.span);
                 rt.trace.update(&st);
-                rts.push((k, harvest(&rt, &mut st, &g.span)));
+                rts.push((k, harvest(&rt, &mut st, &span)));
                 release(&rt, &mut st);
             }
+            drop(np);
             rts.sort_by_key(|(k, _)| *k);
             decode::decode(Raw {
                 span: g.span,
@@ -326,8 +343,9 @@ pub(crate) fn on_drop(rt: &Arc<Shared>) {
         {
             let (k, _) = g.rts.remove(i);
             let mut st = lock(&rt.trace.state);
-            st.global = None;
-            let raw = harvest(rt, &mut st, &g.span);
+            let span = st.global.take().unwrap_or(g.span);
+            rt.trace.update(&st);
+            let raw = harvest(rt, &mut st, &span);
             release(rt, &mut st);
             g.done.push((k, raw));
         }
@@ -357,15 +375,18 @@ pub(crate) fn on_drop(rt: &Arc<Shared>) {
 }
 
 fn write_file(trace: &Trace, path: &str) -> std::io::Result<()> {
-    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    if path.ends_with(".svg") {
-        trace.write_svg(file)
+    use std::io::Write;
+    let written = if path.ends_with(".svg") {
+        Trace::write_svg
     } else if path.ends_with(".json") {
-        trace.write_json(file)
+        Trace::write_json
     } else {
-        Err(std::io::Error::new(
+        return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "the path must end in .json or .svg",
-        ))
-    }
+        ));
+    };
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    written(trace, &mut file)?;
+    file.flush()
 }
