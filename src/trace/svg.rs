@@ -213,9 +213,10 @@ impl<'a> Picture<'a> {
         );
         if merged > 0 {
             title += &format!(
-                "; {} slices too short for a pixel drawn grey ({} runs drawn)",
+                "; {} slices too short for a pixel drawn grey ({} run{} drawn)",
                 style::thousands(merged),
-                style::thousands(drawn)
+                style::thousands(drawn),
+                if drawn == 1 { "" } else { "s" }
             );
         }
         if t.dropped() > 0 {

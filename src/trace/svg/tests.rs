@@ -219,6 +219,18 @@ fn thirty_threads_over_8_s_draws_every_run_of_a_10_ms_quantum() {
 }
 
 #[test]
+fn thirty_threads_over_8_s_at_a_1_ms_quantum_merge_into_grey() {
+    // 8100 runs of 0.18 px: one grey stretch, a small file.
+    let t = round_robin(30, 1_000, 270_000);
+    let text = svg(&t, "thirty_threads_8s_1ms");
+    assert!(text.len() < 200_000, "{} bytes", text.len());
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let rects = run_rects(lanes(&doc)[0]);
+    assert!(rects.len() < 10, "{} rects", rects.len());
+    assert_eq!(rects[0].attribute("class"), Some("merged"));
+}
+
+#[test]
 fn threads_one_after_another_are_each_labelled_with_name_and_length() {
     // cpu_bound without preemption: 30 runs of 270 ms, one per thread.
     let mut t = round_robin(30, 270_000, 270_000);
