@@ -43,16 +43,13 @@ pub(super) fn write(trace: &Trace, w: impl Write) -> std::io::Result<()> {
     let mut w = std::io::BufWriter::new(w);
     let pid = trace.pid;
     let mut lines: Vec<String> = Vec::new();
-    lines.push(format!(
-        r#"{{"ph":"M","name":"process_name","pid":{pid},"tid":0,"args":{{"name":"greenrt"}}}}"#
-    ));
+    // Only the lanes' names as metadata: one `thread_name` per P, nothing
+    // else a reader counting metadata events would trip over (Perfetto
+    // orders the lanes by tid anyway).
     for (tid, lane) in trace.lanes.iter().enumerate() {
         lines.push(format!(
             r#"{{"ph":"M","name":"thread_name","pid":{pid},"tid":{tid},"args":{{"name":{}}}}}"#,
             quoted(&lane.name)
-        ));
-        lines.push(format!(
-            r#"{{"ph":"M","name":"thread_sort_index","pid":{pid},"tid":{tid},"args":{{"sort_index":{tid}}}}}"#
         ));
     }
     for s in &trace.slices {

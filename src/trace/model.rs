@@ -1,6 +1,6 @@
 //! What a finished recording holds: runs of green threads on Ps
 //! ([`Slice`]) and the scheduler's other events ([`Event`]), decoded from
-//! the per-P rings and put in order. [`Trace::write_json`] and
+//! the per-thread buffers and put in order. [`Trace::write_json`] and
 //! [`Trace::write_svg`] draw from this, and so can a user's own tools.
 
 use std::collections::HashMap;
