@@ -7,57 +7,149 @@
 //! cargo run --release --example cpu_bound
 //! cargo run --release --example cpu_bound -- 1   # a 1 ms quantum
 //! GREENRT_PREEMPT=off cargo run --release --example cpu_bound
+//! cargo run --release --example cpu_bound -- --trace trace.svg   # or .json
 //!
 //! The optional argument is the preemption quantum in milliseconds
-//! (default: the runtime's, 10 ms).
+//! (default: the runtime's, 10 ms). The run is recorded with
+//! `greenrt::trace` (a few hundred records, nothing next to the work), and
+//! printed at the end as a text timeline drawn from the recording;
+//! `--trace <file.svg|file.json>` also writes the recording as a picture
+//! or as Chrome Trace Event JSON (Perfetto, `chrome://tracing`).
 
 use std::hint::black_box;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const THREADS: usize = 30;
 const ITERATIONS: u64 = 100_000_000;
+/// Columns of the text timeline.
+const COLUMNS: usize = 60;
+
+struct Args {
+    quantum: Option<Duration>,
+    trace: Option<PathBuf>,
+}
+
+fn args() -> Args {
+    let fail = |why: &str| -> ! {
+        eprintln!("cpu_bound: {why}\nusage: cpu_bound [QUANTUM_MS] [--trace FILE.svg|FILE.json]");
+        std::process::exit(2)
+    };
+    let mut args = Args {
+        quantum: None,
+        trace: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        if arg == "--trace" {
+            let path = PathBuf::from(it.next().unwrap_or_else(|| fail("--trace needs a file")));
+            let ext = path.extension().and_then(|e| e.to_str());
+            if !matches!(ext, Some("svg" | "json")) {
+                fail("the trace file's name ends in .svg or .json");
+            }
+            args.trace = Some(path);
+        } else {
+            let ms: f64 = arg
+                .parse()
+                .unwrap_or_else(|_| fail("the quantum is a number of milliseconds"));
+            args.quantum = Some(Duration::from_secs_f64(ms / 1e3));
+        }
+    }
+    args
+}
 
 fn main() {
+    let args = args();
     let mut builder = greenrt::Builder::new().workers(1);
-    if let Some(ms) = std::env::args().nth(1) {
-        let ms: f64 = ms.parse().expect("the quantum in milliseconds");
-        builder = builder.preempt_quantum(Duration::from_secs_f64(ms / 1e3));
+    if let Some(quantum) = args.quantum {
+        builder = builder.preempt_quantum(quantum);
     }
     let rt = builder.build().expect("build the runtime");
+    let preemption = match rt.preempt_quantum() {
+        Some(q) => format!("on (quantum {q:?})"),
+        None => "off".to_string(),
+    };
+    println!(
+        "cpu_bound: {THREADS} green threads × 10^8 additions on 1 worker, preemption {preemption}…"
+    );
     let start = Instant::now();
-    let finish_times = rt.block_on(move || {
+    let (finished, trace) = rt.block_on(move || {
+        greenrt::trace::start();
         let handles: Vec<_> = (0..THREADS)
             .map(|i| {
-                greenrt::spawn(move || {
-                    let mut counter = 0u64;
-                    for _ in 0..ITERATIONS {
-                        counter = black_box(counter + 2);
-                    }
-                    assert_eq!(counter, 2 * ITERATIONS);
-                    let t = start.elapsed();
-                    println!(
-                        "green thread {i:2} finished at {:7.1} ms",
-                        t.as_secs_f64() * 1e3
-                    );
-                    t
-                })
+                greenrt::task::Builder::new()
+                    .name(format!("t{i}"))
+                    .spawn(move || {
+                        let mut counter = 0u64;
+                        for _ in 0..ITERATIONS {
+                            counter = black_box(counter + 2);
+                        }
+                        assert_eq!(counter, 2 * ITERATIONS);
+                        (greenrt::task::current_id().unwrap(), start.elapsed())
+                    })
+                    .expect("spawn")
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .collect::<Vec<_>>()
+        let finished: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (finished, greenrt::trace::stop())
     });
-    let first = finish_times.iter().min().unwrap().as_secs_f64();
-    let last = finish_times.iter().max().unwrap().as_secs_f64();
+    print_timeline(&trace, &finished);
+    let times = || finished.iter().map(|f| f.1.as_secs_f64());
+    let first = times().fold(f64::INFINITY, f64::min);
+    let last = times().fold(0.0, f64::max);
     println!(
-        "preemption {}: first finished at {:.0} ms, last at {:.0} ms, first/last = {:.2}",
-        match rt.preempt_quantum() {
-            Some(q) => format!("on (quantum {q:?})"),
-            None => "off".to_string(),
-        },
+        "preemption {preemption}: first finished at {:.0} ms, last at {:.0} ms, first/last = {:.2}",
         first * 1e3,
         last * 1e3,
         first / last
     );
+    if let Some(path) = args.trace {
+        let file =
+            std::io::BufWriter::new(std::fs::File::create(&path).expect("create the trace file"));
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => trace.write_json(file),
+            _ => trace.write_svg(file),
+        }
+        .expect("write the trace");
+        println!(
+            "trace: {} slices on {} lane(s), written to {}",
+            trace.slices().len(),
+            trace.lanes().len(),
+            path.display()
+        );
+    }
+}
+
+/// One row per green thread, one column per 1/60th of the recording:
+/// how much of that column the thread ran, from the recording's slices.
+fn print_timeline(trace: &greenrt::trace::Trace, finished: &[(u64, Duration)]) {
+    let total = trace.duration().max(Duration::from_millis(1));
+    let column = total / COLUMNS as u32;
+    println!(
+        "timeline ({} columns of {:.0} ms; █ ran most of the column, ▒ a third or more, ░ less, blank not at all):",
+        COLUMNS,
+        column.as_secs_f64() * 1e3
+    );
+    for (i, &(g, done)) in finished.iter().enumerate() {
+        let mut ran = [Duration::ZERO; COLUMNS];
+        for s in trace.slices().iter().filter(|s| s.g == g) {
+            for (c, cell) in ran.iter_mut().enumerate() {
+                let (c0, c1) = (column * c as u32, column * (c as u32 + 1));
+                *cell += s.end.min(c1).saturating_sub(s.start.max(c0));
+            }
+        }
+        let row: String = ran
+            .iter()
+            .map(|r| match r.as_secs_f64() / column.as_secs_f64() {
+                f if f >= 2.0 / 3.0 => '█',
+                f if f >= 1.0 / 3.0 => '▒',
+                f if f > 0.0 => '░',
+                _ => ' ',
+            })
+            .collect();
+        println!(
+            "  t{i:<2} |{row}| finished at {:6.0} ms",
+            done.as_secs_f64() * 1e3
+        );
+    }
 }
