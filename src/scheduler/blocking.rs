@@ -7,7 +7,8 @@ use super::m::{current_m, M};
 /// handed to another M so the worker's other green threads keep running
 /// (Go's entersyscall/exitsyscall). On drop it takes an idle P back if
 /// there is one; otherwise the G runs on without a P until its next
-/// switch, where the scheduler queues it globally.
+/// switch, where the scheduler queues it globally — or, if it locked its
+/// OS thread, waits on this thread until an M hands it a P.
 pub(crate) struct BlockingSection {
     /// This thread's M (not `Send`: the section ends on the thread it
     /// began on, as blocking does not switch).
@@ -43,6 +44,10 @@ impl Drop for BlockingSection {
                 if let Some(g) = unsafe { g.as_ref() }.filter(|_| super::tracing::on(&m.rt)) {
                     super::tracing::resumed(m, g);
                 }
+            } else if m.locked.get() != 0 {
+                // A locked G never runs without a P (it would never
+                // switch out to find one): wait for one on this thread.
+                super::locked::wait_for_p(m);
             }
         }
     }

@@ -49,6 +49,9 @@ pub(crate) struct M {
     /// A G `switch_direct` took from the P but could not switch into (it
     /// has not started): the scheduler runs it next.
     handover: UnsafeCell<Option<GRef>>,
+    /// `lock_os_thread` nesting of the running G: non-zero only while a
+    /// locked G runs, which never leaves this M (see `scheduler::locked`).
+    pub(super) locked: Cell<u32>,
 }
 
 thread_local! {
@@ -108,6 +111,7 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         g0_sp: UnsafeCell::new(std::ptr::null_mut()),
         prev: UnsafeCell::new(None),
         handover: UnsafeCell::new(None),
+        locked: Cell::new(0),
     };
     CURRENT.with(|c| c.set(&m));
     if tracing::on(&m.rt) {
@@ -311,6 +315,10 @@ impl M {
     /// scope; on true the caller must call `finish_prev` once resumed.
     #[inline(never)]
     pub(crate) unsafe fn switch_direct(&self, req: Request) -> bool {
+        // A locked G never switches out while locked (it blocks its OS
+        // thread instead), and none is ever queued on a P, so `next`
+        // below is never locked either.
+        debug_assert_eq!(self.locked.get(), 0, "greenrt: a locked G switched out");
         let Some(pp) = self.p.get() else {
             return false;
         };
@@ -458,6 +466,8 @@ pub(crate) extern "C" fn g_entry(_header: *mut u8) -> ! {
     // preempted on the way: the guard is never dropped, the G is done).
     std::mem::forget(crate::preempt::no_preempt());
     let m = current_m().expect("greenrt: g_entry off an M");
+    // A G that exits locked unlocks: its M goes back to running others.
+    m.locked.set(0);
     // SAFETY: we run on the G's stack, on this M's thread.
     unsafe { m.switch_to_scheduler(Request::Exit) };
     unreachable!("greenrt: a finished green thread was resumed")

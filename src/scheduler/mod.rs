@@ -7,6 +7,7 @@ mod find;
 mod g;
 mod handoff;
 mod idle;
+pub(crate) mod locked;
 #[cfg(all(test, loom))]
 mod loom_park_tests;
 #[cfg(all(test, loom))]
@@ -136,9 +137,12 @@ pub(crate) fn in_green_thread() -> bool {
 /// Whether blocking should switch green threads (true) or block the OS
 /// thread (false). std keeps its panic count per OS thread: a green thread
 /// that blocks while unwinding must keep its thread, or other green threads
-/// there would see `std::thread::panicking()` and its count would move.
+/// there would see `std::thread::panicking()` and its count would move. A
+/// green thread that locked its OS thread (`task::lock_os_thread`) keeps
+/// it too.
 pub(crate) fn blocks_green() -> bool {
-    in_green_thread() && !std::thread::panicking()
+    let green = m::current_m().is_some_and(|m| !m.curg.get().is_null() && m.locked.get() == 0);
+    green && !std::thread::panicking()
 }
 
 /// Switches the running G out with `req`; `reason` says what a parking
@@ -232,9 +236,9 @@ pub(crate) fn yield_now() {
     match cancelled {
         None => return std::thread::yield_now(),
         Some(true) => unwind_cancelled(),
-        Some(false) => {}
+        Some(false) if locked::is_locked() => locked::yield_now(),
+        Some(false) => switch_out(Request::Yield, "yield_now", BlockReason::Other),
     }
-    switch_out(Request::Yield, "yield_now", BlockReason::Other);
     if current_is_cancelled() {
         unwind_cancelled();
     }

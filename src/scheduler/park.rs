@@ -36,9 +36,10 @@ pub(crate) enum Waker {
 impl Waker {
     /// A waker for the caller.
     pub(crate) fn current() -> Waker {
-        // `blocks_green`, with the one look-up of the running G.
+        // As `block` will: a green thread that may switch parks; one that
+        // is unwinding or locked to its OS thread blocks that thread.
         match current_g() {
-            Some(g) if !thread::panicking() => Waker::Green(g),
+            Some(g) if blocks_green() => Waker::Green(g),
             _ => Waker::Os(thread::current()),
         }
     }
@@ -124,14 +125,22 @@ pub(crate) fn block(deadline: Option<u64>, reason: BlockReason) {
 #[cold]
 #[inline(never)]
 fn block_os_thread(deadline: Option<u64>) {
-    let _section = super::BlockingSection::enter();
-    match deadline {
-        None => thread::park(),
-        Some(when) => {
-            let now = clock::now();
-            if when > now {
-                thread::park_timeout(std::time::Duration::from_nanos(when - now));
+    // A green thread locked to its OS thread waits here and is cancelled
+    // as a parked one is: shutdown marks it, then unparks every M's
+    // thread (`cancel_all`), so either we see the mark now or the
+    // unpark ends the wait below. (An unwinding one does not unwind again.)
+    unwind_if_cancelled();
+    {
+        let _section = super::BlockingSection::enter();
+        match deadline {
+            None => thread::park(),
+            Some(when) => {
+                let now = clock::now();
+                if when > now {
+                    thread::park_timeout(std::time::Duration::from_nanos(when - now));
+                }
             }
         }
     }
+    unwind_if_cancelled();
 }

@@ -116,14 +116,17 @@ pub(crate) fn preempt_park() -> bool {
     let m = current_m().expect("greenrt: preempted off an M");
     // SAFETY: on this M's thread; `cur` is the G we are running on.
     let g = unsafe { m.current_g() }.expect("greenrt: preempted off a green thread");
-    let parked = park_preempted(m, g.clone());
+    let parked = park_preempted(m, g.clone(), true);
     // The handler took a no-preempt count for us when it redirected the
     // G here (so no second signal could nest inside this path).
     g.nopreempt.fetch_sub(1, Ordering::Relaxed);
     parked
 }
 
-fn park_preempted(m: &M, g: GRef) -> bool {
+/// Queues `g` (this M's running G) as preempted and waits, on this M,
+/// until some M hands it a P. `preemption`: count it in the metrics (not
+/// for a locked G's yield or wait for a P, see `scheduler::locked`).
+pub(super) fn park_preempted(m: &M, g: GRef, preemption: bool) -> bool {
     // A retaken G (back from its blocking call, computing without a P)
     // queues for a P like any preempted G; it has no P to hand on.
     let retaken = !m.has_p() && m.handle.retaken.load(Ordering::Acquire);
@@ -170,11 +173,15 @@ fn park_preempted(m: &M, g: GRef) -> bool {
     unsafe { m.rt.preempted.push(g) };
     // Counted now, not when the G resumes: a reader sees it with the G
     // waiting in the preempted queue.
-    m.rt.metrics.count_preemption();
+    if preemption {
+        m.rt.metrics.count_preemption();
+    }
     match (successor, spare, p) {
         (Some(next), _, Some(p)) => {
             m.rt.hand_to_preempted(next, p);
-            crate::preempt::count_direct_handoff();
+            if preemption {
+                crate::preempt::count_direct_handoff();
+            }
         }
         (None, Some(spare), Some(p)) => spare.give(p, false),
         _ => m.rt.resume_preempted_on_idle_p(),

@@ -65,6 +65,12 @@ impl Shared {
         for g in all {
             g.unpark_owned();
         }
+        // A G locked to its OS thread waits as an OS thread does, in
+        // `thread::park` (see `scheduler::locked`): wake every M's thread
+        // (a spurious wake-up is harmless to any other waiter there).
+        for (t, _) in self.threads.lock().iter() {
+            t.thread().unpark();
+        }
     }
 
     /// Step 3: stops the Ms; joins those not running a green thread and

@@ -148,3 +148,43 @@ pub fn current_id() -> Option<u64> {
 pub fn current_name() -> Option<String> {
     scheduler::with_current_g(|g| g.and_then(|g| g.name.as_deref().map(str::to_owned)))
 }
+
+/// Wires the calling green thread to its current OS thread, as Go's
+/// `runtime.LockOSThread`: until the matching [`unlock_os_thread`], it
+/// runs only on this OS thread, and no other green thread runs there.
+///
+/// For thread-affine work: `setns(2)` into a network namespace, C
+/// libraries with thread-local state, and locks keyed by OS thread, such
+/// as the `ReentrantLock` behind `std::io::stdout().lock()`. Held across
+/// a greenrt blocking call, such a lock is otherwise re-entered by
+/// whichever green thread runs next on the same OS thread.
+///
+/// While locked, greenrt's blocking calls (sleep, channels, locks, joins,
+/// sockets) block the OS thread, handing its worker to another OS thread
+/// meanwhile, and [`yield_now`] lets the worker run others while the
+/// green thread waits on its own OS thread; preemption keeps the OS
+/// thread anyway. Calls nest: each lock needs its own unlock. A green
+/// thread that finishes locked is unlocked (Go would end the OS thread
+/// instead: state it changed, a namespace say, stays with the worker;
+/// restore it before returning). Off a green thread this does nothing:
+/// an OS thread is always its own.
+///
+/// ```
+/// greenrt::run(|| {
+///     greenrt::task::lock_os_thread();
+///     let tid = std::thread::current().id();
+///     greenrt::sleep(std::time::Duration::from_millis(1));
+///     assert_eq!(std::thread::current().id(), tid);
+///     greenrt::task::unlock_os_thread();
+/// });
+/// ```
+pub fn lock_os_thread() {
+    scheduler::locked::lock()
+}
+
+/// Undoes one [`lock_os_thread`]; the green thread is free to move again
+/// once every lock is undone. Does nothing if it is not locked, or off a
+/// green thread.
+pub fn unlock_os_thread() {
+    scheduler::locked::unlock()
+}

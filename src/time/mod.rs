@@ -58,6 +58,14 @@ pub fn sleep_until(deadline: Instant) {
 
 /// Parks `g`, the running green thread, until `deadline` (monotonic ns).
 fn sleep_to(g: scheduler::GRef, deadline: u64) {
+    if !scheduler::park::blocks_green() {
+        // Locked to its OS thread (`task::lock_os_thread`): block it.
+        drop(g);
+        while now() < deadline {
+            scheduler::park::block(Some(deadline), scheduler::BlockReason::Timer);
+        }
+        return;
+    }
     while now() < deadline {
         scheduler::add_timer(deadline, g.clone());
         scheduler::park(scheduler::BlockReason::Timer);
