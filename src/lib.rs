@@ -21,6 +21,12 @@
 //! `std::thread_local!` is per OS thread, and a green thread may move to
 //! another OS thread at any blocking runtime call: use [`task_local!`] for
 //! per-green-thread state.
+//! Locks keyed by OS thread (std's `ReentrantLock`, behind
+//! `std::io::stdout().lock()`) are re-entered by the next green thread
+//! on that thread if held across a greenrt blocking call: hold them (or
+//! other OS-thread state) across one only after
+//! [`task::lock_os_thread`], which keeps the green thread on its OS
+//! thread, alone, until [`task::unlock_os_thread`].
 //!
 //! [`macro@main`] and [`macro@test`] run `fn main` or a test as the main
 //! green thread of a runtime of its own:
