@@ -179,6 +179,32 @@ fn preempted_locked_green_thread_keeps_its_thread() {
     });
 }
 
+/// A locked green thread's `yield_now` lets its worker run the others,
+/// even with preemption off (no spare OS threads kept ready).
+#[test]
+fn locked_yield_runs_others_on_a_cooperative_runtime() {
+    block_on_cooperative(1, || {
+        let flag = Arc::new(AtomicBool::new(false));
+        let other = {
+            let flag = flag.clone();
+            greenrt::spawn(move || flag.store(true, Ordering::Release))
+        };
+        lock_os_thread();
+        let me = tid();
+        let start = Instant::now();
+        while !flag.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(20) {
+            greenrt::yield_now();
+            assert_eq!(tid(), me);
+        }
+        unlock_os_thread();
+        assert!(
+            flag.load(Ordering::Acquire),
+            "the other green thread never ran"
+        );
+        other.join().unwrap();
+    });
+}
+
 /// Which OS thread runs another green thread while the caller waits for
 /// it, on a one-worker cooperative runtime (where an unlocked caller's
 /// worker runs it on the caller's own thread).

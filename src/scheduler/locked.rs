@@ -15,7 +15,7 @@
 //!   wait, with no idle P to take, the G queues as a preempted G does
 //!   and its M waits until an M hands it a P (`wait_for_p`);
 //! - **yielding**: the G is queued as preempted and its P handed on, as
-//!   if sysmon had preempted it (`yield_now`);
+//!   if sysmon had preempted it (`yield_now`), or as a blocking call's;
 //! - **preemption** keeps the OS thread anyway (see "The preemption
 //!   path");
 //! - **exit**: `g_entry` clears the count; the M runs others again.
@@ -69,17 +69,25 @@ pub(super) fn wait_for_p(m: &M) {
 }
 
 /// `yield_now` of a locked G: its P runs others while the G waits on its
-/// own M in the preempted queue. Returns at once if nothing could take the
-/// P (no spare M and no preempted G next), as a refused preemption does.
+/// own M in the preempted queue. The P goes where a preempted G's would
+/// (the next preempted G's M, a spare M); with neither (preemption off
+/// keeps no spares) but Gs queued on it, to an idle or new M, as a
+/// blocking call's does. Returns at once if nothing else is to run.
 pub(super) fn yield_now() {
     let _np = crate::preempt::no_preempt();
     let Some(m) = green_m() else {
         return;
     };
     // SAFETY: on this M's thread.
-    if let Some(g) = unsafe { m.current_g() } {
-        if m.has_p() {
-            super::preempt_path::park_preempted(m, g, false);
-        }
+    let Some(g) = (unsafe { m.current_g() }) else {
+        return;
+    };
+    if !m.has_p() || super::preempt_path::park_preempted(m, g, false) {
+        return;
+    }
+    if m.local_work() && !m.rt.is_shutdown() {
+        let p = m.take_p().expect("checked: the M holds a P");
+        m.rt.handoff_p(p);
+        wait_for_p(m);
     }
 }
