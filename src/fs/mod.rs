@@ -3,10 +3,10 @@
 //!
 //! Regular files are always "ready" to epoll, so a runtime must keep their
 //! reads from stalling its workers some other way. Here, a green thread's
-//! file operation is queued on the process's io_uring ring (the
-//! netpoller's, `netpoll::uring`) and the green thread parks; the ring's
-//! completions arrive through the netpoller's epoll, which readies it
-//! again. Submissions are batched: a worker enters the kernel once for
+//! file operation is queued on the process's io_uring ring and the green
+//! thread parks until the kernel completes it (the completion arrives
+//! through the same epoll netpoller as socket readiness); its worker runs
+//! other green threads meanwhile. Submissions are batched: a worker enters the kernel once for
 //! all the operations its green threads queued since it last did. Where
 //! io_uring is missing or refused — or `GREENRT_IO_URING=off` — each
 //! operation runs as a blocking syscall with the worker's P handed to

@@ -1,4 +1,34 @@
-//! Spawning and joining green threads, scoped or not.
+//! Spawning and joining green threads, scoped or not: `std::thread`'s API
+//! for green threads.
+//!
+//! - [`spawn`] (also `greenrt::spawn`) starts a green thread and returns a
+//!   [`JoinHandle`]; [`JoinHandle::join`] waits for its value, a panic
+//!   coming back as `Err(payload)`. [`Builder`] names a green thread and
+//!   sets its stack size, returning an error instead of panicking when
+//!   no stack can be had.
+//! - [`scope`] runs green threads that borrow from the caller's stack,
+//!   all joined before it returns ([`Scope`], [`ScopedJoinHandle`]).
+//! - [`yield_now`] lets the worker run other green threads; [`current_id`]
+//!   and [`current_name`] say which green thread is running.
+//! - [`task_local!`](crate::task_local) (module [`local`]) declares
+//!   per-green-thread values, where `std::thread_local!` would be per OS
+//!   thread.
+//! - Dropping a runtime cancels its unfinished green threads: each
+//!   unwinds from its blocking call with a [`Cancelled`] payload
+//!   ([`is_cancelled`] tells a green thread it is being cancelled).
+//!
+//! ```
+//! use greenrt::task;
+//!
+//! greenrt::run(|| {
+//!     let h = task::Builder::new()
+//!         .name("worker")
+//!         .stack_size(64 * 1024)
+//!         .spawn(|| task::current_name())
+//!         .unwrap();
+//!     assert_eq!(h.join().unwrap().as_deref(), Some("worker"));
+//! });
+//! ```
 
 mod cancel;
 mod cell;

@@ -1,7 +1,41 @@
-//! Time for green threads: `sleep`, `sleep_until`.
+//! Sleeping on a green thread: [`sleep`] and [`sleep_until`] (also at the
+//! crate root, as `greenrt::sleep`).
 //!
-//! A sleeping green thread parks; its wake-up is an entry in the timer
-//! queue of the P it slept on (`scheduler::timers`).
+//! Only the green thread sleeps: it parks, and its worker runs other green
+//! threads until the time is up, so thousands of sleeping green threads
+//! cost no OS thread. A sleep never ends early; it ends late by however
+//! long the woken green thread then waits for a worker: next to nothing
+//! on a runtime with a free worker, around a preemption quantum when every
+//! worker is busy with CPU-bound green threads. Both take std's types: `Duration` and a monotonic `std::time::Instant`.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//!
+//! greenrt::run(|| {
+//!     let start = Instant::now();
+//!     let sleepers: Vec<_> = (0..1000)
+//!         .map(|_| greenrt::spawn(|| greenrt::sleep(Duration::from_millis(20))))
+//!         .collect();
+//!     for s in sleepers {
+//!         s.join().unwrap();
+//!     }
+//!     // They slept at the same time, not one after another.
+//!     assert!(start.elapsed() >= Duration::from_millis(20));
+//!     greenrt::sleep_until(start + Duration::from_millis(30));
+//!     assert!(start.elapsed() >= Duration::from_millis(30));
+//! });
+//! ```
+//!
+//! Both panic outside a green thread (use `std::thread::sleep` there).
+//! Waits with a time limit elsewhere in greenrt take the same clock:
+//! [`Condvar::wait_timeout`](crate::sync::Condvar::wait_timeout),
+//! [`Receiver::recv_timeout`](crate::sync::mpsc::Receiver::recv_timeout)
+//! and `recv_deadline`,
+//! [`JoinHandle::join_timeout`](crate::JoinHandle::join_timeout), and the
+//! sockets' read and write timeouts.
+
+// A sleeping green thread parks; its wake-up is an entry in the timer
+// queue of the P it slept on (`scheduler::timers`).
 
 use std::time::{Duration, Instant};
 

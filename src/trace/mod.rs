@@ -23,7 +23,9 @@
 //! process, those built later included, until [`stop`] is called off any
 //! green thread. Starting while that session already records keeps it
 //! recording, unchanged (one [`stop`] ends it). [`stop`] without a
-//! recording returns an empty [`Trace`].
+//! recording returns an empty [`Trace`]. [`start_flight_recorder`] records
+//! the same way but keeps only about the last stretch of time, for
+//! programs that run long before something worth looking at happens.
 //!
 //! # Cost
 //!
