@@ -280,3 +280,86 @@ fn long_recording_hands_buffers_off() {
     // 200 000 records on 2 Ms: several 65 536-record buffers each.
     assert_eq!(yields, 20 * 10_000);
 }
+
+/// A yield's stop is written before the green thread is queued again:
+/// another M may take it off the queue at once (a steal), so a stop
+/// written later (with the next start on the yielding M) would end its
+/// slice after the thread had already started on the other P, or never
+/// be written if the recording stopped first. Nappers (short sleeps)
+/// keep the Ms hunting for work, so yielded threads are stolen often.
+#[test]
+fn a_yielded_thread_is_never_on_two_lanes_at_once() {
+    const THREADS: usize = 2;
+    const YIELDS: usize = 50_000;
+    // Each round showed it about two times in three before the fix.
+    for _ in 0..4 {
+        yielded_threads_round(THREADS, YIELDS);
+    }
+}
+
+fn yielded_threads_round(threads: usize, yields: usize) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let rt = greenrt::Builder::new()
+        .workers(2)
+        .preemption(false)
+        .build()
+        .unwrap();
+    let trace = rt.block_on(move || {
+        trace::start();
+        let done = Arc::new(AtomicBool::new(false));
+        let nappers: Vec<_> = (0..2)
+            .map(|_| {
+                let done = done.clone();
+                greenrt::spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        greenrt::sleep(Duration::from_micros(20));
+                    }
+                })
+            })
+            .collect();
+        let hs: Vec<_> = (0..threads)
+            .map(|i| {
+                greenrt::task::Builder::new()
+                    .name(format!("y{i}"))
+                    .spawn(move || {
+                        for _ in 0..yields {
+                            greenrt::yield_now();
+                        }
+                    })
+                    .unwrap()
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        for h in nappers {
+            h.join().unwrap();
+        }
+        trace::stop()
+    });
+    model_checked(&trace);
+    assert_eq!(trace.dropped(), 0);
+    for i in 0..threads {
+        let name = format!("y{i}");
+        let mut mine: Vec<_> = trace
+            .slices()
+            .iter()
+            .filter(|s| trace.label(s.g) == name)
+            .collect();
+        mine.sort_by_key(|s| s.start);
+        let overlaps: Vec<_> = mine
+            .windows(2)
+            .filter(|w| w[0].end > w[1].start)
+            .map(|w| (w[0].clone(), w[1].clone()))
+            .collect();
+        assert!(
+            overlaps.is_empty(),
+            "{name} on two lanes at once {} times, first: {:?}",
+            overlaps.len(),
+            overlaps.first()
+        );
+        assert_eq!(ends_of(&trace, &name).get("yield"), Some(&yields), "{name}");
+    }
+}

@@ -35,9 +35,6 @@ pub(crate) struct M {
     pub(crate) request: Cell<Request>,
     /// What the G parking with `Request::Park` waits for (for the trace).
     pub(super) block_reason: Cell<crate::trace::BlockReason>,
-    /// While tracing: the G this M last started and has not recorded a
-    /// stop for (see `tracing::run_start`).
-    pub(super) trace_run: Cell<Option<tracing::Run>>,
     /// The scheduler's (g0's) stack pointer while a G runs: saved by the
     /// switch into the G, resumed by the G's switch out. The G's parent
     /// slot points here (see `G::link_parent`).
@@ -107,7 +104,6 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         cur: UnsafeCell::new(None),
         request: Cell::new(Request::Yield),
         block_reason: Cell::new(crate::trace::BlockReason::Other),
-        trace_run: Cell::new(None),
         g0_sp: UnsafeCell::new(std::ptr::null_mut()),
         prev: UnsafeCell::new(None),
         handover: UnsafeCell::new(None),
@@ -171,9 +167,6 @@ impl M {
             // SAFETY: we owned it until now.
             let old = unsafe { old.get() };
             super::metrics::released(&self.rt, old);
-            if self.trace_run.get().is_some() {
-                tracing::flush_yield(self, old);
-            }
             self.rt.set_owner(old.id, std::ptr::null());
         }
         if let Some(new) = p {
@@ -250,11 +243,14 @@ impl M {
     /// Acts on the request of `g`, which has switched out (its context is
     /// saved): requeue, park or release it.
     ///
-    /// Tracing: a yield's stop is written with the next start (one check
-    /// per yield, see `tracing::run_start`); the others now.
+    /// Tracing: the stop is written first, before the G can be queued or
+    /// woken (and then started by another M, see `tracing::run_stop`).
     fn finish_switched_out(&self, g: GRef, req: Request) {
         match req {
             Request::Yield => {
+                if tracing::on(&self.rt) {
+                    tracing::run_stop(self, &g, Request::Yield);
+                }
                 g.set_state(RUNNABLE);
                 self.requeue(g, false);
             }

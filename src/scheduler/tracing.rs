@@ -78,66 +78,17 @@ fn run_mark(m: &M, p: &P, kind: Kind, g: u64, arg: u64) {
     };
 }
 
-/// The run an M started last and has not recorded the end of:
-/// `[g, P id, start ticks]`.
-pub(crate) type Run = [u64; 3];
-
 /// `execute` is about to switch into `g` on `p` (on the scheduler stack,
 /// where allocating is fine: the buffers are refilled here).
-///
-/// A yielding G's stop is written here too, with the same timestamp:
-/// `execute` checks whether the runtime traces once per yield, before the
-/// switch in, not after the switch back (parks and exits, less frequent,
-/// are written when they happen, by `run_stop`). The M's `trace_run`
-/// says which run is still open; it is the yielding G's when it is
-/// still set.
 #[cold]
 #[inline(never)]
 pub(super) fn run_start(m: &M, p: &P, g: &G) {
-    let w = &m.handle.trace;
-    if w.needs_refill() {
+    if m.handle.trace.needs_refill() {
         refill(m);
     }
-    w.running.store(g.id, Ordering::Relaxed);
-    let (id, seq) = (p.id as u16, p.trace_seq.get());
-    let now = trace::ticks();
-    let flight = flight(&m.rt);
-    let open = m.trace_run.replace(Some([g.id, u64::from(id), now]));
-    match open.filter(|r| open_here(m, r, id)) {
-        Some([prev, ..]) => {
-            // The stop takes the sequence number before the start's.
-            p.trace_seq.set(seq.wrapping_add(2));
-            let switch = [
-                now,
-                g.id,
-                prev,
-                Word3::pack(Kind::Switch, id, seq.wrapping_add(2)),
-            ];
-            // SAFETY: see `emit`; on the scheduler stack, where no
-            // preemption path runs.
-            unsafe { w.push_all(&[switch], flight, &m.rt.trace.retired) };
-        }
-        None => {
-            p.trace_seq.set(seq.wrapping_add(1));
-            let start = [
-                now,
-                g.id,
-                0,
-                Word3::pack(Kind::Start, id, seq.wrapping_add(1)),
-            ];
-            // SAFETY: as above.
-            unsafe { w.push_all(&[start], flight, &m.rt.trace.retired) };
-        }
-    }
-}
-
-/// Whether `run`, left open by this M, is a yielded run on P `id` of the
-/// current recording (not one left over from before it began, or from a
-/// G whose P was retaken).
-fn open_here(m: &M, run: &Run, id: u16) -> bool {
-    run[1] == u64::from(id)
-        && m.request.get() == Request::Yield
-        && run[2] >= m.rt.trace.since.load(Ordering::Relaxed)
+    m.handle.trace.running.store(g.id, Ordering::Relaxed);
+    // On the scheduler stack, where no preemption path runs.
+    run_mark(m, p, Kind::Start, g.id, 0);
 }
 
 /// Gives this M's writer, and sysmon's (which cannot allocate), buffers.
@@ -148,11 +99,12 @@ fn refill(m: &M) {
     m.rt.trace.sysmon.refill();
 }
 
-/// `g` switched back to `execute` to park or exit.
+/// `g` switched back to `execute` to yield, park or exit: its stop is
+/// written now, before it is queued again or woken (after that another
+/// M may start it on another P, and its stop must come first).
 #[cold]
 #[inline(never)]
 pub(super) fn run_stop(m: &M, g: &G, req: Request) {
-    m.trace_run.set(None);
     let Some(p) = m.p.get() else {
         // Its P went on while it blocked: its run on it already ended.
         return;
@@ -167,29 +119,11 @@ pub(super) fn run_stop(m: &M, g: &G, req: Request) {
     run_mark(m, unsafe { p.get() }, Kind::Stop, g.id, code);
 }
 
-/// The M lets go of P `p` after its G yielded: write that G's stop
-/// (dated now: a little late, after the search for the next G). Only on
-/// the scheduler stack; the signal handler, which may take a P away,
-/// acts only while a G runs (whose run stays open: its stop comes later).
-#[cold]
-#[inline(never)]
-pub(super) fn flush_yield(m: &M, p: &P) {
-    if !m.curg.get().is_null() {
-        return;
-    }
-    if let Some(run) = m.trace_run.take() {
-        if open_here(m, &run, p.id as u16) {
-            run_mark(m, p, Kind::Stop, run[0], stop_code::YIELD);
-        }
-    }
-}
-
 /// The preemption path stops the running G on its P (before handing the
 /// P on). Allocation-free and lock-free.
 #[cold]
 #[inline(never)]
 pub(super) fn preempted(m: &M, g: &G) {
-    m.trace_run.set(None);
     if let Some(p) = m.p.get() {
         // SAFETY: the M owns its P (it has not handed it on yet).
         run_mark(
@@ -210,9 +144,7 @@ pub(super) fn resumed(m: &M, g: &G) {
     if let Some(p) = m.p.get() {
         m.handle.trace.running.store(g.id, Ordering::Relaxed);
         // SAFETY: the M owns its P.
-        let p = unsafe { p.get() };
-        m.trace_run.set(Some([g.id, p.id as u64, trace::ticks()]));
-        run_mark(m, p, Kind::Start, g.id, 0);
+        run_mark(m, unsafe { p.get() }, Kind::Start, g.id, 0);
     }
 }
 
@@ -220,7 +152,6 @@ pub(super) fn resumed(m: &M, g: &G) {
 #[cold]
 #[inline(never)]
 pub(super) fn syscall(m: &M) {
-    m.trace_run.set(None);
     let g = m.curg.get();
     // SAFETY: a non-null curg is the G running here (the caller).
     if let (Some(g), Some(p)) = (unsafe { g.as_ref() }, m.p.get()) {
@@ -292,22 +223,5 @@ pub(super) fn signalled(rt: &Shared, m: &MHandle, retake: bool) {
     rt.trace.push_sysmon(record(Kind::SigUrg, g, h, NO_P, 0));
     if retake {
         rt.trace.push_sysmon(record(Kind::Retake, g, h, NO_P, 0));
-    }
-}
-
-/// The calling green thread just started a recording of its runtime:
-/// its run (already under way) is open from now, so its next yield is
-/// recorded like any other.
-pub(crate) fn note_running() {
-    let Some(m) = current_m() else { return };
-    let _np = crate::preempt::NoPreemptScope::for_g(m.curg.get());
-    let g = m.curg.get();
-    // SAFETY: a non-null curg is the running G: the caller.
-    if let (Some(g), Some(p)) = (unsafe { g.as_ref() }, m.p.get()) {
-        if on(&m.rt) && m.trace_run.get().is_none() {
-            // SAFETY: only the id of the M's own P is read.
-            let id = unsafe { p.get() }.id as u64;
-            m.trace_run.set(Some([g.id, id, trace::ticks()]));
-        }
     }
 }

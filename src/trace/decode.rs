@@ -163,29 +163,6 @@ pub(crate) fn decode(raw: Raw) -> Trace {
             };
             let some_g = |v: u64| v.checked_sub(1).map(|v| v + off);
             match kind {
-                Kind::Switch => {
-                    if let Some(lane) = lane {
-                        let m = m.unwrap_or(usize::MAX);
-                        let at = at(ts);
-                        let stop = Mark {
-                            seq: seq.wrapping_sub(1),
-                            at,
-                            start: false,
-                            g: arg + off,
-                            m,
-                            arg: stop_code::YIELD,
-                        };
-                        let start = Mark {
-                            seq,
-                            at,
-                            start: true,
-                            g,
-                            m,
-                            arg: 0,
-                        };
-                        marks[lane - base].extend([stop, start]);
-                    }
-                }
                 Kind::Start | Kind::Stop => {
                     if let Some(lane) = lane {
                         marks[lane - base].push(Mark {

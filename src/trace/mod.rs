@@ -57,7 +57,6 @@ pub(crate) fn block_code(r: BlockReason) -> u64 {
 /// Records stay in memory until [`stop`], however long that is.
 pub fn start() {
     session::start(crate::scheduler::current_runtime(), None);
-    crate::scheduler::tracing::note_running();
 }
 
 /// Starts recording as a flight recorder: the same scope as [`start`],
@@ -66,7 +65,6 @@ pub fn start() {
 /// stays bounded however long it runs.
 pub fn start_flight_recorder(window: Duration) {
     session::start(crate::scheduler::current_runtime(), Some(window));
-    crate::scheduler::tracing::note_running();
 }
 
 /// Stops recording and returns what was recorded: on a green thread, its

@@ -34,10 +34,6 @@ pub(crate) enum Kind {
     Spinning,
     /// The writing M found no work and went idle.
     Idle,
-    /// A yield and the next start on the same P at one time: green
-    /// thread `argument` stopped (yielded), `g` started. Half the memory
-    /// of a stop and a start, on the busiest path.
-    Switch,
 }
 
 impl Kind {
@@ -53,7 +49,6 @@ impl Kind {
             8 => Kind::Netpoll,
             9 => Kind::Spinning,
             10 => Kind::Idle,
-            11 => Kind::Switch,
             _ => return None,
         })
     }

@@ -11,7 +11,7 @@
 //! then a runtime's `state`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -29,9 +29,6 @@ pub(crate) struct RtTrace {
     /// Rings overwrite rather than hand off: every session covering the
     /// runtime is a flight recorder.
     pub(crate) flight: AtomicBool,
-    /// When recording last began (ticks): an M's open run from before
-    /// then is not this recording's.
-    pub(crate) since: AtomicU64,
     pub(crate) retired: Retired,
     /// sysmon's own writer (sysmon may neither lock nor allocate).
     pub(crate) sysmon: Writer,
@@ -94,9 +91,6 @@ impl RtTrace {
         let on = spans.iter().any(Option::is_some);
         let flight = on && spans.iter().flatten().all(Option::is_some);
         self.flight.store(flight, Ordering::Relaxed);
-        if on && !self.on.load(Ordering::Relaxed) {
-            self.since.store(ticks(), Ordering::Relaxed);
-        }
         self.on.store(on, Ordering::Release);
     }
 }
