@@ -162,6 +162,15 @@ fn preempted_locked_green_thread_keeps_its_thread() {
                 while watch.turns_while_locked.load(Ordering::Relaxed) < 1000
                     && start.elapsed() < Duration::from_secs(20)
                 {
+                    // Mostly this program's own code, where a SIGURG can
+                    // preempt it (not gettid's or the clock's, in libc and
+                    // the vDSO, where it cannot: a loop of only those
+                    // calls was too rarely preempted in a debug build).
+                    let mut x = 0u64;
+                    for i in 0..10_000u64 {
+                        x = std::hint::black_box(x.wrapping_add(i));
+                    }
+                    std::hint::black_box(x);
                     if tid() != mine {
                         moved += 1;
                     }
