@@ -322,7 +322,12 @@ impl M {
         let p = unsafe { pp.get() };
         let tick = &self.rt.ticks[p.id];
         let t = tick.load(Ordering::Relaxed);
-        if t % super::find::SHARED_CHECK_INTERVAL == 0
+        // Debug builds always go through the scheduler: finishing the
+        // predecessor runs on the next G's stack (a requeue can grow or
+        // spill the run queue, which allocates), and unoptimised frames
+        // made that overflow 16 KiB stacks (tests/stack.rs, map_count).
+        if cfg!(debug_assertions)
+            || t % super::find::SHARED_CHECK_INTERVAL == 0
             || self.rt.is_shutdown()
             || crate::netpoll::uring::in_use()
             || tracing::on(&self.rt)
