@@ -246,26 +246,25 @@ impl M {
     /// Tracing: the stop is written first, before the G can be queued or
     /// woken (and then started by another M, see `tracing::run_stop`).
     fn finish_switched_out(&self, g: GRef, req: Request) {
+        if tracing::on(&self.rt) {
+            tracing::run_stop(self, &g, req);
+        }
+        self.finish_stopped(g, req);
+    }
+
+    /// `finish_switched_out` once the G's stop is recorded (if tracing).
+    fn finish_stopped(&self, g: GRef, req: Request) {
         match req {
             Request::Yield => {
-                if tracing::on(&self.rt) {
-                    tracing::run_stop(self, &g, Request::Yield);
-                }
                 g.set_state(RUNNABLE);
                 self.requeue(g, false);
             }
             Request::Park => {
-                if tracing::on(&self.rt) {
-                    tracing::run_stop(self, &g, Request::Park);
-                }
                 if g.finish_park() {
                     self.requeue(g, true);
                 }
             }
             Request::Exit => {
-                if tracing::on(&self.rt) {
-                    tracing::run_stop(self, &g, Request::Exit);
-                }
                 g.set_state(DEAD);
                 // SAFETY: the G is dead and we are off its stack.
                 if let Some(stack) = unsafe { g.take_stack() } {
@@ -282,7 +281,11 @@ impl M {
         // SAFETY: `prev` is only touched on this M's thread, by the G
         // running on it, never reentrantly (the G holds a no-preempt scope).
         if let Some((g, req)) = unsafe { (*self.prev.get()).take() } {
-            self.finish_switched_out(g, req);
+            if tracing::on(&self.rt) {
+                self.finish_traced_switch(g, req);
+            } else {
+                self.finish_stopped(g, req);
+            }
             // Give back the no-preempt count `switch_direct` lent us.
             // SAFETY: we run on `curg` (it switched in and called this),
             // alive while it runs; the count is written only by its own
@@ -290,6 +293,19 @@ impl M {
             let count = unsafe { &(*self.curg.get()).nopreempt };
             count.store(count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
         }
+    }
+
+    /// `finish_prev` while tracing: records the switch, then finishes.
+    /// (Out of line, so that the untraced path saves no more registers.)
+    #[cold]
+    #[inline(never)]
+    fn finish_traced_switch(&self, g: GRef, req: Request) {
+        // Before `g` is queued or woken: its stop must come before any
+        // later start of it. No refill here (it allocates): `execute`
+        // refills, and runs at least every `SHARED_CHECK_INTERVAL`
+        // switches, far fewer than a buffer holds.
+        tracing::switched(self, &g, req);
+        self.finish_stopped(g, req);
     }
 
     /// The G `switch_direct` left for the scheduler, if any.
@@ -330,9 +346,7 @@ impl M {
             || t % super::find::SHARED_CHECK_INTERVAL == 0
             || self.rt.is_shutdown()
             || crate::netpoll::uring::in_use()
-            || tracing::on(&self.rt)
         {
-            // (A traced run's start and stop are written by `execute`.)
             return false;
         }
         let timer = self.rt.next_timer();

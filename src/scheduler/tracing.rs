@@ -109,14 +109,53 @@ pub(super) fn run_stop(m: &M, g: &G, req: Request) {
         // Its P went on while it blocked: its run on it already ended.
         return;
     };
-    let code = match req {
+    // SAFETY: the M owns its P.
+    run_mark(
+        m,
+        unsafe { p.get() },
+        Kind::Stop,
+        g.id,
+        stop_code_of(m, g, req),
+    );
+}
+
+/// Why `g` stopped, asking for `req`.
+fn stop_code_of(m: &M, g: &G, req: Request) -> u64 {
+    match req {
         Request::Yield => stop_code::YIELD,
         Request::Park => trace::block_code(m.block_reason.get()),
         Request::Exit if g.is_cancelled() => stop_code::CANCELLED,
         Request::Exit => stop_code::EXIT,
+    }
+}
+
+/// `prev` (asking for `req`) switched straight into the G now running
+/// on this M (`M::switch_direct`): `prev`'s stop and the new G's start
+/// as one record, the cost of one. Called by the new G in `finish_prev`,
+/// under the no-preempt count lent to it, before `prev` can be queued or
+/// woken.
+#[cold]
+#[inline(never)]
+pub(super) fn switched(m: &M, prev: &G, req: Request) {
+    // SAFETY: a non-null curg is the G running here (our caller).
+    let (Some(pp), Some(next)) = (m.p.get(), unsafe { m.curg.get().as_ref() }) else {
+        return;
     };
     // SAFETY: the M owns its P.
-    run_mark(m, unsafe { p.get() }, Kind::Stop, g.id, code);
+    let p = unsafe { pp.get() };
+    m.handle.trace.running.store(next.id, Ordering::Relaxed);
+    // Two marks of the P's order: the stop's, then the start's.
+    let seq = p.trace_seq.get().wrapping_add(1);
+    p.trace_seq.set(seq.wrapping_add(1));
+    let arg = trace::SwitchArg::pack(prev.id, stop_code_of(m, prev, req));
+    // SAFETY: see `emit`; the lent count keeps the preemption path out.
+    unsafe {
+        m.handle.trace.push(
+            record(Kind::Switch, next.id, arg, p.id as u16, seq),
+            flight(&m.rt),
+            &m.rt.trace.retired,
+        )
+    };
 }
 
 /// The preemption path stops the running G on its P (before handing the

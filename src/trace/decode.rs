@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::model::{BlockReason, Event, EventKind, Lane, Slice, StopReason};
-use super::record::{stop_code, ticks, Kind, Record, Word3, NO_P};
+use super::record::{stop_code, ticks, Kind, Record, SwitchArg, Word3, NO_P};
 use super::Trace;
 
 /// When and how a session began.
@@ -173,6 +173,22 @@ pub(crate) fn decode(raw: Raw) -> Trace {
                             m: m.unwrap_or(usize::MAX),
                             arg,
                         });
+                    }
+                }
+                Kind::Switch => {
+                    if let Some(lane) = lane {
+                        let (stopped, code) = SwitchArg::unpack(arg);
+                        let mark = |seq, start, g, arg| Mark {
+                            seq,
+                            at: at(ts),
+                            start,
+                            g,
+                            m: m.unwrap_or(usize::MAX),
+                            arg,
+                        };
+                        let marks = &mut marks[lane - base];
+                        marks.push(mark(seq, false, stopped + off, code));
+                        marks.push(mark(seq.wrapping_add(1), true, g, 0));
                     }
                 }
                 Kind::Created => trace.events.push(ev(EventKind::Created {

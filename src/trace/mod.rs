@@ -44,7 +44,7 @@ mod svg;
 use std::time::Duration;
 
 pub use model::{BlockReason, Event, EventKind, Lane, Slice, StopReason, Trace};
-pub(crate) use record::{stop_code, ticks, Kind, Word3, NO_P};
+pub(crate) use record::{stop_code, ticks, Kind, SwitchArg, Word3, NO_P};
 pub(crate) use ring::Writer;
 pub(crate) use session::{on_build, on_drop, RtTrace};
 

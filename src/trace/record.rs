@@ -34,6 +34,10 @@ pub(crate) enum Kind {
     Spinning,
     /// The writing M found no work and went idle.
     Idle,
+    /// A direct switch on a P: green thread `g` started where the one
+    /// in the argument (a [`SwitchArg`]) stopped; the P's sequence
+    /// number is the stop's, the start's is the next one.
+    Switch,
 }
 
 impl Kind {
@@ -49,6 +53,7 @@ impl Kind {
             8 => Kind::Netpoll,
             9 => Kind::Spinning,
             10 => Kind::Idle,
+            11 => Kind::Switch,
             _ => return None,
         })
     }
@@ -72,6 +77,22 @@ impl Word3 {
 
     pub(crate) fn unpack(w: u64) -> (Option<Kind>, u16, u32) {
         (Kind::from_u8(w as u8), (w >> 8) as u16, (w >> 32) as u32)
+    }
+}
+
+/// A Switch record's argument: the stopping green thread's id (bits
+/// 8–63) and its stop code (bits 0–7).
+pub(crate) struct SwitchArg;
+
+impl SwitchArg {
+    #[inline(always)]
+    pub(crate) fn pack(stopped: u64, code: u64) -> u64 {
+        debug_assert!(code < 256 && stopped < 1 << 56);
+        (stopped << 8) | code
+    }
+
+    pub(crate) fn unpack(arg: u64) -> (u64, u64) {
+        (arg >> 8, arg & 0xff)
     }
 }
 

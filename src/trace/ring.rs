@@ -115,6 +115,19 @@ impl Buf {
         }))
     }
 
+    /// Writes record number `n` (its writer's next) and publishes it.
+    #[inline(always)]
+    fn write(&self, n: u64, rec: &Record) {
+        // Seqlock writer: the slot stores stay after the previous
+        // record's `len` store (a compiler barrier on x86).
+        fence(Ordering::Release);
+        let slot = &self.slots[(n % BUF_RECORDS as u64) as usize];
+        for (s, w) in slot.iter().zip(rec) {
+            s.store(*w, Ordering::Relaxed);
+        }
+        self.len.store(n + 1, Ordering::Release);
+    }
+
     /// Copies the records still held (the last `BUF_RECORDS` written)
     /// into `out`. With `wraps` (a flight recorder's current buffer) the
     /// writer may overwrite old records during the copy: those that may
@@ -250,53 +263,53 @@ impl Writer {
 
     /// Appends a record. Lock-free and allocation-free.
     ///
+    /// The common case (a current buffer with room, or a flight
+    /// recorder's ring) is inline and saves no register; a full or
+    /// missing buffer goes to the out-of-line `push_slow`.
+    ///
     /// # Safety
     /// Only one thread at a time may push to a writer (its owner, or the
     /// holder of the lock that guards it), and a push must not interrupt
     /// another push to the same writer (no pushes from a signal handler;
     /// a green thread pushes under a no-preempt scope).
-    pub(crate) unsafe fn push(&self, rec: Record, flight: bool, retired: &Retired) {
-        // SAFETY: the caller's contract.
-        unsafe { self.push_all(&[rec], flight, retired) }
-    }
-
-    /// Appends records (at most a few) together: one check for room,
-    /// one publication. The same contract as `push`.
     #[inline(always)]
-    pub(crate) unsafe fn push_all<const K: usize>(
-        &self,
-        recs: &[Record; K],
-        flight: bool,
-        retired: &Retired,
-    ) {
-        let buf = self.cur.load(Ordering::Relaxed);
+    pub(crate) unsafe fn push(&self, rec: Record, flight: bool, retired: &Retired) {
         // SAFETY: a writer's buffers live until the writer drops (retired
         // ones until the collector frees them, after their last push).
-        let Some(mut b) = (unsafe { buf.as_ref() }) else {
-            self.dropped.fetch_add(K as u64, Ordering::Relaxed);
+        if let Some(b) = unsafe { self.cur.load(Ordering::Relaxed).as_ref() } {
+            let n = b.len.load(Ordering::Relaxed);
+            if n < BUF_RECORDS as u64 || flight {
+                return b.write(n, &rec);
+            }
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.push_slow(&rec, flight, retired) }
+    }
+
+    /// `push` without room: retire the full buffer and go on in the
+    /// spare, or drop the record (and count it) if there is none.
+    ///
+    /// # Safety
+    /// As for `push`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn push_slow(&self, rec: &Record, flight: bool, retired: &Retired) {
+        let buf = self.cur.load(Ordering::Relaxed);
+        // SAFETY: as in `push`.
+        let Some(b) = (unsafe { buf.as_ref() }) else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let mut n = b.len.load(Ordering::Relaxed);
-        if n + K as u64 > BUF_RECORDS as u64 && !flight {
-            match self.next_buf(buf, retired) {
-                Some(next) => b = next,
-                None => {
-                    self.dropped.fetch_add(K as u64, Ordering::Relaxed);
-                    return;
-                }
-            }
-            n = 0;
+        let n = b.len.load(Ordering::Relaxed);
+        if n < BUF_RECORDS as u64 || flight {
+            return b.write(n, rec);
         }
-        // Seqlock writer: the slot stores stay after the previous
-        // record's `len` store (a compiler barrier on x86).
-        fence(Ordering::Release);
-        for (i, rec) in recs.iter().enumerate() {
-            let slot = &b.slots[((n + i as u64) % BUF_RECORDS as u64) as usize];
-            for (s, w) in slot.iter().zip(rec) {
-                s.store(*w, Ordering::Relaxed);
+        match self.next_buf(buf, retired) {
+            Some(next) => next.write(0, rec),
+            None => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
-        b.len.store(n + K as u64, Ordering::Release);
     }
 
     /// The current buffer `full` is full: retire it and take the spare
