@@ -188,6 +188,9 @@ pub(crate) struct MHandle {
 /// `MHandle::slice_of` before any stamp.
 const NO_SLICE: u64 = u64::MAX;
 
+/// A stamp's CPU time when only the wall-clock start was taken.
+pub(crate) const NO_CPU: u64 = u64::MAX;
+
 /// A slice's identity: the P it runs on and the P's tick. Ticks alone
 /// would not do: an M moves between Ps, whose ticks may coincide.
 fn slice_key(p: usize, tick: u32) -> u64 {
@@ -220,10 +223,11 @@ impl MHandle {
     }
 
     /// The M resumes a preempted G at `now` (its thread having used
-    /// `cpu` ns of CPU) on P `p`, whose tick is now `tick`: the slice
-    /// starts here, not when the P was handed over (the thread may wait
-    /// long for a CPU in between). Written by the M alone; lock-free and
-    /// allocation-free (the preemption path).
+    /// `cpu` ns of CPU, or `NO_CPU` when not taken) on P `p`, whose tick
+    /// is now `tick`: the slice starts here, not when the P was handed
+    /// over (the thread may wait long for a CPU in between). Also the
+    /// first slice after an M takes a P (`M::execute`). Written by the M
+    /// alone; lock-free and allocation-free (the preemption path).
     pub(crate) fn stamp_slice(&self, p: usize, tick: u32, now: u64, cpu: u64) {
         self.slice_start.store(now, Ordering::Relaxed);
         self.slice_cpu_start.store(cpu, Ordering::Relaxed);
@@ -231,14 +235,16 @@ impl MHandle {
     }
 
     /// For sysmon: when the slice of P `p` at `tick` began (monotonic ns,
-    /// thread CPU ns), if this M stamped it. The values read may belong
-    /// to a later stamp than the key (separate stores): only ever later,
-    /// never earlier, so a slice is never cut short by it.
-    pub(crate) fn slice_started(&self, p: usize, tick: u32) -> Option<(u64, u64)> {
+    /// and thread CPU ns unless only the wall-clock time was stamped), if
+    /// this M stamped it. The values read may belong to a later stamp
+    /// than the key (separate stores): only ever later, never earlier,
+    /// so a slice is never cut short by it.
+    pub(crate) fn slice_started(&self, p: usize, tick: u32) -> Option<(u64, Option<u64>)> {
         (self.slice_of.load(Ordering::Acquire) == slice_key(p, tick)).then(|| {
+            let cpu = self.slice_cpu_start.load(Ordering::Relaxed);
             (
                 self.slice_start.load(Ordering::Relaxed),
-                self.slice_cpu_start.load(Ordering::Relaxed),
+                (cpu != NO_CPU).then_some(cpu),
             )
         })
     }

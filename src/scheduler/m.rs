@@ -49,6 +49,11 @@ pub(crate) struct M {
     /// `lock_os_thread` nesting of the running G: non-zero only while a
     /// locked G runs, which never leaves this M (see `scheduler::locked`).
     pub(super) locked: Cell<u32>,
+    /// The M took a P since it last ran a G: `execute` stamps the next
+    /// slice's start (`MHandle::stamp_slice`) for sysmon, which would
+    /// otherwise date it by its own request or round, and miss however
+    /// long the hand-off took (a wake-up, a new M's set-up).
+    stamp_next: Cell<bool>,
 }
 
 thread_local! {
@@ -108,6 +113,7 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         prev: UnsafeCell::new(None),
         handover: UnsafeCell::new(None),
         locked: Cell::new(0),
+        stamp_next: Cell::new(false),
     };
     CURRENT.with(|c| c.set(&m));
     if tracing::on(&m.rt) {
@@ -170,6 +176,7 @@ impl M {
             self.rt.set_owner(old.id, std::ptr::null());
         }
         if let Some(new) = p {
+            self.stamp_next.set(true);
             self.handle.retaken.store(false, Ordering::Relaxed);
             // SAFETY: it is ours now.
             let new = unsafe { new.get() };
@@ -212,10 +219,11 @@ impl M {
         let p = self.p();
         // One writer (this P's owner), so load + store, no locked op.
         let tick = &self.rt.ticks[p.id];
-        tick.store(
-            tick.load(Ordering::Relaxed).wrapping_add(1),
-            Ordering::Relaxed,
-        );
+        let t = tick.load(Ordering::Relaxed).wrapping_add(1);
+        tick.store(t, Ordering::Relaxed);
+        if self.stamp_next.get() {
+            self.stamp_first_slice(p, t);
+        }
         g.set_state(RUNNING);
         if tracing::on(&self.rt) {
             tracing::run_start(self, p, &g);
@@ -238,6 +246,18 @@ impl M {
         // that ran is suspended (it switched back to us): nothing races.
         let g = unsafe { (*self.cur.get()).take() }.expect("greenrt: lost the running G");
         self.finish_switched_out(g, self.request.get());
+    }
+
+    /// The first slice since this M took `p` begins now (its tick is
+    /// `tick`): dated in wall-clock time only (a vDSO clock read, not the
+    /// thread CPU clock's system call; a preempted G's resumption, which
+    /// stamps both, is the case where the two differ most).
+    #[cold]
+    fn stamp_first_slice(&self, p: &super::p::P, tick: u32) {
+        self.stamp_next.set(false);
+        let now = crate::sys::clock::now();
+        self.handle
+            .stamp_slice(p.id, tick, now, super::handoff::NO_CPU);
     }
 
     /// Acts on the request of `g`, which has switched out (its context is

@@ -57,10 +57,11 @@ struct Seen {
 }
 
 impl Seen {
-    /// A slice whose M stamped its start (monotonic ns, thread CPU ns).
-    fn stamped(&mut self, start: u64, cpu_start: u64) {
+    /// A slice whose M stamped its start (monotonic ns, and thread CPU
+    /// ns if taken).
+    fn stamped(&mut self, start: u64, cpu_start: Option<u64>) {
         self.since = start;
-        self.cpu_start = Some(cpu_start);
+        self.cpu_start = cpu_start;
     }
 
     /// How much of the quantum `quantum_ns` the slice has used at `now`:
@@ -194,7 +195,8 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
                 unexpected |= owner.is_some();
                 continue;
             };
-            // A resumed preempted G: its M stamped when the slice began.
+            // A resumed preempted G, or the first slice since its M took
+            // the P: the M stamped when the slice began.
             if let Some((start, cpu_start)) = m.slice_started(id, tick) {
                 s.stamped(start, cpu_start);
             }
