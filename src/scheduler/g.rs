@@ -36,8 +36,9 @@ pub(crate) unsafe trait GBody: Send + Sync {
     /// joiner. Called at most once.
     fn start(&self, start_error: Option<std::io::Error>);
     /// The G will never finish (its runtime shut down): drop the closure
-    /// if it never ran and let the joiner know.
-    fn abandon(&self);
+    /// if it never ran and let the joiner know. Returns whether it had
+    /// started (its closure was no longer there).
+    fn abandon(&self) -> bool;
 }
 
 /// A shared handle to a G. Run queues, timers and wait queues hold these.

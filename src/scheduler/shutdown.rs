@@ -152,28 +152,33 @@ impl Shared {
         self.stacks.lock().clear();
     }
 
-    /// A queued G will never run: its joiner learns it was cancelled, and
-    /// its stack (if it had started: it was parked and woken, and is in a
-    /// run queue, so no M runs on it) is unmapped. Values on that stack
-    /// are not dropped: only a G that never got to run again after the
-    /// shutdown began ends this way. The stack of a G inside a
-    /// `greenrt::scope` is leaked instead (scoped green threads borrow
-    /// from it).
+    /// A queued G will never run: its joiner learns it was cancelled.
+    /// Its stack, if it never started, is unmapped. A started G's stack
+    /// (it was parked and woken, or yielded, and is in a run queue, so no
+    /// M runs on it) is leaked instead: values on it are not dropped, and
+    /// frames that never unwound may still be listed elsewhere — a
+    /// wait-queue entry in a `Mutex` or channel shared with threads that
+    /// outlive the runtime, a buffer the kernel is filling — so unmapping
+    /// it would let them write into freed memory
+    /// (tests/shutdown_abandoned.rs). Only a G that never got to run
+    /// again after the shutdown began ends this way.
     pub(crate) fn abandon_queued(&self, g: GRef) {
         let abandon = std::panic::AssertUnwindSafe(|| g.body().abandon());
-        if std::panic::catch_unwind(abandon).is_err() {
+        let started = std::panic::catch_unwind(abandon).unwrap_or_else(|_| {
             eprintln!(
                 "greenrt: panic while dropping green thread '{}' at shutdown",
                 g.display_name()
             );
-        }
+            true
+        });
         g.set_state(DEAD);
         // SAFETY: the G was queued, so it is not running, and after
         // shutdown nothing resumes it.
         let stack = unsafe { g.take_stack() };
-        if g.stack_pinned() {
-            // Inside a `greenrt::scope`: its scoped green threads may
-            // borrow from this stack and run on (detached) — leak it.
+        if started || g.stack_pinned() {
+            // Its frames may be referenced from elsewhere (see above), or
+            // (inside a `greenrt::scope`) scoped green threads may borrow
+            // from this stack and run on, detached: leak it.
             std::mem::forget(stack);
         } else {
             drop(stack);

@@ -77,9 +77,12 @@ where
         self.packet.complete(result);
     }
 
-    fn abandon(&self) {
-        drop(self.take_f());
+    fn abandon(&self) -> bool {
+        let f = self.take_f();
+        let started = f.is_none();
+        drop(f);
         self.packet.abandon();
+        started
     }
 }
 
