@@ -85,3 +85,54 @@ fn yielding_green_threads_take_turns_in_order_with_direct_switches() {
         assert_eq!(w, [0, 1, 2], "turns out of order: {order:?}");
     }
 }
+
+/// Recurses until about `depth` bytes below `top`, then yields `yields`
+/// times there.
+#[inline(never)]
+fn yield_deep(top: usize, depth: usize, yields: usize) -> usize {
+    let pad = [0u8; 256];
+    std::hint::black_box(&pad);
+    let here = pad.as_ptr() as usize;
+    if top - here < depth {
+        return yield_deep(top, depth, yields) + std::hint::black_box(pad[0]) as usize;
+    }
+    for _ in 0..yields {
+        greenrt::yield_now();
+    }
+    0
+}
+
+/// A direct switch finishes the green thread it left (requeues it) on
+/// the stack of the one it switches into, below where that one parked.
+/// That can take several KiB (a run queue that spills to the shared
+/// queue, growing a buffer: about 6.5 KiB measured), so green threads
+/// with small stacks that yield deep in them overflowed: the switch must
+/// go through the scheduler's own stack when little room is left.
+#[test]
+fn green_threads_yielding_deep_in_small_stacks_do_not_overflow() {
+    const STACK: usize = 16 * 1024;
+    let rt = greenrt::Builder::new()
+        .workers(1)
+        .preemption(false)
+        .build()
+        .unwrap();
+    rt.block_on(|| {
+        // More than a local run queue holds (256), so requeues spill.
+        let hs: Vec<_> = (0..300)
+            .map(|_| {
+                greenrt::task::Builder::new()
+                    .stack_size(STACK)
+                    .spawn(|| {
+                        let top = 0u8;
+                        let top = std::hint::black_box(&top) as *const u8 as usize;
+                        // About 3 KiB left below (less the frames above `top`).
+                        yield_deep(top, STACK - 5 * 1024, 50)
+                    })
+                    .unwrap()
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+}

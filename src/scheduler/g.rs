@@ -233,6 +233,18 @@ impl G {
         }
     }
 
+    /// Bytes of the bound stack left below the saved stack pointer (the
+    /// room code resumed there has before it reaches the guard).
+    ///
+    /// # Safety
+    /// The caller must own the G, which must have a stack bound and a
+    /// saved context (it is not running).
+    pub(crate) unsafe fn stack_room(&self) -> usize {
+        // SAFETY: the caller owns the G, so nobody writes these meanwhile.
+        let (sp, (_, lowest)) = unsafe { (*self.sp.get() as usize, *self.guard.get()) };
+        sp.saturating_sub(lowest)
+    }
+
     /// Whether a stack is bound (always, once the G has started).
     ///
     /// # Safety

@@ -44,7 +44,8 @@ pub(crate) struct M {
     /// the switch has saved its context.
     prev: UnsafeCell<Option<(GRef, Request)>>,
     /// A G `switch_direct` took from the P but could not switch into (it
-    /// has not started): the scheduler runs it next.
+    /// has not started, or has too little stack left to finish the G
+    /// before it): the scheduler runs it next.
     handover: UnsafeCell<Option<GRef>>,
     /// `lock_os_thread` nesting of the running G: non-zero only while a
     /// locked G runs, which never leaves this M (see `scheduler::locked`).
@@ -55,6 +56,11 @@ pub(crate) struct M {
     /// long the hand-off took (a wake-up, a new M's set-up).
     stamp_next: Cell<bool>,
 }
+
+/// Stack a G must have left below its saved stack pointer for a direct
+/// switch into it (see `M::switch_direct`): about twice the deepest
+/// finish of a predecessor measured.
+const DIRECT_SWITCH_STACK_ROOM: usize = 12 * 1024;
 
 thread_local! {
     static CURRENT: Cell<*const M> = const { Cell::new(std::ptr::null()) };
@@ -373,6 +379,15 @@ impl M {
         if timer != u64::MAX && timer <= crate::sys::clock::now() {
             return false;
         }
+        // Taking the next G off the run queue can go deep too (it may
+        // shrink the queue's buffer): only with room on our own stack.
+        let here = std::hint::black_box(0u8);
+        let here = std::ptr::addr_of!(here) as usize;
+        // SAFETY: curg is the G running here (us), alive while it runs.
+        let (_, lowest) = unsafe { (*self.curg.get()).guard() };
+        if here.saturating_sub(lowest) < DIRECT_SWITCH_STACK_ROOM {
+            return false;
+        }
         let Some(next) = p.pop() else {
             return false;
         };
@@ -380,7 +395,13 @@ impl M {
         // at spawn or when first run, so one without a stack has not
         // started; one with a stack starts in `g_entry`, which finishes us
         // as a resumed G does.)
-        if !unsafe { next.has_stack() } {
+        // Finishing us runs on the next G's stack, below where it parked,
+        // and can go deep (a requeue that spills to the shared queue or
+        // resizes a run queue's buffer took about 6.5 KiB): with less
+        // room than `DIRECT_SWITCH_STACK_ROOM` there, the scheduler's
+        // stack does it (tests/direct_switch.rs, small stacks).
+        // SAFETY: as above; a G with a stack has a saved context.
+        if !unsafe { next.has_stack() } || unsafe { next.stack_room() } < DIRECT_SWITCH_STACK_ROOM {
             // SAFETY: only this M's thread touches `handover`.
             unsafe { *self.handover.get() = Some(next) };
             return false;
