@@ -36,6 +36,14 @@ pub(crate) struct Config {
     pub(crate) preempt: Option<std::time::Duration>,
 }
 
+/// Fewest spare-M slots: each preemption of a G that keeps its M takes a
+/// spare, and the errand thread makes the next one (a thread start, and
+/// while tracing two trace buffers faulted in: milliseconds). With one
+/// slot (one worker) a quantum could end before the next spare was
+/// ready, and the slice ran on until it was: round after round of new
+/// green threads, each preempted for the first time, got longer turns.
+const MIN_SPARES: usize = 4;
+
 pub(crate) struct Shared {
     pub(crate) cfg: Config,
     /// Global run queue: spawns from outside, overflow, fairness.
@@ -134,7 +142,7 @@ impl Shared {
             owners: (0..workers)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
-            spares: SpareSlots::new(workers),
+            spares: SpareSlots::new(workers.max(MIN_SPARES)),
             preempted: PreemptedQueue::default(),
             sysmon_stop: AtomicBool::new(false),
             allm: AtomicPtr::new(std::ptr::null_mut()),

@@ -71,6 +71,17 @@ impl Slots {
             }
             libc::madvise(aligned as *mut libc::c_void, BUF_BYTES, libc::MADV_HUGEPAGE);
         }
+        // Fault the buffer in now, where it is mapped (at a refill point,
+        // or a new M's start), not at its first record: that one may be
+        // written by an M just handed a P (a preemption's hand-off), and
+        // a huge page's fault (zeroing 2 MiB, perhaps compacting memory
+        // first) took milliseconds there, during which the P ran nothing.
+        // One write per 4 KiB page, in case no huge page was to be had.
+        for page in (0..BUF_BYTES).step_by(4096) {
+            // SAFETY: inside the mapping just made, writable; zero is what
+            // a fresh anonymous page holds already.
+            unsafe { ptr::write_volatile((aligned + page) as *mut u8, 0) };
+        }
         // Fresh anonymous pages are zero: valid atomics.
         Slots(ptr::NonNull::new(aligned as *mut [Slot; BUF_RECORDS]).expect("mapped"))
     }
