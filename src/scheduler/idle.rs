@@ -16,10 +16,6 @@ use super::p::PPtr;
 use super::park::ReadyList;
 use super::shared::Shared;
 
-/// Stacks kept in the runtime-wide pool once it has gone unused for
-/// `STACK_POOL_IDLE_NS` (an M about to sleep trims it).
-const GLOBAL_STACK_POOL_IDLE: usize = 1024;
-const STACK_POOL_IDLE_NS: u64 = 1_000_000_000;
 
 /// The scheduler lock's state. Nothing under this lock allocates or
 /// frees: a thread blocked in a locking allocator (behind a preempted
@@ -200,11 +196,6 @@ impl Shared {
         deadline: u64,
         mut polled: Option<&mut ReadyList>,
     ) -> Stopped {
-        self.stacks.lock().trim_idle(
-            GLOBAL_STACK_POOL_IDLE,
-            STACK_POOL_IDLE_NS,
-            crate::sys::clock::now(),
-        );
         let watching;
         {
             let mut s = self.sched_with_idle_room();
