@@ -279,6 +279,10 @@ pub(crate) fn guard_hit(addr: usize) -> Option<&'static [u8]> {
 /// the P had to take one from the pool.
 const STACK_REFILL: usize = 16;
 
+/// Stacks mapped at once when a P's cache and the runtime's pool have
+/// none (`Stack::new_many`).
+const STACK_MAP_BATCH: usize = 16;
+
 /// A stack of `size` usable bytes: from the current P's cache, the
 /// runtime's pool, or a fresh mapping.
 pub(crate) fn alloc_stack(rt: &Arc<Shared>, size: usize) -> std::io::Result<crate::stack::Stack> {
@@ -299,7 +303,15 @@ pub(crate) fn alloc_stack(rt: &Arc<Shared>, size: usize) -> std::io::Result<crat
                 return Ok(s);
             }
             drop(pool);
-            return crate::stack::Stack::new(size);
+            // Green threads are starting faster than others finish: map
+            // a few stacks at once, the rest for the next ones.
+            let s = crate::stack::Stack::new_many(size, STACK_MAP_BATCH, |s| {
+                if let Err(s) = cache.put(s) {
+                    rt.stacks.lock().put(s);
+                }
+            });
+            rt.metrics.stacks_cached(p.id, cache.len());
+            return s;
         }
     }
     if let Some(s) = rt.stacks.lock().take(size) {

@@ -77,6 +77,57 @@ impl Stack {
         Ok(stack)
     }
 
+    /// Maps `count` stacks of `size` usable bytes in one `mmap` (each its
+    /// own guarded stack, unmappable alone) and returns the first; the
+    /// others go to `extra`. One mapping call instead of `count` when many
+    /// green threads start at once: each `mmap` takes the process's
+    /// memory-map lock for writing, which the other workers' page faults
+    /// then wait for. Only where guards are guard regions (the stacks stay
+    /// one VMA); with mprotect guards, and if the big mapping fails, one
+    /// stack is mapped as by [`Stack::new`]. Allocates nothing.
+    pub(crate) fn new_many(size: usize, count: usize, mut extra: impl FnMut(Stack)) -> io::Result<Stack> {
+        if count <= 1 || guard_mode() != GuardMode::Madvise {
+            return Stack::new(size);
+        }
+        let len = round_up(size.max(MIN_STACK_SIZE), PAGE) + GUARD_LEN;
+        let Some(total) = len.checked_mul(count).and_then(NonZeroUsize::new) else {
+            return Stack::new(size);
+        };
+        // SAFETY: as in `new`.
+        let mapped = unsafe {
+            mman::mmap_anonymous(
+                None,
+                total,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
+            )
+        };
+        let Ok(base) = mapped else {
+            return Stack::new(size);
+        };
+        MAPPED.fetch_add(count, Ordering::Relaxed);
+        let base = base.cast::<u8>();
+        // Each Stack owns its `len` bytes of the mapping from here on
+        // (munmap of part of a mapping unmaps just that part).
+        let mut stacks = (0..count).map(|i| Stack {
+            // i * len < total, inside the mapping just made.
+            base: NonNull::new(base.as_ptr().wrapping_add(i * len)).expect("inside a mapping"),
+            len,
+        });
+        let first = stacks.next().expect("count > 1");
+        if let Err(e) = first.install_guard() {
+            // Unmap the others too (each as its Stack drops).
+            stacks.for_each(drop);
+            return Err(map_error(e, len));
+        }
+        for s in stacks {
+            if s.install_guard().is_ok() {
+                extra(s);
+            }
+        }
+        Ok(first)
+    }
+
     fn install_guard(&self) -> io::Result<()> {
         if guard_mode() == GuardMode::Madvise {
             // libc: nix's `MmapAdvise` has no MADV_GUARD_INSTALL.
