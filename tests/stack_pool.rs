@@ -40,7 +40,10 @@ fn wave() -> greenrt::RuntimeMetrics {
         .collect();
     let t0 = Instant::now();
     while started.load(Ordering::SeqCst) < N {
-        assert!(t0.elapsed() < Duration::from_secs(60), "green threads did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "green threads did not start"
+        );
         greenrt::sleep(Duration::from_millis(2));
     }
     let m = greenrt::metrics();
@@ -77,8 +80,7 @@ fn exited_stacks_are_pooled_reused_and_trimmed_when_idle() {
             let t0 = Instant::now();
             loop {
                 let m = greenrt::metrics();
-                if m.stacks_pooled() <= MIN_WARM + SLACK && m.stacks_mapped() <= MIN_WARM + SLACK
-                {
+                if m.stacks_pooled() <= MIN_WARM + SLACK && m.stacks_mapped() <= MIN_WARM + SLACK {
                     println!("trimmed in {:?}: {m:?}", t0.elapsed());
                     break;
                 }

@@ -16,7 +16,6 @@ use super::p::PPtr;
 use super::park::ReadyList;
 use super::shared::Shared;
 
-
 /// The scheduler lock's state. Nothing under this lock allocates or
 /// frees: a thread blocked in a locking allocator (behind a preempted
 /// green thread holding its lock) must never hold it, or every M that

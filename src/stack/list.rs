@@ -79,7 +79,9 @@ impl StackList {
         // list owns; unlinking it fixes its successor's back link, itself
         // a node of this list.
         unsafe {
-            let Node { next, base, len, .. } = node.as_ptr().read();
+            let Node {
+                next, base, len, ..
+            } = node.as_ptr().read();
             self.head = next;
             match NonNull::new(next) {
                 Some(n) => (*n.as_ptr()).prev = ptr::null_mut(),
@@ -95,7 +97,9 @@ impl StackList {
         let node = NonNull::new(self.tail)?;
         // SAFETY: as in `pop_front`, from the other end.
         unsafe {
-            let Node { prev, base, len, .. } = node.as_ptr().read();
+            let Node {
+                prev, base, len, ..
+            } = node.as_ptr().read();
             self.tail = prev;
             match NonNull::new(prev) {
                 Some(p) => (*p.as_ptr()).next = ptr::null_mut(),

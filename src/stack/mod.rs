@@ -22,8 +22,8 @@ use nix::sys::mman::{self, MapFlags, ProtFlags};
 mod list;
 mod pool;
 
-pub(crate) use pool::{clear as clear_pool, trim as trim_pool, StackCache, StackPool};
 pub(crate) use pool::TRIM_INTERVAL_NS;
+pub(crate) use pool::{clear as clear_pool, trim as trim_pool, StackCache, StackPool};
 
 /// Default usable stack size of a green thread.
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
@@ -85,7 +85,11 @@ impl Stack {
     /// then wait for. Only where guards are guard regions (the stacks stay
     /// one VMA); with mprotect guards, and if the big mapping fails, one
     /// stack is mapped as by [`Stack::new`]. Allocates nothing.
-    pub(crate) fn new_many(size: usize, count: usize, mut extra: impl FnMut(Stack)) -> io::Result<Stack> {
+    pub(crate) fn new_many(
+        size: usize,
+        count: usize,
+        mut extra: impl FnMut(Stack),
+    ) -> io::Result<Stack> {
         if count <= 1 || guard_mode() != GuardMode::Madvise {
             return Stack::new(size);
         }
