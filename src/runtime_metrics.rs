@@ -52,6 +52,9 @@ pub struct RuntimeMetrics {
     pub(crate) spinning_threads: usize,
     pub(crate) netpoll_waiters: usize,
     pub(crate) file_ops_in_flight: usize,
+    pub(crate) stacks_pooled: usize,
+    pub(crate) stacks_cold: usize,
+    pub(crate) stacks_mapped: usize,
 }
 
 /// One worker's published counters and its queue's depth.
@@ -202,6 +205,35 @@ impl RuntimeMetrics {
     /// like the rings.
     pub fn file_ops_in_flight(&self) -> usize {
         self.file_ops_in_flight
+    }
+
+    /// Free green-thread stacks this runtime keeps mapped for reuse: in
+    /// its workers' caches and its pool. A finished green thread's stack
+    /// goes there and a new one takes it back (the most recently freed
+    /// first), without a system call. The pool holds what the workload
+    /// freed — up to its peak of live green threads — and is trimmed
+    /// over time from a background thread: stacks that sat unused for a
+    /// second, beyond the larger of 1 024 and a quarter of the live green
+    /// threads, are released with `MADV_FREE`
+    /// (counted in [`stacks_cold`](Self::stacks_cold)), and unmapped
+    /// after another second unused.
+    pub fn stacks_pooled(&self) -> usize {
+        self.stacks_pooled
+    }
+
+    /// Of [`stacks_pooled`](Self::stacks_pooled), those released with
+    /// `MADV_FREE`: still mapped, their pages the kernel's to reclaim
+    /// under memory pressure (until then still counted in the process's
+    /// resident set); unmapped if they stay unused.
+    pub fn stacks_cold(&self) -> usize {
+        self.stacks_cold
+    }
+
+    /// Green-thread stacks mapped in the process now: those of live
+    /// green threads plus the pooled ones. Process-wide (every runtime's
+    /// stacks), like [`netpoll_waiters`](Self::netpoll_waiters).
+    pub fn stacks_mapped(&self) -> usize {
+        self.stacks_mapped
     }
 }
 

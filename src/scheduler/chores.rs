@@ -14,6 +14,10 @@
 //!   threads queues them, which may allocate);
 //! - `WAKEP`: get an idle P running when preempted green threads wait.
 //!
+//! Unasked, it trims the runtime's stack pool once a
+//! `stack::TRIM_INTERVAL_NS` (`stack::trim_pool`: `MADV_FREE` and
+//! `munmap` of idle stacks, batched, here rather than on a worker).
+//!
 //! If this thread blocks behind a preempted green thread, only these
 //! errands wait; preemption and hand-off go on.
 
@@ -71,6 +75,7 @@ pub(crate) fn start(rt: Arc<Shared>) -> std::io::Result<thread::JoinHandle<()>> 
 
 fn run(rt: &Arc<Shared>) {
     let chores = &rt.chores;
+    let mut next_trim = crate::sys::clock::now() + crate::stack::TRIM_INTERVAL_NS;
     loop {
         let seen = chores.seq.load(Ordering::Acquire);
         let what = chores.pending.swap(0, Ordering::AcqRel);
@@ -87,6 +92,11 @@ fn run(rt: &Arc<Shared>) {
         }
         if what & WAKEP != 0 {
             rt.wakep();
+        }
+        let now = crate::sys::clock::now();
+        if now >= next_trim {
+            crate::stack::trim_pool(&rt.stacks, rt.registry.live());
+            next_trim = now + crate::stack::TRIM_INTERVAL_NS;
         }
         if what == 0 {
             futex_wait(&chores.seq, seen, Some(IDLE_WAIT_NS));

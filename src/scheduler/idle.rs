@@ -16,11 +16,6 @@ use super::p::PPtr;
 use super::park::ReadyList;
 use super::shared::Shared;
 
-/// Stacks kept in the runtime-wide pool once it has gone unused for
-/// `STACK_POOL_IDLE_NS` (an M about to sleep trims it).
-const GLOBAL_STACK_POOL_IDLE: usize = 1024;
-const STACK_POOL_IDLE_NS: u64 = 1_000_000_000;
-
 /// The scheduler lock's state. Nothing under this lock allocates or
 /// frees: a thread blocked in a locking allocator (behind a preempted
 /// green thread holding its lock) must never hold it, or every M that
@@ -200,11 +195,6 @@ impl Shared {
         deadline: u64,
         mut polled: Option<&mut ReadyList>,
     ) -> Stopped {
-        self.stacks.lock().trim_idle(
-            GLOBAL_STACK_POOL_IDLE,
-            STACK_POOL_IDLE_NS,
-            crate::sys::clock::now(),
-        );
         let watching;
         {
             let mut s = self.sched_with_idle_room();

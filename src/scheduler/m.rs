@@ -464,19 +464,21 @@ impl M {
         }
     }
 
+    /// Pools a finished G's stack: no system call, no allocation (see
+    /// `stack::pool`).
     fn recycle_stack(&self, stack: crate::stack::Stack) {
         let Some(p) = self.p.get() else {
-            let _ = self.rt.stacks.lock().put(stack);
+            self.rt.stacks.lock().put(stack);
             return;
         };
         // SAFETY: the M owns its current P.
-        let mut local = unsafe { p.get() }.stacks.borrow_mut();
+        let p = unsafe { p.get() };
+        let mut local = p.stacks.borrow_mut();
         if let Err(stack) = local.put(stack) {
-            let mut global = self.rt.stacks.lock();
-            global.touch(crate::sys::clock::now());
-            local.spill_half(&mut global);
+            local.spill_half(&mut self.rt.stacks.lock());
             let _ = local.put(stack);
         }
+        self.rt.metrics.stacks_cached(p.id, local.len());
     }
 
     /// Switches from the running G back to this M's scheduler context.

@@ -14,7 +14,7 @@
 //! is not parked.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::p::P;
@@ -47,6 +47,9 @@ pub(crate) struct Published {
     steal_ops: AtomicU64,
     stolen: AtomicU64,
     polls: AtomicU64,
+    /// Stacks in the P's cache, stored by its owner on every change (not
+    /// batched: a store to a line only it writes).
+    stacks_cached: AtomicUsize,
 }
 
 /// A runtime's published counters.
@@ -80,6 +83,12 @@ impl Counters {
     /// A P was retaken from an M stuck in a system call.
     pub(crate) fn count_retake(&self) {
         self.retakes.fetch_add(1, Relaxed);
+    }
+
+    /// P `p`'s stack cache now holds `n` stacks.
+    #[inline]
+    pub(crate) fn stacks_cached(&self, p: usize, n: usize) {
+        self.workers[p].stacks_cached.store(n, Relaxed);
     }
 
     /// Time since the runtime was built.
@@ -161,6 +170,18 @@ pub(crate) fn snapshot(rt: &Shared) -> RuntimeMetrics {
             local_queue_depth: stealer.len(),
         })
         .collect();
+    let (mut stacks_pooled, stacks_cold) = {
+        // Under a no-preempt count: the pool lock blocks spawns and exits.
+        let _np = crate::preempt::no_preempt();
+        let pool = rt.stacks.lock();
+        (pool.len(), pool.cold())
+    };
+    stacks_pooled += rt
+        .metrics
+        .workers
+        .iter()
+        .map(|w| w.stacks_cached.load(Relaxed))
+        .sum::<usize>();
     let mut threads = 0;
     rt.for_each_m(|_| threads += 1);
     let idle_threads = {
@@ -183,5 +204,8 @@ pub(crate) fn snapshot(rt: &Shared) -> RuntimeMetrics {
         spinning_threads: rt.nmspinning.load(Relaxed),
         netpoll_waiters: crate::netpoll::waiters(),
         file_ops_in_flight: crate::netpoll::uring::in_flight(),
+        stacks_pooled,
+        stacks_cold,
+        stacks_mapped: crate::stack::mapped(),
     }
 }

@@ -275,23 +275,47 @@ pub(crate) fn guard_hit(addr: usize) -> Option<&'static [u8]> {
     (addr >= lo && addr < hi).then(|| g.name.as_deref().unwrap_or("<unnamed>").as_bytes())
 }
 
-/// A stack of `size` usable bytes: from the current P's pool, the
+/// Stacks moved from the runtime's pool into a P's cache when a spawn on
+/// the P had to take one from the pool.
+const STACK_REFILL: usize = 16;
+
+/// Stacks mapped at once when a P's cache and the runtime's pool have
+/// none (`Stack::new_many`).
+const STACK_MAP_BATCH: usize = 16;
+
+/// A stack of `size` usable bytes: from the current P's cache, the
 /// runtime's pool, or a fresh mapping.
 pub(crate) fn alloc_stack(rt: &Arc<Shared>, size: usize) -> std::io::Result<crate::stack::Stack> {
     let _np = crate::preempt::no_preempt();
     if let Some(m) = m::current_m() {
         if m.has_p() && Arc::ptr_eq(&m.rt, rt) {
-            if let Some(s) = m.p().stacks.borrow_mut().take(size) {
+            let p = m.p();
+            let mut cache = p.stacks.borrow_mut();
+            if let Some(s) = cache.take(size) {
+                rt.metrics.stacks_cached(p.id, cache.len());
                 return Ok(s);
             }
+            let mut pool = rt.stacks.lock();
+            if let Some(s) = pool.take(size) {
+                // The next spawns on this P find stacks without the lock.
+                cache.refill(&mut pool, size, STACK_REFILL);
+                rt.metrics.stacks_cached(p.id, cache.len());
+                return Ok(s);
+            }
+            drop(pool);
+            // Green threads are starting faster than others finish: map
+            // a few stacks at once, the rest for the next ones.
+            let s = crate::stack::Stack::new_many(size, STACK_MAP_BATCH, |s| {
+                if let Err(s) = cache.put(s) {
+                    rt.stacks.lock().put(s);
+                }
+            });
+            rt.metrics.stacks_cached(p.id, cache.len());
+            return s;
         }
     }
-    {
-        let mut pool = rt.stacks.lock();
-        pool.touch(crate::sys::clock::now());
-        if let Some(s) = pool.take(size) {
-            return Ok(s);
-        }
+    if let Some(s) = rt.stacks.lock().take(size) {
+        return Ok(s);
     }
     crate::stack::Stack::new(size)
 }

@@ -12,7 +12,7 @@ use crossbeam_deque::{Injector, Worker};
 
 use super::g::GRef;
 use super::metrics::Batch;
-use crate::stack::StackPool;
+use crate::stack::StackCache;
 
 /// After this many consecutive Gs taken from the LIFO "next" slot, the
 /// queue head runs first, so two Gs waking each other cannot starve it...
@@ -39,8 +39,8 @@ const SLOW_STREAK_CHECK: u32 = 8;
 /// (Go's `runqput`/`runqputslow`, and tokio's local queue, have the same
 /// bound). See [`P::put`].
 pub(crate) const LOCAL_QUEUE_CAPACITY: usize = 256;
-/// Stacks kept per P.
-const STACK_POOL_PER_P: usize = 64;
+/// Stacks cached per P (beyond them, the runtime's pool; `stack::pool`).
+const STACK_CACHE_PER_P: usize = 64;
 
 /// In lines of its own: its M writes the queue slot, streak and random
 /// state all the time, and the Ps are allocated one after the other.
@@ -52,7 +52,7 @@ pub(crate) struct P {
     lifo_streak: Cell<u32>,
     /// When the current streak reached its first check (monotonic ns).
     streak_start: Cell<u64>,
-    pub(crate) stacks: RefCell<StackPool>,
+    pub(crate) stacks: RefCell<StackCache>,
     rng: Cell<u64>,
     /// This P's metrics, batched (see `metrics`).
     pub(crate) batch: Batch,
@@ -71,7 +71,7 @@ impl P {
             runnext: Cell::new(None),
             lifo_streak: Cell::new(0),
             streak_start: Cell::new(0),
-            stacks: RefCell::new(StackPool::new(STACK_POOL_PER_P)),
+            stacks: RefCell::new(StackCache::new(STACK_CACHE_PER_P)),
             rng: Cell::new(
                 0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
             ),

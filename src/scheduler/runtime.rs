@@ -134,9 +134,10 @@ impl Builder {
             schedtrace: None,
             stopped: false,
         };
+        // The errand thread first: sysmon asks it for spare Ms at once.
+        // It runs without preemption too: it trims the stack pool.
+        rt.errands = Some(super::chores::start(rt.shared.clone())?);
         if let Some(q) = rt.shared.cfg.preempt {
-            // The errand thread first: sysmon asks it for spare Ms at once.
-            rt.errands = Some(super::chores::start(rt.shared.clone())?);
             rt.sysmon = Some(super::sysmon::start(rt.shared.clone(), q)?);
         }
         if let Some(every) = schedtrace::interval_from_env() {

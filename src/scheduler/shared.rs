@@ -22,10 +22,6 @@ use crate::stack::StackPool;
 use crate::sys::sync::AtomicUsize;
 use crate::sys::FutexLock;
 
-/// Stacks kept in the runtime-wide pool (beyond the per-P pools) under
-/// load, so bursts of blocked green threads do not mmap/munmap each time.
-const GLOBAL_STACK_POOL: usize = 16 * 1024;
-
 /// Runtime settings fixed at build time.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -135,7 +131,7 @@ impl Shared {
             nmspinning: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             watch_until: AtomicU64::new(u64::MAX),
-            stacks: Mutex::new(StackPool::new(GLOBAL_STACK_POOL)),
+            stacks: Mutex::new(StackPool::new()),
             next_gid: AtomicU64::new(1),
             all_ps: ps.into_boxed_slice(),
             ticks: (0..workers).map(|_| Padded(AtomicU32::new(0))).collect(),

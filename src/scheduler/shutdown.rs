@@ -149,7 +149,7 @@ impl Shared {
         // Empty by now (see `stop_ms`); a G found here would otherwise
         // keep its M waiting for good.
         self.release_preempted();
-        self.stacks.lock().clear();
+        crate::stack::clear_pool(&self.stacks);
     }
 
     /// A queued G will never run: its joiner learns it was cancelled.

@@ -3,8 +3,8 @@
 //! Each stack is one anonymous private mapping with a guard page at its low
 //! end. Pages are committed by the kernel on first touch, so a 256 KiB stack
 //! that only ever uses 8 KiB costs 8 KiB of memory. Finished stacks go back
-//! to a pool (per P, then a global one), so steady-state spawning does not
-//! call mmap.
+//! to a pool (per P, then the runtime's; see `pool`), so spawning and
+//! exiting make no system call while the pool has stacks.
 //!
 //! The guard page is installed with `MADV_GUARD_INSTALL` (Linux 6.13+),
 //! which marks page-table entries without splitting the mapping: adjacent
@@ -15,9 +15,15 @@
 use std::io;
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use nix::sys::mman::{self, MapFlags, ProtFlags};
+
+mod list;
+mod pool;
+
+pub(crate) use pool::TRIM_INTERVAL_NS;
+pub(crate) use pool::{clear as clear_pool, trim as trim_pool, StackCache, StackPool};
 
 /// Default usable stack size of a green thread.
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
@@ -25,6 +31,9 @@ pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 pub const MIN_STACK_SIZE: usize = 16 * 1024;
 
 const GUARD_LEN: usize = 4096;
+/// Green-thread stacks mapped in this process now (all runtimes, pooled
+/// or in use): counted where they are mapped and unmapped.
+static MAPPED: AtomicUsize = AtomicUsize::new(0);
 const PAGE: usize = 4096;
 /// `MADV_GUARD_INSTALL` from linux/mman.h (not yet in every libc crate).
 /// Called through libc: nix's `MmapAdvise` has no such variant.
@@ -59,12 +68,68 @@ impl Stack {
             )
         }
         .map_err(|e| map_error(e.into(), len))?;
+        MAPPED.fetch_add(1, Ordering::Relaxed);
         let stack = Stack {
             base: base.cast(),
             len,
         };
         stack.install_guard().map_err(|e| map_error(e, len))?;
         Ok(stack)
+    }
+
+    /// Maps `count` stacks of `size` usable bytes in one `mmap` (each its
+    /// own guarded stack, unmappable alone) and returns the first; the
+    /// others go to `extra`. One mapping call instead of `count` when many
+    /// green threads start at once: each `mmap` takes the process's
+    /// memory-map lock for writing, which the other workers' page faults
+    /// then wait for. Only where guards are guard regions (the stacks stay
+    /// one VMA); with mprotect guards, and if the big mapping fails, one
+    /// stack is mapped as by [`Stack::new`]. Allocates nothing.
+    pub(crate) fn new_many(
+        size: usize,
+        count: usize,
+        mut extra: impl FnMut(Stack),
+    ) -> io::Result<Stack> {
+        if count <= 1 || guard_mode() != GuardMode::Madvise {
+            return Stack::new(size);
+        }
+        let len = round_up(size.max(MIN_STACK_SIZE), PAGE) + GUARD_LEN;
+        let Some(total) = len.checked_mul(count).and_then(NonZeroUsize::new) else {
+            return Stack::new(size);
+        };
+        // SAFETY: as in `new`.
+        let mapped = unsafe {
+            mman::mmap_anonymous(
+                None,
+                total,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
+            )
+        };
+        let Ok(base) = mapped else {
+            return Stack::new(size);
+        };
+        MAPPED.fetch_add(count, Ordering::Relaxed);
+        let base = base.cast::<u8>();
+        // Each Stack owns its `len` bytes of the mapping from here on
+        // (munmap of part of a mapping unmaps just that part).
+        let mut stacks = (0..count).map(|i| Stack {
+            // i * len < total, inside the mapping just made.
+            base: NonNull::new(base.as_ptr().wrapping_add(i * len)).expect("inside a mapping"),
+            len,
+        });
+        let first = stacks.next().expect("count > 1");
+        if let Err(e) = first.install_guard() {
+            // Unmap the others too (each as its Stack drops).
+            stacks.for_each(drop);
+            return Err(map_error(e, len));
+        }
+        for s in stacks {
+            if s.install_guard().is_ok() {
+                extra(s);
+            }
+        }
+        Ok(first)
     }
 
     fn install_guard(&self) -> io::Result<()> {
@@ -107,6 +172,26 @@ impl Stack {
     pub(crate) fn size(&self) -> usize {
         self.len - GUARD_LEN
     }
+
+    /// The whole mapping, guard included: `(base, len)`.
+    fn span(&self) -> (usize, usize) {
+        (self.base.as_ptr() as usize, self.len)
+    }
+
+    /// Gives up ownership of the mapping without unmapping it.
+    fn into_raw(self) -> (NonNull<u8>, usize) {
+        let raw = (self.base, self.len);
+        std::mem::forget(self);
+        raw
+    }
+
+    /// Takes back a mapping `into_raw` gave up.
+    ///
+    /// # Safety
+    /// `(base, len)` came from `into_raw` and nothing else owns it since.
+    unsafe fn from_raw(base: NonNull<u8>, len: usize) -> Stack {
+        Stack { base, len }
+    }
 }
 
 impl Drop for Stack {
@@ -115,7 +200,74 @@ impl Drop for Stack {
         // owned by this Stack alone; the runtime drops a Stack only when no
         // green thread runs on it any more (a finished G's, or a pooled one).
         let _ = unsafe { mman::munmap(self.base.cast(), self.len) };
+        MAPPED.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Green-thread stacks mapped in the process now (pooled or in use).
+pub(crate) fn mapped() -> usize {
+    MAPPED.load(Ordering::Relaxed)
+}
+
+/// What `advise_runs` does to each run of stacks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Release {
+    /// `MADV_FREE`: the pages stay mapped; the kernel takes them back
+    /// only under memory pressure, and a write before then keeps them.
+    Free,
+    /// `munmap`: the stacks are gone.
+    Unmap,
+}
+
+/// Sorts `stacks` by address and applies `how` once per run of adjacent
+/// mappings rather than once per stack: each call flushes the other
+/// workers' TLBs (an IPI per CPU running this process) once, so a
+/// thousand stacks trimmed cost a few shoot-downs, not a thousand.
+/// Returns the number of system calls made. With `Free`, the stacks are
+/// left in `stacks` (still owned, still mapped); with `Unmap`, `stacks`
+/// is emptied.
+///
+/// A run may span guard pages (of the upper stacks): `MADV_FREE` keeps
+/// guard regions and `PROT_NONE` pages as they are, and `munmap` of
+/// whole adjacent mappings is the same as unmapping each.
+fn advise_runs(stacks: &mut Vec<Stack>, how: Release) -> usize {
+    stacks.sort_unstable_by_key(|s| s.span().0);
+    let mut calls = 0;
+    let mut i = 0;
+    while i < stacks.len() {
+        let (start, mut end) = {
+            let (b, l) = stacks[i].span();
+            (b, b + l)
+        };
+        let mut j = i + 1;
+        while j < stacks.len() && stacks[j].span().0 == end {
+            end += stacks[j].span().1;
+            j += 1;
+        }
+        match how {
+            // SAFETY: `[start, end)` is exactly the mappings of
+            // `stacks[i..j]` (adjacent, each owned by its Stack), on which
+            // no green thread runs (they are pooled); MADV_FREE only lets
+            // the kernel drop their contents, which nobody needs.
+            Release::Free => unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_FREE);
+            },
+            // SAFETY: as above; the Stacks are forgotten below (with their
+            // count), so nothing unmaps or uses these ranges again.
+            Release::Unmap => unsafe {
+                libc::munmap(start as *mut libc::c_void, end - start);
+            },
+        }
+        calls += 1;
+        i = j;
+    }
+    if how == Release::Unmap {
+        MAPPED.fetch_sub(stacks.len(), Ordering::Relaxed);
+        for s in stacks.drain(..) {
+            let _ = s.into_raw();
+        }
+    }
+    calls
 }
 
 fn round_up(n: usize, to: usize) -> usize {
@@ -211,74 +363,6 @@ fn map_error(err: io::Error, len: usize) -> io::Error {
 
 fn read_number(path: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// A bounded free list of stacks of one size.
-pub(crate) struct StackPool {
-    free: Vec<Stack>,
-    cap: usize,
-    /// When the pool was last used (monotonic ns), for idle trimming.
-    last_used: u64,
-}
-
-impl StackPool {
-    /// A pool of at most `cap` stacks, its room reserved now: putting a
-    /// stack back runs in the scheduler with a P held, where an allocation
-    /// could wait for an allocator lock held by a preempted green thread
-    /// that needs this very P (docs/DESIGN.md, "The critical path").
-    pub(crate) fn new(cap: usize) -> StackPool {
-        StackPool {
-            free: Vec::with_capacity(cap),
-            cap,
-            last_used: 0,
-        }
-    }
-
-    /// Notes a use of the pool at `now` (for `trim_idle`).
-    pub(crate) fn touch(&mut self, now: u64) {
-        self.last_used = now;
-    }
-
-    /// Unmaps stacks beyond `keep` if the pool has not been used for
-    /// `idle_ns`: a burst may pool thousands of stacks (and their touched
-    /// pages), which should not stay resident forever.
-    pub(crate) fn trim_idle(&mut self, keep: usize, idle_ns: u64, now: u64) {
-        if self.free.len() > keep && now.saturating_sub(self.last_used) >= idle_ns {
-            self.free.truncate(keep);
-        }
-    }
-
-    /// A pooled stack of exactly `size` usable bytes, if one is free.
-    pub(crate) fn take(&mut self, size: usize) -> Option<Stack> {
-        let i = self.free.iter().rposition(|s| s.size() == size)?;
-        Some(self.free.swap_remove(i))
-    }
-
-    /// Keeps `stack` for reuse; hands it back if the pool is full.
-    pub(crate) fn put(&mut self, stack: Stack) -> Result<(), Stack> {
-        if self.free.len() < self.cap {
-            self.free.push(stack);
-            Ok(())
-        } else {
-            Err(stack)
-        }
-    }
-
-    /// Unmaps every pooled stack (shutdown).
-    pub(crate) fn clear(&mut self) {
-        // Keeps the reserved room (see `new`).
-        self.free.clear();
-    }
-
-    /// Moves up to half of the pool into `other` (which must have room).
-    pub(crate) fn spill_half(&mut self, other: &mut StackPool) {
-        let n = self.free.len() / 2;
-        for s in self.free.drain(..n) {
-            if let Err(s) = other.put(s) {
-                drop(s);
-            }
-        }
-    }
 }
 
 /// Kernel mappings each stack costs: 1 with guard regions, 2 with
