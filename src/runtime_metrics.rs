@@ -52,6 +52,7 @@ pub struct RuntimeMetrics {
     pub(crate) spinning_threads: usize,
     pub(crate) netpoll_waiters: usize,
     pub(crate) file_ops_in_flight: usize,
+    pub(crate) armed_timers: usize,
 }
 
 /// One worker's published counters and its queue's depth.
@@ -202,6 +203,14 @@ impl RuntimeMetrics {
     /// like the rings.
     pub fn file_ops_in_flight(&self) -> usize {
         self.file_ops_in_flight
+    }
+
+    /// Timers armed on the runtime's workers now: one per green thread
+    /// in a `sleep` or a timed wait (`recv_timeout`, `wait_timeout`,
+    /// `join_timeout`, a socket timeout). A wait that ends early disarms
+    /// its timer, so this counts only waits still in progress.
+    pub fn armed_timers(&self) -> usize {
+        self.armed_timers
     }
 }
 

@@ -183,5 +183,6 @@ pub(crate) fn snapshot(rt: &Shared) -> RuntimeMetrics {
         spinning_threads: rt.nmspinning.load(Relaxed),
         netpoll_waiters: crate::netpoll::waiters(),
         file_ops_in_flight: crate::netpoll::uring::in_flight(),
+        armed_timers: rt.armed_timers(),
     }
 }
