@@ -55,6 +55,7 @@ pub struct RuntimeMetrics {
     pub(crate) stacks_pooled: usize,
     pub(crate) stacks_cold: usize,
     pub(crate) stacks_mapped: usize,
+    pub(crate) armed_timers: usize,
 }
 
 /// One worker's published counters and its queue's depth.
@@ -234,6 +235,15 @@ impl RuntimeMetrics {
     /// stacks), like [`netpoll_waiters`](Self::netpoll_waiters).
     pub fn stacks_mapped(&self) -> usize {
         self.stacks_mapped
+
+    }
+
+    /// Timers armed on the runtime's workers now: one per green thread
+    /// in a `sleep` or a timed wait (`recv_timeout`, `wait_timeout`,
+    /// `join_timeout`, a socket timeout). A wait that ends early disarms
+    /// its timer, so this counts only waits still in progress.
+    pub fn armed_timers(&self) -> usize {
+        self.armed_timers
     }
 }
 

@@ -311,3 +311,104 @@ fn sleeper_wakes_on_time_when_a_hog_arrives_while_workers_idle() {
         }
     });
 }
+
+/// Waits until `greenrt::metrics().armed_timers()` is `n` (or 10 s pass);
+/// returns the last count seen.
+fn armed_settles_at(n: usize) -> usize {
+    let start = Instant::now();
+    loop {
+        let armed = greenrt::metrics().armed_timers();
+        if armed == n || start.elapsed() > Duration::from_secs(10) {
+            return armed;
+        }
+        greenrt::yield_now();
+    }
+}
+
+#[test]
+fn a_wait_that_ends_early_disarms_its_timer() {
+    block_on(2, || {
+        let long = Duration::from_secs(600);
+        assert_eq!(greenrt::metrics().armed_timers(), 0);
+
+        // recv_timeout answered in time.
+        let (tx, rx) = greenrt::sync::mpsc::channel::<u32>();
+        let waiter = greenrt::spawn(move || rx.recv_timeout(long));
+        assert_eq!(
+            armed_settles_at(1),
+            1,
+            "the waiting recv_timeout has no timer"
+        );
+        tx.send(7).unwrap();
+        assert_eq!(waiter.join().unwrap(), Ok(7));
+        assert_eq!(
+            armed_settles_at(0),
+            0,
+            "recv_timeout's timer outlived the wait"
+        );
+
+        // Condvar::wait_timeout notified in time.
+        let pair = Arc::new((
+            greenrt::sync::Mutex::new(false),
+            greenrt::sync::Condvar::new(),
+        ));
+        let p2 = pair.clone();
+        let waiter = greenrt::spawn(move || {
+            let (lock, cv) = &*p2;
+            let mut ready = lock.lock().unwrap();
+            while !*ready {
+                let (g, result) = cv.wait_timeout(ready, long).unwrap();
+                assert!(!result.timed_out());
+                ready = g;
+            }
+        });
+        assert_eq!(
+            armed_settles_at(1),
+            1,
+            "the waiting wait_timeout has no timer"
+        );
+        *pair.0.lock().unwrap() = true;
+        pair.1.notify_all();
+        waiter.join().unwrap();
+        assert_eq!(
+            armed_settles_at(0),
+            0,
+            "wait_timeout's timer outlived the wait"
+        );
+
+        // join_timeout of a green thread that finishes in time.
+        let (go_tx, go_rx) = greenrt::sync::mpsc::channel::<()>();
+        let worker = greenrt::spawn(move || go_rx.recv().unwrap());
+        let joiner = greenrt::spawn(move || worker.join_timeout(long).is_ok());
+        assert_eq!(
+            armed_settles_at(1),
+            1,
+            "the waiting join_timeout has no timer"
+        );
+        go_tx.send(()).unwrap();
+        assert!(joiner.join().unwrap());
+        assert_eq!(
+            armed_settles_at(0),
+            0,
+            "join_timeout's timer outlived the wait"
+        );
+
+        // Many at once, on both workers, then a sleep that runs out.
+        let (senders, waiters): (Vec<_>, Vec<_>) = (0..1000)
+            .map(|_| {
+                let (tx, rx) = greenrt::sync::mpsc::channel::<()>();
+                (tx, greenrt::spawn(move || rx.recv_timeout(long)))
+            })
+            .unzip();
+        for (tx, w) in senders.into_iter().zip(waiters) {
+            tx.send(()).unwrap();
+            assert_eq!(w.join().unwrap(), Ok(()));
+        }
+        greenrt::sleep(Duration::from_millis(5));
+        assert_eq!(
+            armed_settles_at(0),
+            0,
+            "timers left armed by 1000 early wake-ups"
+        );
+    });
+}

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crossbeam_deque::{Injector, Steal};
+use crossbeam_deque::Steal;
 
 use super::g::GRef;
 use super::idle::{self, Stopped};
@@ -347,8 +347,10 @@ impl M {
         None
     }
 
-    /// Readies the Gs of every P's expired timers into our P. Reads the
-    /// clock only when some timer is armed.
+    /// Readies the Gs of every P's expired timers into our P, in one
+    /// batch: this M runs the first, and one `wakep` (not one per timer)
+    /// gets an idle P's M to steal the rest. Reads the clock only when
+    /// some timer is armed.
     fn run_timers(&self) {
         let earliest = self.rt.next_timer();
         if earliest == u64::MAX {
@@ -359,8 +361,12 @@ impl M {
             return;
         }
         let p = self.p();
+        let mut readied = 0;
         for timers in self.rt.timers.iter().filter(|t| t.next() <= now) {
-            timers.run_expired(now, |g| unpark_into(g, p, &self.rt.injector));
+            readied += timers.run_expired(now, p, &self.rt.injector);
+        }
+        if readied > 1 {
+            self.rt.wakep();
         }
     }
 
@@ -399,15 +405,5 @@ impl M {
         }
         let next = self.rt.next_timer();
         next != u64::MAX && next <= crate::sys::clock::now()
-    }
-}
-
-/// Makes a PARKED G runnable directly into `p` (used for timers).
-fn unpark_into(g: GRef, p: &P, global: &Injector<GRef>) {
-    if g.wake_token() {
-        if super::tracing::on(&g.rt) {
-            super::tracing::runnable(&g);
-        }
-        p.put(g, true, global);
     }
 }

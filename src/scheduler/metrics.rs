@@ -207,5 +207,6 @@ pub(crate) fn snapshot(rt: &Shared) -> RuntimeMetrics {
         stacks_pooled,
         stacks_cold,
         stacks_mapped: crate::stack::mapped(),
+        armed_timers: rt.armed_timers(),
     }
 }

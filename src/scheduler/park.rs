@@ -111,7 +111,10 @@ pub(crate) fn block(deadline: Option<u64>, reason: BlockReason) {
             if when <= clock::now() {
                 return;
             }
-            add_timer(when, current_g().expect("on a green thread"));
+            let g = current_g().expect("on a green thread");
+            // Disarmed as the wait ends, whatever ended it.
+            let _timer = add_timer(when, &g);
+            return park(reason);
         }
         park(reason);
     } else {

@@ -35,7 +35,7 @@
 //! sockets' read and write timeouts.
 
 // A sleeping green thread parks; its wake-up is an entry in the timer
-// queue of the P it slept on (`scheduler::timers`).
+// wheel of the P it slept on (`scheduler::timers`).
 
 use std::time::{Duration, Instant};
 
@@ -101,7 +101,7 @@ fn sleep_to(g: scheduler::GRef, deadline: u64) {
         return;
     }
     while now() < deadline {
-        scheduler::add_timer(deadline, g.clone());
+        let _timer = scheduler::add_timer(deadline, &g);
         scheduler::park(scheduler::BlockReason::Timer);
     }
 }
