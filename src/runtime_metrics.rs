@@ -235,7 +235,6 @@ impl RuntimeMetrics {
     /// stacks), like [`netpoll_waiters`](Self::netpoll_waiters).
     pub fn stacks_mapped(&self) -> usize {
         self.stacks_mapped
-
     }
 
     /// Timers armed on the runtime's workers now: one per green thread

@@ -280,8 +280,11 @@ pub(crate) fn guard_hit(addr: usize) -> Option<&'static [u8]> {
 const STACK_REFILL: usize = 16;
 
 /// Stacks mapped at once when a P's cache and the runtime's pool have
-/// none (`Stack::new_many`).
-const STACK_MAP_BATCH: usize = 16;
+/// none (`Stack::new_many`): a P's cache's worth. Each mmap takes the
+/// address space's lock for writing, which stalls the other workers'
+/// page faults (a million sleepers spawned: 4.0–4.6 s in all with 64,
+/// 4.4–4.7 s with 16, `benches/scale.rs` cell sleep 10^6, 3 runs each).
+const STACK_MAP_BATCH: usize = 64;
 
 /// A stack of `size` usable bytes: from the current P's cache, the
 /// runtime's pool, or a fresh mapping.

@@ -288,7 +288,19 @@ fn run(rt: &Arc<Shared>, quantum: Duration) {
             // Timers due while every P is busy need a look too; one that
             // is added while sysmon sleeps long would be noticed late, so
             // with timers about, keep the short cadence.
-            let wake_at = next_deadline.min(next_timer);
+            // A timer due later: wake for it (not sooner than the
+            // wheel's tick, its resolution). One overdue already: the
+            // Ms run it as soon as one looks for work, and sysmon has
+            // asked the longest-running G to make way (above); looking
+            // again every busy round is enough. (Waking at every round's
+            // minimum instead, while a million sleepers kept some timer
+            // always overdue, cost the workers a tenth of their time.)
+            let timer_wake = match next_timer {
+                u64::MAX => u64::MAX,
+                t if t > now => t.max(now + super::timers::TICK_NS),
+                _ => now + busy_delay.as_nanos() as u64,
+            };
+            let wake_at = next_deadline.min(timer_wake);
             let cap = if unexpected || next_timer != u64::MAX {
                 busy_delay
             } else {

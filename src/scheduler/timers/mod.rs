@@ -17,6 +17,7 @@ use super::g::GRef;
 use super::m;
 use super::p::P;
 use super::shared::Shared;
+pub(crate) use wheel::TICK_NS;
 use wheel::{Key, Wheel};
 
 /// One P's timers.
