@@ -119,6 +119,7 @@ impl Builder {
         env::check_lazy_knobs()?;
         super::stack_overflow::install_handler();
         super::panic_hook::install();
+        crate::sys::malloc::tune_once();
         let cfg = Config {
             workers,
             stack_size: stack::normalize_size(self.stack_size),

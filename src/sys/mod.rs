@@ -6,6 +6,7 @@
 pub(crate) mod clock;
 mod futex;
 mod lock;
+pub(crate) mod malloc;
 pub(crate) mod sched_class;
 mod signal;
 pub(crate) mod sync;
