@@ -65,10 +65,10 @@ impl GRef {
     }
 
     /// Wakes the G: leaves a token if it runs; if it is parked, makes it
-    /// runnable, queueing this reference itself.
+    /// runnable and queues it (this reference is dropped).
     pub(crate) fn unpark_owned(self) {
-        if self.wake_token() {
-            super::ready(self);
+        if let Some(parked) = self.wake() {
+            super::ready(parked);
         }
     }
 }
@@ -96,6 +96,11 @@ pub(crate) struct G {
     pub(crate) nopreempt: AtomicU32,
     /// Saved stack pointer while the G is not running.
     pub(crate) sp: UnsafeCell<*mut u8>,
+    /// While the G is PARKED: the reference its M ran it with, handed
+    /// over at the park (`park_owned`) to whoever wakes it (`wake`). A
+    /// parked G thus keeps itself alive, and a waker need not hold a
+    /// reference of its own (see `park::StackWaker`).
+    parked_ref: UnsafeCell<Option<GRef>>,
     /// Top of the stack (null until one is bound); the parent slot lives
     /// just below it.
     top: UnsafeCell<*mut u8>,
@@ -146,6 +151,7 @@ impl G {
             rt,
             park: ParkState::new(),
             sp: UnsafeCell::new(std::ptr::null_mut()),
+            parked_ref: UnsafeCell::new(None),
             top: UnsafeCell::new(std::ptr::null_mut()),
             parent: UnsafeCell::new(std::ptr::null_mut()),
             guard: UnsafeCell::new((0, 0)),
@@ -288,15 +294,54 @@ impl G {
         self.park.take_token()
     }
 
-    /// See [`ParkState::finish_park`].
-    pub(crate) fn finish_park(&self) -> bool {
-        self.park.finish_park()
+    /// Called by the scheduler after the G switched away to park, with
+    /// the reference it ran the G with: parks the G, handing that
+    /// reference to the G's next waker (see [`G::wake`]) — no reference
+    /// count changes on a park and wake-up. Returns it back if a wake-up
+    /// came first (the G is RUNNABLE again; the caller queues it).
+    pub(crate) fn park_owned(g: GRef) -> Option<GRef> {
+        let ptr = g.as_ptr();
+        // SAFETY: the caller owns the G (it just switched out of it) and
+        // the G is RUNNING or NOTIFIED, so no waker reads `parked_ref`
+        // (only the one that moves it PARKED → RUNNABLE does). The G is
+        // alive: the reference stored here keeps it so until the CAS
+        // below publishes it.
+        let cell = unsafe {
+            let cell = (*ptr).parked_ref.get();
+            *cell = Some(g);
+            cell
+        };
+        // SAFETY: as above, the G is alive until `finish_park` parks it;
+        // after that this function touches it no more (its waker may take
+        // the reference, run and free the G at once).
+        let token_came = unsafe { (*ptr).park.finish_park() };
+        if !token_came {
+            return None;
+        }
+        // SAFETY: `finish_park` returned true, so the G never became
+        // PARKED: no waker takes the reference, which is still ours.
+        unsafe { (*cell).take() }
+    }
+
+    /// Wakes the G: leaves a token if it runs; if it is parked, makes it
+    /// runnable and returns the reference its park handed over (see
+    /// [`G::park_owned`]), which the caller must queue.
+    pub(crate) fn wake(&self) -> Option<GRef> {
+        if !self.wake_token() {
+            return None;
+        }
+        // SAFETY: we won PARKED → RUNNABLE (acquiring the park's release
+        // of `parked_ref`), so we alone own the parked G until we queue
+        // it; the reference is there by `park_owned`'s contract.
+        let g = unsafe { (*self.parked_ref.get()).take() };
+        debug_assert!(g.is_some(), "a parked G without its reference");
+        g
     }
 
     /// See [`ParkState::wake_token`]. When it returns true (the G was
     /// parked and the caller queues it), also starts loading the G's saved
     /// context into the cache (see `prefetch_context`).
-    pub(crate) fn wake_token(&self) -> bool {
+    fn wake_token(&self) -> bool {
         let woken = self.park.wake_token();
         if woken {
             self.prefetch_context();

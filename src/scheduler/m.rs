@@ -283,7 +283,7 @@ impl M {
                 self.requeue(g, false);
             }
             Request::Park => {
-                if g.finish_park() {
+                if let Some(g) = G::park_owned(g) {
                     self.requeue(g, true);
                 }
             }

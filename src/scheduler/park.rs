@@ -11,10 +11,12 @@
 //! `blocks_green`), and to hint that an idle P's M should poll
 //! (`wakep_if_local_work`).
 
+use std::ptr::NonNull;
 use std::thread::{self, Thread};
 
 use super::timers::add_timer;
 pub(crate) use super::GRef;
+use super::G;
 use super::{current_g, park};
 use crate::sys::clock;
 
@@ -52,8 +54,8 @@ impl Waker {
     pub(crate) fn ready_into(self, ready: &mut ReadyList) {
         match self {
             Waker::Green(g) => {
-                if g.wake_token() {
-                    ready.push(g);
+                if let Some(parked) = g.wake() {
+                    ready.push(parked);
                 }
             }
             Waker::Os(t) => t.unpark(),
@@ -66,6 +68,64 @@ impl Waker {
         match self {
             Waker::Green(g) => g.unpark_owned(),
             Waker::Os(t) => t.unpark(),
+        }
+    }
+}
+
+/// A waker that holds no reference to its green thread, for a waiter
+/// whose wait record lives on its own stack and is completed under a lock
+/// (the channel's slots): the waiter cannot leave its wait while the
+/// completer holds its record, so the completer may wake it through a
+/// bare pointer. Saves the reference count's two serialising
+/// instructions (a clone at the wait, a drop at the park) on every park
+/// and wake-up: a parked green thread owns its own reference, which the
+/// wake hands to the run queue (`G::park_owned`, `G::wake`).
+pub(crate) enum StackWaker {
+    Green(NonNull<G>),
+    Os(Thread),
+}
+
+// SAFETY: the pointer is only followed by `wake`, whose contract keeps
+// the G alive; a G is Sync (shared across threads through its atomics).
+unsafe impl Send for StackWaker {}
+
+impl StackWaker {
+    /// A waker for the caller (green or not, as `block` will wait).
+    pub(crate) fn current() -> StackWaker {
+        match NonNull::new(super::m::current_g_raw().cast_mut()) {
+            Some(g) if blocks_green() => StackWaker::Green(g),
+            _ => StackWaker::Os(thread::current()),
+        }
+    }
+
+    /// Wakes the waiter's green thread (its token, or PARKED → RUNNABLE)
+    /// now; returns what to finish after the caller's lock is released.
+    ///
+    /// # Safety
+    /// The waiter must still be waiting: it must not be able to return
+    /// from its wait (and so exit, freeing its G) until this returns.
+    pub(crate) unsafe fn wake(self) -> Woken {
+        match self {
+            // SAFETY: the caller keeps the waiter, hence its G, alive.
+            StackWaker::Green(g) => Woken(unsafe { g.as_ref() }.wake().map(Waker::Green)),
+            StackWaker::Os(t) => Woken(Some(Waker::Os(t))),
+        }
+    }
+}
+
+/// A wake-up begun by [`StackWaker::wake`]: the G to queue (made runnable
+/// already), the OS thread to unpark, or nothing (the G was running and
+/// kept the token).
+#[must_use = "a woken G must be queued"]
+pub(crate) struct Woken(Option<Waker>);
+
+impl Woken {
+    /// Finishes the wake-up: queues the G or unparks the thread.
+    pub(crate) fn finish(self) {
+        match self.0 {
+            Some(Waker::Green(g)) => super::ready(g),
+            Some(Waker::Os(t)) => t.unpark(),
+            None => {}
         }
     }
 }

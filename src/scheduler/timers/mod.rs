@@ -74,7 +74,7 @@ impl TimerQueue {
         let mut w = self.wheel.lock();
         let mut readied = 0;
         w.poll(now, |g| {
-            if g.wake_token() {
+            if let Some(g) = g.wake() {
                 if super::tracing::on(&g.rt) {
                     super::tracing::runnable(&g);
                 }

@@ -14,28 +14,65 @@
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use parking_lot::Mutex;
 
 use super::{RecvTimeoutError, TrySendError};
-use crate::scheduler::park::{block, BlockReason, Waker};
+use crate::scheduler::park::{block, BlockReason, StackWaker, Woken};
 use crate::time;
 
 /// One waiting caller, on its own stack (green stacks never move).
 ///
 /// While the slot is listed in the channel's [`State`], its `value` and
 /// `waker` belong to whoever holds the channel's lock. The caller that
-/// unlists it (still under the lock) sets `done` last; after that only the
-/// waiter touches it. A waiter that gives up (timeout, unwind) takes the
-/// lock and unlists itself unless `done` is set.
+/// unlists it (still under the lock) completes it: sets `done` to
+/// COMPLETING, wakes the waiter through its reference-free waker (the
+/// waiter, alive until it sees DONE, keeps the pointer valid), then sets
+/// DONE; after that only the waiter touches the slot. A waiter that sees
+/// COMPLETING waits the few instructions until DONE. One that gives up
+/// (timeout, unwind) takes the lock, where `done` is never COMPLETING,
+/// and unlists itself unless it is DONE.
 struct Slot<T> {
     /// A waiting sender's message (taken by the receiver that completes
     /// the wait; still there if the receiver left), or the message handed
     /// to a waiting receiver (None: woken because the last sender left).
     value: UnsafeCell<Option<T>>,
-    waker: UnsafeCell<Option<Waker>>,
-    done: AtomicBool,
+    waker: UnsafeCell<Option<StackWaker>>,
+    done: AtomicU8,
+}
+
+/// `Slot::done`: listed, and waiting.
+const WAITING: u8 = 0;
+/// Unlisted; its completer is waking the waiter.
+const COMPLETING: u8 = 1;
+/// Completed: the slot is the waiter's again.
+const DONE: u8 = 2;
+
+impl<T> Slot<T> {
+    fn new(value: Option<T>) -> Slot<T> {
+        Slot {
+            value: UnsafeCell::new(value),
+            waker: UnsafeCell::new(Some(StackWaker::current())),
+            done: AtomicU8::new(WAITING),
+        }
+    }
+
+    /// Whether the wait is over, waiting out a completer that is still
+    /// waking us (it holds the channel's lock for a few instructions).
+    fn is_done(&self) -> bool {
+        let mut spins = 0u32;
+        loop {
+            match self.done.load(Ordering::Acquire) {
+                WAITING => return false,
+                DONE => return true,
+                _ if spins < 128 => std::hint::spin_loop(),
+                // The completer's OS thread lost its CPU.
+                _ => std::thread::yield_now(),
+            }
+            spins += 1;
+        }
+    }
 }
 
 /// A listed [`Slot`].
@@ -48,22 +85,30 @@ struct SlotPtr<T>(NonNull<Slot<T>>);
 unsafe impl<T: Send> Send for SlotPtr<T> {}
 
 impl<T> SlotPtr<T> {
-    /// Finishes the wait: lets `f` move the value, takes the waker and
-    /// sets `done`. Call under the channel's lock, on a slot just
-    /// unlisted; wake the returned waker after unlocking.
-    fn complete(self, f: impl FnOnce(&mut Option<T>)) -> Option<Waker> {
+    /// Finishes the wait: lets `f` move the value and wakes the waiter
+    /// (see [`Slot`]). Call under the channel's lock, on a slot just
+    /// unlisted; finish the returned wake-up after unlocking.
+    fn complete(self, f: impl FnOnce(&mut Option<T>)) -> Woken {
         // SAFETY: the slot was listed until the caller unlisted it under
-        // the lock it still holds, so the waiter has not seen `done` and
-        // is waiting (its frame, holding the slot, is alive); the fields
-        // are ours until `done` is set below, and untouched after.
-        // Fields through the raw pointer, so that no reference to the
-        // whole slot is live across the store that frees it.
+        // the lock it still holds, so the waiter has not seen DONE and is
+        // waiting (its frame, holding the slot, is alive); the fields are
+        // ours until DONE is stored below, and untouched after. Fields
+        // through the raw pointer, so that no reference to the whole slot
+        // is live across the store that frees it.
         unsafe {
             let slot = self.0.as_ptr();
             f(&mut *(*slot).value.get());
-            let waker = (*(*slot).waker.get()).take();
-            (*slot).done.store(true, Ordering::Release);
-            waker
+            let waker = (*(*slot).waker.get())
+                .take()
+                .expect("a listed slot has its waker");
+            // From here the waiter may see its wait completed, but not
+            // leave before DONE: its G stays alive while `wake` runs (as
+            // `StackWaker::wake` requires). Set before the wake-up, so a
+            // waiter that runs on the token finds its wait over.
+            (*slot).done.store(COMPLETING, Ordering::Release);
+            let woken = waker.wake();
+            (*slot).done.store(DONE, Ordering::Release);
+            woken
         }
     }
 }
@@ -114,7 +159,8 @@ impl<T> Listed<'_, T> {
     /// returns whether it was.
     fn unlist(&self) -> bool {
         let mut s = self.chan.state.lock();
-        if self.slot.done.load(Ordering::Acquire) {
+        // Under the lock no completer is half-way (COMPLETING).
+        if self.slot.done.load(Ordering::Acquire) == DONE {
             return true;
         }
         let me = self.slot as *const Slot<T>;
@@ -157,9 +203,9 @@ impl<T> Chan<T> {
         }
         if let Some(r) = s.recv_waiter.take() {
             // The receiver waits, so the buffer is empty: hand it over.
-            let waker = r.complete(|v| *v = Some(t));
+            let woken = r.complete(|v| *v = Some(t));
             drop(s);
-            wake(waker);
+            woken.finish();
             return Ok(());
         }
         if s.has_room() {
@@ -169,11 +215,7 @@ impl<T> Chan<T> {
         if !wait {
             return Err(TrySendError::Full(t));
         }
-        let slot = Slot {
-            value: UnsafeCell::new(Some(t)),
-            waker: UnsafeCell::new(Some(Waker::current())),
-            done: AtomicBool::new(false),
-        };
+        let slot = Slot::new(Some(t));
         s.send_waiters.push_back(SlotPtr(NonNull::from(&slot)));
         drop(s);
         let listed = Listed {
@@ -181,7 +223,7 @@ impl<T> Chan<T> {
             slot: &slot,
             side: Side::Send,
         };
-        while !slot.done.load(Ordering::Acquire) {
+        while !slot.is_done() {
             block(None, BlockReason::Channel);
         }
         std::mem::forget(listed);
@@ -199,15 +241,15 @@ impl<T> Chan<T> {
         let _np = crate::preempt::no_preempt();
         loop {
             let mut s = self.state.lock();
-            let (t, waker) = match s.buf.pop_front() {
+            let (t, woken) = match s.buf.pop_front() {
                 // Room now: the longest-waiting sender's message joins the
                 // buffer's tail.
                 Some(t) => match s.send_waiters.pop_front() {
                     Some(w) => {
                         let mut moved = None;
-                        let waker = w.complete(|v| moved = v.take());
+                        let woken = w.complete(|v| moved = v.take());
                         s.buf.push_back(moved.expect("a waiting sender's message"));
-                        (t, waker)
+                        (t, woken)
                     }
                     None => return Ok(t),
                 },
@@ -215,8 +257,8 @@ impl<T> Chan<T> {
                 None => match s.send_waiters.pop_front() {
                     Some(w) => {
                         let mut moved = None;
-                        let waker = w.complete(|v| moved = v.take());
-                        (moved.expect("a waiting sender's message"), waker)
+                        let woken = w.complete(|v| moved = v.take());
+                        (moved.expect("a waiting sender's message"), woken)
                     }
                     None => {
                         if s.senders == 0 {
@@ -235,7 +277,7 @@ impl<T> Chan<T> {
                 },
             };
             drop(s);
-            wake(waker);
+            woken.finish();
             return Ok(t);
         }
     }
@@ -247,11 +289,7 @@ impl<T> Chan<T> {
         mut s: parking_lot::MutexGuard<'_, State<T>>,
         deadline: Option<u64>,
     ) -> Option<Result<T, RecvTimeoutError>> {
-        let slot = Slot {
-            value: UnsafeCell::new(None),
-            waker: UnsafeCell::new(Some(Waker::current())),
-            done: AtomicBool::new(false),
-        };
+        let slot = Slot::new(None);
         debug_assert!(s.recv_waiter.is_none(), "two receivers wait");
         s.recv_waiter = Some(SlotPtr(NonNull::from(&slot)));
         drop(s);
@@ -261,7 +299,7 @@ impl<T> Chan<T> {
             side: Side::Recv,
         };
         loop {
-            if slot.done.load(Ordering::Acquire) {
+            if slot.is_done() {
                 break;
             }
             if deadline.is_some_and(|d| time::now() >= d) {
@@ -293,9 +331,11 @@ impl<T> Chan<T> {
         if s.senders != 0 {
             return;
         }
-        let waker = s.recv_waiter.take().and_then(|r| r.complete(|_| {}));
+        let woken = s.recv_waiter.take().map(|r| r.complete(|_| {}));
         drop(s);
-        wake(waker);
+        if let Some(woken) = woken {
+            woken.finish();
+        }
     }
 
     /// The receiver left: drops the buffered messages and wakes every
@@ -306,20 +346,14 @@ impl<T> Chan<T> {
         let mut s = self.state.lock();
         s.receiver_alive = false;
         let buffered = std::mem::take(&mut s.buf);
-        let wakers: Vec<Waker> = std::mem::take(&mut s.send_waiters)
+        let woken: Vec<Woken> = std::mem::take(&mut s.send_waiters)
             .into_iter()
-            .filter_map(|w| w.complete(|_| {}))
+            .map(|w| w.complete(|_| {}))
             .collect();
         drop(s);
         drop(buffered);
-        for w in wakers {
-            w.wake_by_value();
+        for w in woken {
+            w.finish();
         }
-    }
-}
-
-fn wake(waker: Option<Waker>) {
-    if let Some(w) = waker {
-        w.wake_by_value();
     }
 }
