@@ -56,9 +56,11 @@ pub(crate) struct P {
     rng: Cell<u64>,
     /// This P's metrics, batched (see `metrics`).
     pub(crate) batch: Batch,
-    /// Starts and stops traced on this P so far: orders them whichever
-    /// M wrote them (see `scheduler::tracing`).
-    pub(crate) trace_seq: Cell<u32>,
+    /// The fourth word of this P's last start or stop record, less its
+    /// kind: the P and the number of starts and stops traced on it so
+    /// far, which orders them whichever M wrote them (see
+    /// `scheduler::tracing`, `trace::Word3::next_mark`).
+    pub(crate) trace_mark: Cell<u64>,
     /// The M that took this P last (for the trace's hand-off events).
     pub(crate) last_m: Cell<*const super::handoff::MHandle>,
 }
@@ -76,7 +78,7 @@ impl P {
                 0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
             ),
             batch: Batch::default(),
-            trace_seq: Cell::new(0),
+            trace_mark: Cell::new(crate::trace::Word3::first_mark(id as u16)),
             last_m: Cell::new(std::ptr::null()),
         }
     }

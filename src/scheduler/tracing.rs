@@ -20,14 +20,28 @@ use super::p::P;
 use super::shared::Shared;
 use crate::trace::{self, stop_code, Kind, Word3, NO_P};
 
+pub(crate) use crate::trace::{MODE_FLIGHT, MODE_OFF};
+
+/// The runtime's recording mode (`MODE_OFF`, ...): one relaxed load.
+#[inline(always)]
+pub(crate) fn mode(rt: &Shared) -> u8 {
+    rt.trace.mode.load(Ordering::Relaxed)
+}
+
 /// Whether `rt` records (the one check on every hot path).
 #[inline(always)]
 pub(crate) fn on(rt: &Shared) -> bool {
-    rt.trace.on.load(Ordering::Relaxed)
+    rt.trace.on()
 }
 
 fn record(kind: Kind, g: u64, arg: u64, p: u16, seq: u32) -> [u64; 4] {
     [trace::ticks(), g, arg, Word3::pack(kind, p, seq)]
+}
+
+/// A start or stop record: `mark` is the P's (see `P::trace_mark`).
+#[inline(always)]
+fn marked_record(kind: Kind, g: u64, arg: u64, mark: u64) -> [u64; 4] {
+    [trace::ticks(), g, arg, Word3::with_mark(kind, mark)]
 }
 
 /// Appends a record to this thread's buffer for `rt`.
@@ -52,7 +66,7 @@ fn emit(rt: &Shared, kind: Kind, g: u64, arg: u64, p: u16) {
 }
 
 fn flight(rt: &Shared) -> bool {
-    rt.trace.flight.load(Ordering::Relaxed)
+    rt.trace.flight()
 }
 
 fn m_p(m: &M) -> u16 {
@@ -66,12 +80,12 @@ fn m_p(m: &M) -> u16 {
 /// Called by the P's owner, on its scheduler stack or with preemption
 /// held off (the preemption path, a blocking section).
 fn run_mark(m: &M, p: &P, kind: Kind, g: u64, arg: u64) {
-    let seq = p.trace_seq.get().wrapping_add(1);
-    p.trace_seq.set(seq);
+    let mark = Word3::next_mark(p.trace_mark.get());
+    p.trace_mark.set(mark);
     // SAFETY: see `emit`; the callers keep the preemption path out.
     unsafe {
         m.handle.trace.push(
-            record(kind, g, arg, p.id as u16, seq),
+            marked_record(kind, g, arg, mark),
             flight(&m.rt),
             &m.rt.trace.retired,
         )
@@ -129,33 +143,37 @@ fn stop_code_of(m: &M, g: &G, req: Request) -> u64 {
     }
 }
 
-/// `prev` (asking for `req`) switched straight into the G now running
-/// on this M (`M::switch_direct`): `prev`'s stop and the new G's start
-/// as one record, the cost of one. Called by the new G in `finish_prev`,
-/// under the no-preempt count lent to it, before `prev` can be queued or
-/// woken.
-#[cold]
-#[inline(never)]
-pub(super) fn switched(m: &M, prev: &G, req: Request) {
-    // SAFETY: a non-null curg is the G running here (our caller).
-    let (Some(pp), Some(next)) = (m.p.get(), unsafe { m.curg.get().as_ref() }) else {
-        return;
+/// `prev` (asking for `req`) is switching straight into the G now in
+/// `m.curg` on `p` (`M::switch_direct`): `prev`'s stop and the new G's
+/// start as one record, the cost of one. Called by `prev` under its
+/// no-preempt scope, before it can be queued or woken. Inlined: the
+/// switch has its registers saved already, and a call would save more.
+#[inline(always)]
+pub(super) fn switched(m: &M, p: &P, prev: &G, req: Request, flight: bool) {
+    // Everything is read before the first store: the compiler cannot
+    // tell the stores from writes to the M's and P's cells, and would
+    // load those again after each.
+    // SAFETY: `switch_direct` set curg to the G it is switching into,
+    // which it owns (alive: `m.cur` holds it).
+    let next = unsafe { (*m.curg.get()).id };
+    let writer = &m.handle.trace;
+    let retired = &m.rt.trace.retired;
+    // Only yields and parks switch directly (an exit goes through the
+    // scheduler): no branch on the other stops.
+    let code = if req == Request::Park {
+        trace::block_code(m.block_reason.get())
+    } else {
+        stop_code::YIELD
     };
-    // SAFETY: the M owns its P.
-    let p = unsafe { pp.get() };
-    m.handle.trace.running.store(next.id, Ordering::Relaxed);
+    let arg = trace::SwitchArg::pack(prev.id, code);
     // Two marks of the P's order: the stop's, then the start's.
-    let seq = p.trace_seq.get().wrapping_add(1);
-    p.trace_seq.set(seq.wrapping_add(1));
-    let arg = trace::SwitchArg::pack(prev.id, stop_code_of(m, prev, req));
-    // SAFETY: see `emit`; the lent count keeps the preemption path out.
-    unsafe {
-        m.handle.trace.push(
-            record(Kind::Switch, next.id, arg, p.id as u16, seq),
-            flight(&m.rt),
-            &m.rt.trace.retired,
-        )
-    };
+    let mark = Word3::next_mark(p.trace_mark.get());
+    let record = marked_record(Kind::Switch, next, arg, mark);
+    p.trace_mark.set(Word3::next_mark(mark));
+    writer.running.store(next, Ordering::Relaxed);
+    // SAFETY: see `emit`; the stopping G's no-preempt scope keeps the
+    // preemption path out.
+    unsafe { writer.push(record, flight, retired) };
 }
 
 /// The preemption path stops the running G on its P (before handing the

@@ -46,7 +46,7 @@ use std::time::Duration;
 pub use model::{BlockReason, Event, EventKind, Lane, Slice, StopReason, Trace};
 pub(crate) use record::{stop_code, ticks, Kind, SwitchArg, Word3, NO_P};
 pub(crate) use ring::Writer;
-pub(crate) use session::{on_build, on_drop, RtTrace};
+pub(crate) use session::{on_build, on_drop, RtTrace, MODE_FLIGHT, MODE_OFF};
 
 /// The code of a block reason in a stop record.
 pub(crate) fn block_code(r: BlockReason) -> u64 {

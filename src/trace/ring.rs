@@ -293,18 +293,30 @@ impl Writer {
                 return b.write(n, &rec);
             }
         }
+        let [w0, w1, w2, w3] = rec;
         // SAFETY: the caller's contract.
-        unsafe { self.push_slow(&rec, flight, retired) }
+        unsafe { self.push_slow(w0, w1, w2, w3, flight, retired) }
     }
 
     /// `push` without room: retire the full buffer and go on in the
-    /// spare, or drop the record (and count it) if there is none.
+    /// spare, or drop the record (and count it) if there is none. The
+    /// record comes in four words, in registers: passed as an array it
+    /// would be spilled to the stack on the common path too.
     ///
     /// # Safety
     /// As for `push`.
     #[cold]
     #[inline(never)]
-    unsafe fn push_slow(&self, rec: &Record, flight: bool, retired: &Retired) {
+    unsafe fn push_slow(
+        &self,
+        w0: u64,
+        w1: u64,
+        w2: u64,
+        w3: u64,
+        flight: bool,
+        retired: &Retired,
+    ) {
+        let rec = [w0, w1, w2, w3];
         let buf = self.cur.load(Ordering::Relaxed);
         // SAFETY: as in `push`.
         let Some(b) = (unsafe { buf.as_ref() }) else {
@@ -313,10 +325,10 @@ impl Writer {
         };
         let n = b.len.load(Ordering::Relaxed);
         if n < BUF_RECORDS as u64 || flight {
-            return b.write(n, rec);
+            return b.write(n, &rec);
         }
         match self.next_buf(buf, retired) {
-            Some(next) => next.write(0, rec),
+            Some(next) => next.write(0, &rec),
             None => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }

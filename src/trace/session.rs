@@ -11,7 +11,7 @@
 //! then a runtime's `state`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -21,14 +21,21 @@ use super::ring::{Buf, Retired, Writer};
 use super::Trace;
 use crate::scheduler::Shared;
 
+/// Not recording.
+pub(crate) const MODE_OFF: u8 = 0;
+/// Recording.
+pub(crate) const MODE_ON: u8 = 1;
+/// Recording as a flight recorder.
+pub(crate) const MODE_FLIGHT: u8 = 2;
+
 /// A runtime's recording state (in `Shared`).
 #[derive(Default)]
 pub(crate) struct RtTrace {
-    /// Record (the hot-path check: one relaxed load).
-    pub(crate) on: AtomicBool,
-    /// Rings overwrite rather than hand off: every session covering the
-    /// runtime is a flight recorder.
-    pub(crate) flight: AtomicBool,
+    /// [`MODE_OFF`], [`MODE_ON`] or [`MODE_FLIGHT`] (rings overwrite
+    /// rather than hand off: every session covering the runtime is a
+    /// flight recorder). One byte, so the hot path's check and the
+    /// record's ring mode are one load.
+    pub(crate) mode: AtomicU8,
     pub(crate) retired: Retired,
     /// sysmon's own writer (sysmon may neither lock nor allocate).
     pub(crate) sysmon: Writer,
@@ -64,17 +71,14 @@ impl RtTrace {
     pub(crate) fn push_other(&self, rec: Record) {
         let w = lock(&self.other);
         // SAFETY: the lock makes us its only writer.
-        unsafe { w.push(rec, self.flight.load(Ordering::Relaxed), &self.retired) };
+        unsafe { w.push(rec, self.flight(), &self.retired) };
     }
 
     /// Appends a record from sysmon.
     pub(crate) fn push_sysmon(&self, rec: Record) {
         // SAFETY: sysmon is this writer's only thread; it is never
         // interrupted by a push of its own (no handler pushes).
-        unsafe {
-            self.sysmon
-                .push(rec, self.flight.load(Ordering::Relaxed), &self.retired)
-        };
+        unsafe { self.sysmon.push(rec, self.flight(), &self.retired) };
     }
 
     /// Remembers a green thread's name (called at spawn while recording).
@@ -90,8 +94,24 @@ impl RtTrace {
         ];
         let on = spans.iter().any(Option::is_some);
         let flight = on && spans.iter().flatten().all(Option::is_some);
-        self.flight.store(flight, Ordering::Relaxed);
-        self.on.store(on, Ordering::Release);
+        let mode = match (on, flight) {
+            (false, _) => MODE_OFF,
+            (true, false) => MODE_ON,
+            (true, true) => MODE_FLIGHT,
+        };
+        self.mode.store(mode, Ordering::Release);
+    }
+
+    /// Whether recording.
+    #[inline(always)]
+    pub(crate) fn on(&self) -> bool {
+        self.mode.load(Ordering::Relaxed) != MODE_OFF
+    }
+
+    /// Whether the rings are a flight recorder's.
+    #[inline(always)]
+    pub(crate) fn flight(&self) -> bool {
+        self.mode.load(Ordering::Relaxed) == MODE_FLIGHT
     }
 }
 
@@ -122,7 +142,7 @@ fn new_span(rt: Option<&Shared>, flight: Option<Duration>) -> Span {
 /// in the session's span) with the Ms numbered in creation order and the
 /// handle addresses in arguments turned into those numbers.
 fn harvest(rt: &Shared, st: &mut State, span: &Span) -> RawRt {
-    let wraps = span.flight.is_some() || rt.trace.flight.load(Ordering::Relaxed);
+    let wraps = span.flight.is_some() || rt.trace.flight();
     let mut handles = Vec::new();
     rt.for_each_m(|m| handles.push(m as *const _ as usize));
     handles.reverse();
@@ -189,7 +209,7 @@ fn harvest(rt: &Shared, st: &mut State, span: &Span) -> RawRt {
 /// After a session left `rt`: with none left, free what it kept.
 fn release(rt: &Shared, st: &mut State) {
     rt.trace.update(st);
-    if !rt.trace.on.load(Ordering::Relaxed) {
+    if !rt.trace.on() {
         st.kept.clear();
         drop(rt.trace.retired.take_all());
         lock(&rt.trace.names).clear();

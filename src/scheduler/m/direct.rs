@@ -21,11 +21,7 @@ impl M {
         // SAFETY: `prev` is only touched on this M's thread, by the G
         // running on it, never reentrantly (the G holds a no-preempt scope).
         if let Some((g, req)) = unsafe { (*self.prev.get()).take() } {
-            if tracing::on(&self.rt) {
-                self.finish_traced_switch(g, req);
-            } else {
-                self.finish_stopped(g, req);
-            }
+            self.finish_stopped(g, req);
             // Give back the no-preempt count `switch_direct` lent us.
             // SAFETY: we run on `curg` (it switched in and called this),
             // alive while it runs; the count is written only by its own
@@ -33,19 +29,6 @@ impl M {
             let count = unsafe { &(*self.curg.get()).nopreempt };
             count.store(count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
         }
-    }
-
-    /// `finish_prev` while tracing: records the switch, then finishes.
-    /// (Out of line, so that the untraced path saves no more registers.)
-    #[cold]
-    #[inline(never)]
-    fn finish_traced_switch(&self, g: GRef, req: Request) {
-        // Before `g` is queued or woken: its stop must come before any
-        // later start of it. No refill here (it allocates): `execute`
-        // refills, and runs at least every `SHARED_CHECK_INTERVAL`
-        // switches, far fewer than a buffer holds.
-        tracing::switched(self, &g, req);
-        self.finish_stopped(g, req);
     }
 
     /// The G `switch_direct` left for the scheduler, if any.
@@ -140,6 +123,16 @@ impl M {
         // by the running G (us) or the scheduler, never both at once.
         let prev = unsafe { (*self.cur.get()).replace(next) }.expect("greenrt: lost the running G");
         let save = prev.sp.get();
+        let mode = tracing::mode(&self.rt);
+        if mode != tracing::MODE_OFF {
+            // Written here, by the stopping G under its own no-preempt
+            // scope, with everything at hand; before `prev` can be
+            // queued or woken (its stop must come before any later start
+            // of it). No refill here (it allocates): `execute` refills,
+            // and runs at least every `SHARED_CHECK_INTERVAL` switches,
+            // far fewer than a buffer holds.
+            tracing::switched(self, p, &prev, req, mode == tracing::MODE_FLIGHT);
+        }
         // SAFETY: as above.
         unsafe { *self.prev.get() = Some((prev, req)) };
         // SAFETY: `save` is our (the running G's) own context slot, kept
