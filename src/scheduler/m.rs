@@ -33,8 +33,9 @@ pub(crate) struct M {
     pub(crate) curg: Cell<*const G>,
     pub(super) cur: UnsafeCell<Option<GRef>>,
     pub(crate) request: Cell<Request>,
-    /// What the G parking with `Request::Park` waits for (for the trace).
-    pub(super) block_reason: Cell<crate::trace::BlockReason>,
+    /// The trace's stop code for the G switching out to park (what it
+    /// waits for) or yield, set by `switch_out` (read only when tracing).
+    pub(super) stop_code: Cell<u8>,
     /// The scheduler's (g0's) stack pointer while a G runs: saved by the
     /// switch into the G, resumed by the G's switch out. The G's parent
     /// slot points here (see `G::link_parent`).
@@ -42,7 +43,7 @@ pub(crate) struct M {
     /// A G that switched straight into the next one (`switch_direct`),
     /// and what it asked for: the next G finishes it (`finish_prev`) once
     /// the switch has saved its context.
-    prev: UnsafeCell<Option<(GRef, Request)>>,
+    pub(super) prev: UnsafeCell<Option<(GRef, Request)>>,
     /// A G `switch_direct` took from the P but could not switch into (it
     /// has not started, or has too little stack left to finish the G
     /// before it): the scheduler runs it next.
@@ -111,7 +112,7 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         curg: Cell::new(std::ptr::null()),
         cur: UnsafeCell::new(None),
         request: Cell::new(Request::Yield),
-        block_reason: Cell::new(crate::trace::BlockReason::Other),
+        stop_code: Cell::new(0),
         g0_sp: UnsafeCell::new(std::ptr::null_mut()),
         prev: UnsafeCell::new(None),
         handover: UnsafeCell::new(None),

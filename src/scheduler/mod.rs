@@ -154,9 +154,12 @@ fn switch_out(req: Request, what: &str, reason: BlockReason) {
         not_in_green_thread(what);
     };
     let _np = crate::preempt::NoPreemptScope::for_g(m.curg.get());
-    if req == Request::Park {
-        m.block_reason.set(reason);
-    }
+    // A constant store where inlined (so is `reason`): the trace's stop
+    // code ready for the record, which then needs no branch.
+    m.stop_code.set(match req {
+        Request::Park => crate::trace::block_code(reason) as u8,
+        _ => crate::trace::stop_code::YIELD as u8,
+    });
     // SAFETY: we are running on the M's current G, inside its no-preempt
     // scope.
     if !unsafe { m.switch_direct(req) } {

@@ -137,42 +137,49 @@ pub(super) fn run_stop(m: &M, g: &G, req: Request) {
 fn stop_code_of(m: &M, g: &G, req: Request) -> u64 {
     match req {
         Request::Yield => stop_code::YIELD,
-        Request::Park => trace::block_code(m.block_reason.get()),
+        Request::Park => u64::from(m.stop_code.get()),
         Request::Exit if g.is_cancelled() => stop_code::CANCELLED,
         Request::Exit => stop_code::EXIT,
     }
 }
 
-/// `prev` (asking for `req`) is switching straight into the G now in
-/// `m.curg` on `p` (`M::switch_direct`): `prev`'s stop and the new G's
-/// start as one record, the cost of one. Called by `prev` under its
-/// no-preempt scope, before it can be queued or woken. Inlined: the
-/// switch has its registers saved already, and a call would save more.
+/// The G in `m.prev` (stopping with its request there) switched straight
+/// into the G now running on this M (`M::switch_direct`): its stop and
+/// the new G's start as one record, the cost of one. Called by the new G in `finish_prev`,
+/// under the no-preempt count lent to it, before `prev` can be queued or
+/// woken.
 #[inline(always)]
-pub(super) fn switched(m: &M, p: &P, prev: &G, req: Request, flight: bool) {
+pub(super) fn switched(m: &M, flight: bool) {
+    // A direct switch keeps the P (nothing in between can take it).
+    let Some(pp) = m.p.get() else {
+        return;
+    };
+    // SAFETY: the M owns its P.
+    let p = unsafe { pp.get() };
     // Everything is read before the first store: the compiler cannot
     // tell the stores from writes to the M's and P's cells, and would
     // load those again after each.
-    // SAFETY: `switch_direct` set curg to the G it is switching into,
-    // which it owns (alive: `m.cur` holds it).
-    let next = unsafe { (*m.curg.get()).id };
+    // SAFETY: a non-null curg is the G running here (our caller); `prev`
+    // holds the G that switched into it, and its request, and only this
+    // M's thread touches it.
+    let (next, prev) = unsafe {
+        let Some((prev, _)) = (*m.prev.get()).as_ref() else {
+            return;
+        };
+        ((*m.curg.get()).id, prev.id)
+    };
     let writer = &m.handle.trace;
     let retired = &m.rt.trace.retired;
     // Only yields and parks switch directly (an exit goes through the
-    // scheduler): no branch on the other stops.
-    let code = if req == Request::Park {
-        trace::block_code(m.block_reason.get())
-    } else {
-        stop_code::YIELD
-    };
-    let arg = trace::SwitchArg::pack(prev.id, code);
+    // scheduler), and `switch_out` left their stop code.
+    let code = u64::from(m.stop_code.get());
+    let arg = trace::SwitchArg::pack(prev, code);
     // Two marks of the P's order: the stop's, then the start's.
     let mark = Word3::next_mark(p.trace_mark.get());
     let record = marked_record(Kind::Switch, next, arg, mark);
     p.trace_mark.set(Word3::next_mark(mark));
     writer.running.store(next, Ordering::Relaxed);
-    // SAFETY: see `emit`; the stopping G's no-preempt scope keeps the
-    // preemption path out.
+    // SAFETY: see `emit`; the lent count keeps the preemption path out.
     unsafe { writer.push(record, flight, retired) };
 }
 

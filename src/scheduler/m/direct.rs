@@ -123,18 +123,19 @@ impl M {
         // by the running G (us) or the scheduler, never both at once.
         let prev = unsafe { (*self.cur.get()).replace(next) }.expect("greenrt: lost the running G");
         let save = prev.sp.get();
+        // SAFETY: as above.
+        unsafe { *self.prev.get() = Some((prev, req)) };
         let mode = tracing::mode(&self.rt);
         if mode != tracing::MODE_OFF {
             // Written here, by the stopping G under its own no-preempt
-            // scope, with everything at hand; before `prev` can be
-            // queued or woken (its stop must come before any later start
-            // of it). No refill here (it allocates): `execute` refills,
-            // and runs at least every `SHARED_CHECK_INTERVAL` switches,
-            // far fewer than a buffer holds.
-            tracing::switched(self, p, &prev, req, mode == tracing::MODE_FLIGHT);
+            // scope, before it can be queued or woken (its stop must come
+            // before any later start of it); after everything else, so
+            // that the untraced path keeps no more values live. No refill
+            // here (it allocates): `execute` refills, and runs at least
+            // every `SHARED_CHECK_INTERVAL` switches, far fewer than a
+            // buffer holds.
+            tracing::switched(self, mode == tracing::MODE_FLIGHT);
         }
-        // SAFETY: as above.
-        unsafe { *self.prev.get() = Some((prev, req)) };
         // SAFETY: `save` is our (the running G's) own context slot, kept
         // alive by the GRef in `prev`; `next` is RUNNING, owned by this M,
         // its context saved by `switch` (it has started) and its stack
