@@ -47,11 +47,6 @@ pub(crate) fn unlock() {
     }
 }
 
-/// Whether the running G has locked its OS thread.
-pub(crate) fn is_locked() -> bool {
-    green_m().is_some_and(|m| m.locked.get() != 0)
-}
-
 /// A locked G's M comes back from blocking its OS thread without a P (no
 /// idle one to take): queue the G as a retaken preempted G would be and
 /// wait on this M until an M hands it a P (or shutdown releases it, and

@@ -153,6 +153,12 @@ fn switch_out(req: Request, what: &str, reason: BlockReason) {
     let Some(m) = m::current_m().filter(|m| !m.curg.get().is_null()) else {
         not_in_green_thread(what);
     };
+    switch_out_from(m, req, reason);
+}
+
+/// `switch_out` for a caller that has looked up its M (with a running G).
+#[inline(always)]
+fn switch_out_from(m: &m::M, req: Request, reason: BlockReason) {
     let _np = crate::preempt::NoPreemptScope::for_g(m.curg.get());
     // A constant store where inlined (so is `reason`): the trace's stop
     // code ready for the record, which then needs no branch.
@@ -188,23 +194,25 @@ fn not_in_green_thread(what: &str) -> ! {
 /// [`crate::Cancelled`] instead of parking, and so on every later call.
 #[inline(always)]
 pub(crate) fn park(reason: BlockReason) {
-    let (pending, cancelled) =
-        with_current_g(|g| g.map_or((false, false), |g| (g.take_token(), g.is_cancelled())));
+    // One look-up of the M before the switch and one after (in
+    // `switch_out_from`: we may resume on another M); the G is us.
+    let Some(m) = m::current_m().filter(|m| !m.curg.get().is_null()) else {
+        not_in_green_thread("park");
+    };
+    // SAFETY: a non-null curg is the G running here, us: alive while we
+    // run, and the same G after we resume on whichever M.
+    let g = unsafe { &*m.curg.get() };
+    let (pending, cancelled) = (g.take_token(), g.is_cancelled());
     if cancelled {
         unwind_cancelled();
     }
     if pending {
         return;
     }
-    switch_out(Request::Park, "park", reason);
-    // Resumed, perhaps on another M. The token that woke us is spent.
-    let cancelled = with_current_g(|g| {
-        g.is_some_and(|g| {
-            g.take_token();
-            g.is_cancelled()
-        })
-    });
-    if cancelled {
+    switch_out_from(m, Request::Park, reason);
+    // Resumed. The token that woke us is spent.
+    g.take_token();
+    if g.is_cancelled() {
         unwind_cancelled();
     }
 }
@@ -228,21 +236,27 @@ pub(crate) fn park_through_cancel(reason: BlockReason) -> bool {
 /// cancelled G unwinds instead (see `park`).
 #[track_caller]
 pub(crate) fn yield_now() {
-    // One look-up of the running G for both checks (the M is looked up
-    // again after the switch: the G may resume on another).
-    let cancelled = with_current_g(|g| {
-        if g.is_some() && std::thread::panicking() {
-            return None;
-        }
-        Some(g.is_some_and(|g| g.is_cancelled()))
-    });
-    match cancelled {
-        None => return std::thread::yield_now(),
-        Some(true) => unwind_cancelled(),
-        Some(false) if locked::is_locked() => locked::yield_now(),
-        Some(false) => switch_out(Request::Yield, "yield_now", BlockReason::Other),
+    // One look-up of the M before the switch (and one after, in
+    // `switch_out_from`: the G may resume on another M); the G is us.
+    let Some(m) = m::current_m().filter(|m| !m.curg.get().is_null()) else {
+        not_in_green_thread("yield_now");
+    };
+    // A panicking G may not switch (see `blocks_green`).
+    if std::thread::panicking() {
+        return std::thread::yield_now();
     }
-    if current_is_cancelled() {
+    // SAFETY: a non-null curg is the G running here, us: alive while we
+    // run, and the same G after we resume on whichever M.
+    let g = unsafe { &*m.curg.get() };
+    if g.is_cancelled() {
+        unwind_cancelled();
+    }
+    if m.locked.get() != 0 {
+        locked::yield_now();
+    } else {
+        switch_out_from(m, Request::Yield, BlockReason::Other);
+    }
+    if g.is_cancelled() {
         unwind_cancelled();
     }
 }

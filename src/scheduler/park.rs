@@ -90,11 +90,32 @@ pub(crate) enum StackWaker {
 unsafe impl Send for StackWaker {}
 
 impl StackWaker {
+    /// Waits as `block` does, for the waiter this waker was made for
+    /// (the caller, still): green or not is known already.
+    #[inline(always)]
+    pub(crate) fn block(green: bool, deadline: Option<u64>, reason: BlockReason) {
+        if green {
+            block_green(deadline, reason);
+        } else {
+            block_os_thread(deadline);
+        }
+    }
+
+    /// Whether this wakes a green thread.
+    pub(crate) fn is_green(&self) -> bool {
+        matches!(self, StackWaker::Green(_))
+    }
+
     /// A waker for the caller (green or not, as `block` will wait).
     pub(crate) fn current() -> StackWaker {
-        match NonNull::new(super::m::current_g_raw().cast_mut()) {
-            Some(g) if blocks_green() => StackWaker::Green(g),
-            _ => StackWaker::Os(thread::current()),
+        // `blocks_green`, with one look-up of the M for both.
+        let green = super::m::current_m()
+            .filter(|m| m.locked.get() == 0)
+            .and_then(|m| NonNull::new(m.curg.get().cast_mut()))
+            .filter(|_| !thread::panicking());
+        match green {
+            Some(g) => StackWaker::Green(g),
+            None => StackWaker::Os(thread::current()),
         }
     }
 
@@ -167,19 +188,27 @@ pub(crate) fn unwind_if_cancelled() {
 #[inline(always)]
 pub(crate) fn block(deadline: Option<u64>, reason: BlockReason) {
     if blocks_green() {
-        if let Some(when) = deadline {
-            if when <= clock::now() {
-                return;
-            }
-            let g = current_g().expect("on a green thread");
-            // Disarmed as the wait ends, whatever ended it.
-            let _timer = add_timer(when, &g);
-            return park(reason);
-        }
-        park(reason);
+        block_green(deadline, reason);
     } else {
         block_os_thread(deadline);
     }
+}
+
+/// `block` for a caller already known to be a green thread that may park
+/// (`blocks_green`; its `StackWaker::current` is `Green`): saves looking
+/// that up again on every wait.
+#[inline(always)]
+pub(crate) fn block_green(deadline: Option<u64>, reason: BlockReason) {
+    if let Some(when) = deadline {
+        if when <= clock::now() {
+            return;
+        }
+        let g = current_g().expect("on a green thread");
+        // Disarmed as the wait ends, whatever ended it.
+        let _timer = add_timer(when, &g);
+        return park(reason);
+    }
+    park(reason);
 }
 
 /// `block` for an OS thread, or a green thread that may not switch (it

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use parking_lot::Mutex;
 
 use super::{RecvTimeoutError, TrySendError};
-use crate::scheduler::park::{block, BlockReason, StackWaker, Woken};
+use crate::scheduler::park::{BlockReason, StackWaker, Woken};
 use crate::time;
 
 /// One waiting caller, on its own stack (green stacks never move).
@@ -40,6 +40,9 @@ struct Slot<T> {
     value: UnsafeCell<Option<T>>,
     waker: UnsafeCell<Option<StackWaker>>,
     done: AtomicU8,
+    /// Whether the waiter is a green thread (its waker's kind, kept where
+    /// the waiter may read it while the completer takes the waker).
+    green: bool,
 }
 
 /// `Slot::done`: listed, and waiting.
@@ -51,11 +54,19 @@ const DONE: u8 = 2;
 
 impl<T> Slot<T> {
     fn new(value: Option<T>) -> Slot<T> {
+        let waker = StackWaker::current();
         Slot {
             value: UnsafeCell::new(value),
-            waker: UnsafeCell::new(Some(StackWaker::current())),
+            green: waker.is_green(),
+            waker: UnsafeCell::new(Some(waker)),
             done: AtomicU8::new(WAITING),
         }
+    }
+
+    /// Waits for a completer (or `deadline`): see `park::block`.
+    #[inline(always)]
+    fn block(&self, deadline: Option<u64>) {
+        StackWaker::block(self.green, deadline, BlockReason::Channel);
     }
 
     /// Whether the wait is over, waiting out a completer that is still
@@ -224,7 +235,7 @@ impl<T> Chan<T> {
             side: Side::Send,
         };
         while !slot.is_done() {
-            block(None, BlockReason::Channel);
+            slot.block(None);
         }
         std::mem::forget(listed);
         // Done: the slot is ours again. A receiver took the message, or
@@ -310,7 +321,7 @@ impl<T> Chan<T> {
                 // Completed while we timed out: the message counts.
                 break;
             }
-            block(deadline, BlockReason::Channel);
+            slot.block(deadline);
         }
         std::mem::forget(listed);
         slot.value.into_inner().map(Ok)
