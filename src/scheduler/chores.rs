@@ -88,7 +88,7 @@ fn run(rt: &Arc<Shared>) {
         if what & POLL != 0 {
             let mut ready = ReadyList::new();
             crate::netpoll::poll_if_stale(crate::sys::clock::now(), &mut ready);
-            super::inject(ready);
+            super::inject_polled(ready);
         }
         if what & WAKEP != 0 {
             rt.wakep();

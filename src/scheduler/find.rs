@@ -113,7 +113,7 @@ impl M {
                 Stopped::Woke => {}
                 Stopped::Shutdown => {
                     // Queued, so shutdown accounts for them with the rest.
-                    super::inject(polled);
+                    super::inject_polled(polled);
                     return None;
                 }
             }

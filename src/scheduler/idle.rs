@@ -238,7 +238,7 @@ impl Shared {
             return Stopped::Woke;
         }
         if let Some(gs) = polled {
-            super::inject(gs.drain(..));
+            super::inject_polled(std::mem::take(gs));
         }
         loop {
             match me.wait(None, None) {

@@ -120,6 +120,9 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         stamp_next: Cell::new(false),
     };
     CURRENT.with(|c| c.set(&m));
+    // See `trace::session::turn_on`: our handle is listed (before this
+    // thread started); the session stores the mode, fences, walks.
+    std::sync::atomic::fence(Ordering::SeqCst);
     if tracing::on(&m.rt) {
         m.handle.trace.refill();
     }
@@ -187,8 +190,9 @@ impl M {
             super::metrics::acquired(new);
             self.rt.set_owner(new.id, Arc::as_ptr(&self.handle));
             let from = new.last_m.replace(Arc::as_ptr(&self.handle));
+            let retaken = new.retaken.replace(false);
             if tracing::on(&self.rt) {
-                tracing::took_p(self, new, from);
+                tracing::took_p(self, new, from, retaken);
             }
         }
     }

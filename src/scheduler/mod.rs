@@ -86,6 +86,25 @@ pub(crate) fn inject(gs: impl IntoIterator<Item = GRef>) {
     }
 }
 
+/// `inject` for the green threads a netpoll made runnable, on a thread
+/// without a P for them (the errand thread's stale-poll check, an idle M
+/// woken from the poller): records the poll in each runtime's trace
+/// first, as `run_polled` does on an M with a P.
+pub(crate) fn inject_polled(gs: park::ReadyList) {
+    let mut rest = &gs[..];
+    while let Some(first) = rest.first() {
+        let n = rest
+            .iter()
+            .take_while(|g| Arc::ptr_eq(&g.rt, &first.rt))
+            .count();
+        if tracing::on(&first.rt) {
+            tracing::polled(&first.rt, n);
+        }
+        rest = &rest[n..];
+    }
+    inject(gs);
+}
+
 /// Lists a new G in its runtime's registry (so shutdown can cancel it);
 /// one spawned while the runtime shuts down is born cancelled.
 pub(crate) fn register(rt: &Arc<Shared>, g: &GRef) {

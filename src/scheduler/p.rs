@@ -63,6 +63,11 @@ pub(crate) struct P {
     pub(crate) trace_mark: Cell<u64>,
     /// The M that took this P last (for the trace's hand-off events).
     pub(crate) last_m: Cell<*const super::handoff::MHandle>,
+    /// Set when the P was retaken from its M (blocked where it may not
+    /// be preempted; the handler's `retake_p`), cleared by the M that
+    /// takes it next, which records the retake in a trace (the handler
+    /// itself writes nothing).
+    pub(crate) retaken: Cell<bool>,
 }
 
 impl P {
@@ -80,6 +85,7 @@ impl P {
             batch: Batch::default(),
             trace_mark: Cell::new(crate::trace::Word3::first_mark(id as u16)),
             last_m: Cell::new(std::ptr::null()),
+            retaken: Cell::new(false),
         }
     }
 

@@ -89,6 +89,7 @@ impl SignalTarget {
         // M: that G may hold what the stuck one waits for.
         if let Some(spare) = rt.claim_spare() {
             let p = self.m.take_p().expect("checked: the M holds a P");
+            mark_retaken(p);
             self.m.handle.retaken.store(true, Ordering::Release);
             spare.give(p, false);
             rt.metrics.count_retake();
@@ -98,11 +99,21 @@ impl SignalTarget {
             return false;
         };
         let p = self.m.take_p().expect("checked: the M holds a P");
+        mark_retaken(p);
         self.m.handle.retaken.store(true, Ordering::Release);
         rt.hand_to_preempted(next, p);
         rt.metrics.count_retake();
         true
     }
+}
+
+/// Marks a P just taken from its blocked M, for the trace (see
+/// `P::retaken`): a plain store, fine in the handler (the P is ours until
+/// we hand it on, which publishes the store).
+fn mark_retaken(p: super::p::PPtr) {
+    // SAFETY: taken from this M a moment ago and not handed on yet: we
+    // own it.
+    unsafe { p.get() }.retaken.set(true);
 }
 
 /// The preemption path proper, on the preempted G's stack (called by the

@@ -320,7 +320,7 @@ fn request(rt: &Shared, m: &MHandle, level: u8, tick: u32) {
     m.preempt_req.fetch_max(level, Ordering::AcqRel);
     if !m.signal_pending.swap(true, Ordering::AcqRel) {
         if super::tracing::on(rt) {
-            super::tracing::signalled(rt, m, level == RETAKE);
+            super::tracing::signalled(rt, m);
         }
         // A live M's tid: Ms never exit while sysmon runs.
         preempt::send_preempt_signal(m.tid.load(Ordering::Relaxed));

@@ -224,10 +224,15 @@ pub(super) fn syscall(m: &M) {
     }
 }
 
-/// M `m` took P `p`, last held by `from`.
+/// M `m` took P `p`, last held by `from`, which (if `retaken`) lost it
+/// to a retake while blocked: the handler that retook it records
+/// nothing, so the taker records the retake, then the hand-off.
 #[cold]
 #[inline(never)]
-pub(super) fn took_p(m: &M, p: &P, from: *const MHandle) {
+pub(super) fn took_p(m: &M, p: &P, from: *const MHandle, retaken: bool) {
+    if retaken {
+        emit(&m.rt, Kind::Retake, 0, from as u64, p.id as u16);
+    }
     if !std::ptr::eq(from, Arc::as_ptr(&m.handle)) {
         emit(&m.rt, Kind::Handoff, 0, from as u64, p.id as u16);
     }
@@ -263,6 +268,14 @@ pub(super) fn netpolled(m: &M, n: usize) {
     emit(&m.rt, Kind::Netpoll, 0, n as u64, NO_P);
 }
 
+/// A poll by a thread without a P (see `scheduler::inject_polled`) made
+/// `n` of `rt`'s green threads runnable.
+#[cold]
+#[inline(never)]
+pub(super) fn polled(rt: &Shared, n: usize) {
+    emit(rt, Kind::Netpoll, 0, n as u64, NO_P);
+}
+
 /// The M started spinning.
 #[cold]
 #[inline(never)]
@@ -277,15 +290,14 @@ pub(super) fn idle(m: &M) {
     emit(&m.rt, Kind::Idle, 0, 0, NO_P);
 }
 
-/// sysmon signalled `m` (asking it to retake its P if `retake`). sysmon
+/// sysmon signalled `m` (to preempt its green thread or retake its P). sysmon
 /// writes to its own buffer: no lock, no allocation.
 #[cold]
 #[inline(never)]
-pub(super) fn signalled(rt: &Shared, m: &MHandle, retake: bool) {
+pub(super) fn signalled(rt: &Shared, m: &MHandle) {
     let g = m.trace.running.load(Ordering::Relaxed);
     let h = m as *const MHandle as u64;
+    // Whether the handler then retakes the P is its decision: the M that
+    // takes the P records a retake (`took_p`).
     rt.trace.push_sysmon(record(Kind::SigUrg, g, h, NO_P, 0));
-    if retake {
-        rt.trace.push_sysmon(record(Kind::Retake, g, h, NO_P, 0));
-    }
 }

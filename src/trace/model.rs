@@ -125,7 +125,9 @@ pub enum EventKind {
         /// The M that took it.
         to: usize,
     },
-    /// sysmon retook the P from M `m`, blocked in a system call.
+    /// The P was retaken from M `m`, blocked in a system call or where it
+    /// may not be preempted (sysmon asked, the M's signal handler handed
+    /// the P on); recorded by the M that took the P.
     Retake {
         /// The blocked M.
         m: usize,

@@ -24,7 +24,8 @@ pub(crate) enum Kind {
     /// The writing M took a P; argument: the M that held it before (its
     /// handle's address), or 0.
     Handoff,
-    /// sysmon asked to retake the P of an M (argument: its handle).
+    /// The writing M took a P retaken from a blocked M (argument: that
+    /// M's handle).
     Retake,
     /// sysmon signalled an M (argument: its handle) running green thread `g`.
     SigUrg,

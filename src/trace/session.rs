@@ -123,6 +123,21 @@ fn refill_all(rt: &Shared) {
     lock(&rt.trace.other).refill();
 }
 
+/// Gives every writer buffers, then publishes the session state `st`
+/// (recording on), then gives buffers to Ms listed meanwhile.
+///
+/// The second walk is ordered against a new M's start (`m_main`), which
+/// is listed, then fences and reads the mode: either the walk finds the
+/// M, or the M sees recording on and fills its own writer. Without it
+/// both could miss, and a spare started as recording began took a P with
+/// no buffer and dropped its first records.
+fn turn_on(rt: &Shared, st: &State) {
+    refill_all(rt);
+    rt.trace.update(st);
+    std::sync::atomic::fence(Ordering::SeqCst);
+    rt.for_each_m(|m| m.trace.refill());
+}
+
 fn dropped_total(rt: &Shared) -> u64 {
     let mut n = rt.trace.sysmon.dropped() + lock(&rt.trace.other).dropped();
     rt.for_each_m(|m| n += m.trace.dropped());
@@ -236,8 +251,7 @@ fn enroll(g: &mut Global, rt: &Arc<Shared>) {
         dropped0: dropped_total(rt),
         ..g.span
     });
-    refill_all(rt);
-    rt.trace.update(&st);
+    turn_on(rt, &st);
     g.rts.push((g.next, Arc::downgrade(rt)));
     g.next += 1;
 }
@@ -253,8 +267,7 @@ pub(crate) fn start(rt: Option<Arc<Shared>>, flight: Option<Duration>) {
             let mut st = lock(&rt.trace.state);
             if st.local.is_none() {
                 st.local = Some(new_span(Some(&rt), flight));
-                refill_all(&rt);
-                rt.trace.update(&st);
+                turn_on(&rt, &st);
             }
         }
         None => {
@@ -340,8 +353,7 @@ pub(crate) fn on_build(rt: &Arc<Shared>) {
         if !paths.trim().is_empty() {
             let mut st = lock(&rt.trace.state);
             st.env = Some((new_span(Some(rt), None), paths));
-            refill_all(rt);
-            rt.trace.update(&st);
+            turn_on(rt, &st);
         }
     }
 }
