@@ -167,6 +167,22 @@ impl G {
         }
     }
 
+    /// The G whose context slot (`sp`) is at `slot`: the switch has the
+    /// slot at hand, and its G's header costs a few instructions more to
+    /// reach through a `GRef` (the allocation's layout is read from its
+    /// vtable).
+    ///
+    /// # Safety
+    /// `slot` must be `g.sp.get()` of a G that outlives the returned
+    /// reference.
+    #[inline(always)]
+    pub(crate) unsafe fn from_context_slot<'a>(slot: *mut *mut u8) -> &'a G {
+        // SAFETY: G is `repr(C)` and `slot` points at its `sp` field (the
+        // caller's contract), so the G starts `offset_of!(G, sp)` bytes
+        // before it, and lives as the caller says.
+        unsafe { &*slot.byte_sub(std::mem::offset_of!(G, sp)).cast::<G>() }
+    }
+
     /// Marks the stack as lent out (a scope opens on this G; the G itself
     /// calls this, while running).
     pub(crate) fn pin_stack(&self) {

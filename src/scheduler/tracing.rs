@@ -149,25 +149,16 @@ fn stop_code_of(m: &M, g: &G, req: Request) -> u64 {
 /// under the no-preempt count lent to it, before `prev` can be queued or
 /// woken.
 #[inline(always)]
-pub(super) fn switched(m: &M, flight: bool) {
-    // A direct switch keeps the P (nothing in between can take it).
-    let Some(pp) = m.p.get() else {
-        return;
-    };
-    // SAFETY: the M owns its P.
-    let p = unsafe { pp.get() };
+pub(super) fn switched(m: &M, prev: &G, flight: bool) {
+    // SAFETY: `switch_direct` runs only on an M with a P, which it keeps
+    // (nothing in between can take it); the M owns its P.
+    let p = unsafe { m.p.get().unwrap_unchecked().get() };
     // Everything is read before the first store: the compiler cannot
     // tell the stores from writes to the M's and P's cells, and would
     // load those again after each.
-    // SAFETY: a non-null curg is the G running here (our caller); `prev`
-    // holds the G that switched into it, and its request, and only this
-    // M's thread touches it.
-    let (next, prev) = unsafe {
-        let Some((prev, _)) = (*m.prev.get()).as_ref() else {
-            return;
-        };
-        ((*m.curg.get()).id, prev.id)
-    };
+    // SAFETY: `switch_direct` set curg to the G it is switching into,
+    // which it owns (alive: `m.cur` holds it).
+    let (next, prev) = (unsafe { (*m.curg.get()).id }, prev.id);
     let writer = &m.handle.trace;
     let retired = &m.rt.trace.retired;
     // Only yields and parks switch directly (an exit goes through the

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::super::g::{GRef, RUNNING};
+use super::super::g::{GRef, G, RUNNING};
 use super::super::tracing;
 use super::{Request, M};
 use crate::context;
@@ -134,7 +134,10 @@ impl M {
             // here (it allocates): `execute` refills, and runs at least
             // every `SHARED_CHECK_INTERVAL` switches, far fewer than a
             // buffer holds.
-            tracing::switched(self, mode == tracing::MODE_FLIGHT);
+            // SAFETY: `save` is `prev`'s context slot, and `prev` (held in
+            // `self.prev`) is alive.
+            let prev = unsafe { G::from_context_slot(save) };
+            tracing::switched(self, prev, mode == tracing::MODE_FLIGHT);
         }
         // SAFETY: `save` is our (the running G's) own context slot, kept
         // alive by the GRef in `prev`; `next` is RUNNING, owned by this M,
