@@ -56,6 +56,10 @@ pub(crate) struct M {
     /// otherwise date it by its own request or round, and miss however
     /// long the hand-off took (a wake-up, a new M's set-up).
     stamp_next: Cell<bool>,
+    /// The clock (monotonic ns) and the time-stamp counter when this M
+    /// last read the clock to look for a due timer between two direct
+    /// switches (see `direct::timer_may_be_due`).
+    timer_clock: Cell<(u64, u64)>,
 }
 
 mod direct;
@@ -118,6 +122,7 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         handover: UnsafeCell::new(None),
         locked: Cell::new(0),
         stamp_next: Cell::new(false),
+        timer_clock: Cell::new((0, 0)),
     };
     CURRENT.with(|c| c.set(&m));
     // See `trace::session::turn_on`: our handle is listed (before this
