@@ -30,9 +30,11 @@ struct Args {
     trace: Option<PathBuf>,
 }
 
+const USAGE: &str = "usage: cpu_bound [QUANTUM_MS] [--trace FILE.svg|FILE.json]";
+
 fn args() -> Args {
     let fail = |why: &str| -> ! {
-        eprintln!("cpu_bound: {why}\nusage: cpu_bound [QUANTUM_MS] [--trace FILE.svg|FILE.json]");
+        eprintln!("cpu_bound: {why}\n{USAGE}");
         std::process::exit(2)
     };
     let mut args = Args {
@@ -41,7 +43,14 @@ fn args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        if arg == "--trace" {
+        if arg == "--help" || arg == "-h" {
+            println!("{USAGE}");
+            println!(
+                "  QUANTUM_MS  the preemption quantum in milliseconds (default: the runtime's)"
+            );
+            println!("  --trace F   also write the recording to F, an .svg picture or Chrome JSON");
+            std::process::exit(0);
+        } else if arg == "--trace" {
             let path = PathBuf::from(it.next().unwrap_or_else(|| fail("--trace needs a file")));
             let ext = path.extension().and_then(|e| e.to_str());
             if !matches!(ext, Some("svg" | "json")) {

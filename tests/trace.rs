@@ -220,6 +220,55 @@ fn flight_recorder_keeps_its_window() {
     assert!(!trace.slices().is_empty());
 }
 
+/// A flight recorder's memory stays bounded however much is recorded:
+/// with a window far longer than the run, what it keeps is bounded by
+/// its rings (one of 65 536 records per writer: each M, sysmon, and the
+/// shared one), not by the 4 million yields recorded. (Resident memory
+/// is checked in tests/trace_flight_memory.rs.)
+#[test]
+fn flight_recorder_keeps_at_most_its_rings() {
+    const THREADS: usize = 200;
+    const YIELDS: usize = 20_000;
+    const RING: usize = 65_536;
+    let rt = greenrt::Builder::new()
+        .workers(2)
+        .preemption(false)
+        .build()
+        .unwrap();
+    let trace = rt.block_on(|| {
+        trace::start_flight_recorder(Duration::from_secs(3600));
+        let hs: Vec<_> = (0..THREADS)
+            .map(|_| {
+                greenrt::spawn(|| {
+                    for _ in 0..YIELDS {
+                        greenrt::yield_now();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        trace::stop()
+    });
+    model_checked(&trace);
+    json_checked(&trace);
+    let writers = rt.metrics().num_threads() + 2;
+    let kept = trace.slices().len() + trace.events().len();
+    assert!(
+        kept <= writers * RING + trace.lanes().len(),
+        "{kept} slices and events kept by {writers} rings of {RING}"
+    );
+    // The rings were full, and kept the end of the run: the last yields.
+    assert!(
+        trace.slices().len() >= RING / 2,
+        "{} slices",
+        trace.slices().len()
+    );
+    assert!(trace.slices().iter().any(|s| s.reason == StopReason::Exit));
+    assert_eq!(trace.dropped(), 0, "a flight recorder does not drop");
+}
+
 /// `stop` without a recording gives an empty trace; starting twice keeps
 /// one recording, which one `stop` ends.
 #[test]

@@ -158,16 +158,16 @@ fn new_span(rt: Option<&Shared>, flight: Option<Duration>) -> Span {
 /// handle addresses in arguments turned into those numbers.
 fn harvest(rt: &Shared, st: &mut State, span: &Span) -> RawRt {
     let wraps = span.flight.is_some() || rt.trace.flight();
-    let mut handles = Vec::new();
-    rt.for_each_m(|m| handles.push(m as *const _ as usize));
-    handles.reverse();
+    // One walk of the M list: an M started during the harvest (a hand-off
+    // may start one) is then in both maps or in neither, and its records
+    // go without an M number.
+    let mut ms = Vec::new();
+    rt.for_each_m(|m| ms.push((m as *const _ as usize, &m.trace as *const Writer as usize)));
+    ms.reverse();
     let m_of_handle: HashMap<usize, usize> =
-        handles.iter().enumerate().map(|(i, &h)| (h, i)).collect();
-    let mut m_of_writer = HashMap::new();
-    rt.for_each_m(|m| {
-        let h = m as *const _ as usize;
-        m_of_writer.insert(&m.trace as *const Writer as usize, m_of_handle[&h]);
-    });
+        ms.iter().enumerate().map(|(i, &(h, _))| (h, i)).collect();
+    let m_of_writer: HashMap<usize, usize> =
+        ms.iter().enumerate().map(|(i, &(_, w))| (w, i)).collect();
     let mut records: Vec<(Option<usize>, Record)> = Vec::new();
     let mut copied = Vec::new();
     let mut buf = Vec::new();
