@@ -108,7 +108,7 @@ impl M {
             match stopped {
                 Stopped::Acquired(p, spinning) => {
                     self.set_p(Some(p));
-                    self.spinning.set(spinning);
+                    self.set_spinning_handed(spinning);
                 }
                 Stopped::Woke => {}
                 Stopped::Shutdown => {
@@ -199,7 +199,7 @@ impl M {
         match self.rt.stop_m(&self.handle, u64::MAX, None) {
             Stopped::Acquired(p, spinning) => {
                 self.set_p(Some(p));
-                self.spinning.set(spinning);
+                self.set_spinning_handed(spinning);
                 Some(true)
             }
             Stopped::Woke => Some(false),

@@ -130,6 +130,9 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
     std::sync::atomic::fence(Ordering::SeqCst);
     if tracing::on(&m.rt) {
         m.handle.trace.refill();
+        if spinning {
+            tracing::spinning(&m);
+        }
     }
     match p {
         Some(p) => m.set_p(Some(p)),
@@ -143,7 +146,7 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
             match m.handle.wait(None, None) {
                 Wake::P(p, spinning) => {
                     m.set_p(Some(p));
-                    m.spinning.set(spinning);
+                    m.set_spinning_handed(spinning);
                     break;
                 }
                 _ if m.rt.is_shutdown() => {
@@ -200,6 +203,16 @@ impl M {
                 tracing::took_p(self, new, from, retaken);
             }
         }
+    }
+
+    /// Takes the spinning state an M is woken or started with (handed a
+    /// P by `wakep`, which counted it in `nmspinning`); a trace records
+    /// the spin as it does one the M starts itself (`find`).
+    pub(crate) fn set_spinning_handed(&self, spinning: bool) {
+        if spinning && tracing::on(&self.rt) {
+            tracing::spinning(self);
+        }
+        self.spinning.set(spinning);
     }
 
     pub(crate) fn take_p(&self) -> Option<PPtr> {
