@@ -130,12 +130,13 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
     std::sync::atomic::fence(Ordering::SeqCst);
     if tracing::on(&m.rt) {
         m.handle.trace.refill();
-        if spinning {
-            tracing::spinning(&m);
-        }
     }
     match p {
-        Some(p) => m.set_p(Some(p)),
+        Some(p) => {
+            m.set_p(Some(p));
+            // Recorded on the P's lane, as a spin `find` starts.
+            m.set_spinning_handed(spinning);
+        }
         // A new spare: std's thread start-up (which allocates) is over,
         // so take a spare slot, then wait (off the idle list) for a P.
         None if !m.rt.spare_ready(&m.handle) => {
