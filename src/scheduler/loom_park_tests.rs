@@ -1,5 +1,5 @@
 //! Loom model checks of a G's park / wake / cancel hand-shake
-//! (`ParkState`, scheduler/g.rs): the core of every wake-up. The other
+//! (`ParkState`, scheduler/park_state.rs): the core of every wake-up. The other
 //! lock-free protocols are in `loom_tests.rs`; see docs/DESIGN.md, "Model
 //! checking".
 
@@ -11,7 +11,7 @@ use loom::thread;
 use super::g::{ParkState, RUNNING};
 use crate::sys::sync::{model, AtomicBool};
 
-/// ParkState (scheduler/g.rs): the core of every wake-up. An M finishes
+/// ParkState (scheduler/park_state.rs): the core of every wake-up. An M finishes
 /// parking its G (`finish_park`, after the switch) while another thread
 /// wakes it (`wake_token`, as `GRef::unpark` does). Checks: the G is
 /// queued again exactly once — by its own M (`finish_park` saw the
@@ -45,7 +45,7 @@ enum Parked {
     Asleep,
 }
 
-/// ParkState (scheduler/g.rs) under shutdown's `cancel_all`: the
+/// ParkState (scheduler/park_state.rs) under shutdown's `cancel_all`: the
 /// canceller marks the G cancelled, then wakes it (`wake_token`; queued
 /// if that returns true), while the G parks (`scheduler::park`: take the
 /// token and read the mark, then switch out; the M's Park arm:
@@ -91,7 +91,7 @@ fn loom_cancel_wakes_a_parking_g_which_sees_the_mark() {
     });
 }
 
-/// ParkState (scheduler/g.rs), one state word: two wakers race for a G
+/// ParkState (scheduler/park_state.rs), one state word: two wakers race for a G
 /// that is parking (its M runs `finish_park`). Checks: it is queued
 /// exactly once in all — by one waker, or by its own M when a token came
 /// first — never twice (two CASes cannot both take it out of PARKED).
@@ -120,7 +120,7 @@ fn loom_two_wakers_and_a_park_queue_the_g_exactly_once() {
     });
 }
 
-/// ParkState (scheduler/g.rs) with the condition a waiter waits for: a
+/// ParkState (scheduler/park_state.rs) with the condition a waiter waits for: a
 /// waker publishes it (Release) and wakes the G (`wake_token`) while the G,
 /// queued by an earlier wake-up, starts (`set_state(RUNNING)`), looks at the
 /// condition, and parks if it is not there (`take_token`, `finish_park`).

@@ -17,6 +17,7 @@ mod metrics;
 mod p;
 mod panic_hook;
 pub(crate) mod park;
+mod park_state;
 mod preempt_path;
 mod preempted;
 mod registry;
