@@ -1,8 +1,9 @@
 //! The scheduler's side of tracing (see `crate::trace`): where the
 //! records are written. Every hook is called behind one relaxed load of
-//! the runtime's `trace.on` (`on`), and the bodies are cold and never
-//! inlined, so with tracing off a scheduling point costs a load and a
-//! predictable branch.
+//! the runtime's recording mode (`on`, `mode`), and the bodies are cold
+//! and never inlined (but for the direct switch's record, inlined at the
+//! end of `switch_direct`, see `switched`), so with tracing off a
+//! scheduling point costs a load and a predictable branch.
 //!
 //! Which buffer a record goes to follows the thread writing it: an M's
 //! own (in its handle), sysmon's, or the runtime's locked one for every
