@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use greenrt::trace::{self, BlockReason, EventKind, StopReason};
-use trace_util::{ends_of, hog, json_checked, model_checked};
+use trace_util::{ends_of, hog, json_checked, model_checked, preemptive_runtime};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -103,16 +103,9 @@ fn every_green_thread_appears_on_named_lanes() {
 #[test]
 fn preempted_hogs_end_many_slices_preempted() {
     let _serial = serial();
-    let rt = greenrt::Builder::new()
-        .workers(2)
-        .preemption(true)
-        .preempt_quantum(Duration::from_millis(2))
-        .build()
-        .unwrap();
-    if rt.preempt_quantum().is_none() {
-        eprintln!("preemption unavailable here: skipped");
+    let Some(rt) = preemptive_runtime(2, Duration::from_millis(2)) else {
         return;
-    }
+    };
     let trace = rt.block_on(|| {
         trace::start();
         let hs: Vec<_> = (0..4)

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use greenrt::trace::{self, BlockReason, Event, EventKind, StopReason, Trace};
-use trace_util::{hog, json_checked, model_checked};
+use trace_util::{hog, json_checked, model_checked, preemptive_runtime, retaken_ms};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -186,21 +186,10 @@ fn a_blocking_call_hands_the_p_to_another_m() {
 #[test]
 fn preemption_and_retake_hand_the_p_on() {
     let _serial = serial();
-    let rt = greenrt::Builder::new()
-        .workers(1)
-        .preemption(true)
-        .preempt_quantum(Duration::from_millis(2))
-        .build()
-        .unwrap();
-    if rt.preempt_quantum().is_none() {
-        eprintln!("preemption unavailable here: skipped");
+    let Some(rt) = preemptive_runtime(1, Duration::from_millis(2)) else {
         return;
-    }
+    };
     let trace = rt.block_on(|| {
-        // Let the spare Ms the runtime starts at build come up first: one
-        // starting while the recording starts may get no buffers until
-        // its first run, and lose the record of the P it is handed.
-        greenrt::sleep(Duration::from_millis(50));
         trace::start();
         let sleeper = greenrt::task::Builder::new()
             .name("os-sleeper")
@@ -229,14 +218,7 @@ fn preemption_and_retake_hand_the_p_on() {
         .find(|s| s.g == sleeper && s.reason == StopReason::Syscall)
         .unwrap_or_else(|| panic!("the sleeper's P was never retaken"))
         .clone();
-    let retakes: Vec<usize> = trace
-        .events()
-        .iter()
-        .filter_map(|e| match e.kind {
-            EventKind::Retake { m } => Some(m),
-            _ => None,
-        })
-        .collect();
+    let retakes = retaken_ms(&trace);
     assert!(
         retakes.contains(&retaken.m),
         "no retake of M{} in {retakes:?}",

@@ -4,9 +4,12 @@
 //! retake the runtime counted, naming the blocked M; none where nothing
 //! was retaken (sysmon's requests alone are SIGURG events).
 
+mod trace_util;
+
 use std::time::Duration;
 
 use greenrt::trace::{self, EventKind};
+use trace_util::{hog, preemptive_runtime, retaken_ms};
 
 #[test]
 fn a_p_retaken_from_a_blocked_green_thread_is_one_retake_event() {
@@ -25,14 +28,7 @@ fn a_p_retaken_from_a_blocked_green_thread_is_one_retake_event() {
         blocker.join().unwrap();
         (trace::stop(), greenrt::metrics().retakes())
     });
-    let retake_events: Vec<usize> = trace
-        .events()
-        .iter()
-        .filter_map(|e| match e.kind {
-            EventKind::Retake { m } => Some(m),
-            _ => None,
-        })
-        .collect();
+    let retake_events = retaken_ms(&trace);
     assert!(retakes >= 1, "the blocked green thread's P was not retaken");
     assert_eq!(
         retake_events.len() as u64,
@@ -53,23 +49,13 @@ fn a_p_retaken_from_a_blocked_green_thread_is_one_retake_event() {
 
 #[test]
 fn cpu_hogs_that_are_preempted_make_no_retake_events() {
-    let rt = greenrt::Builder::new()
-        .workers(1)
-        .preempt_quantum(Duration::from_millis(1))
-        .build()
-        .unwrap();
+    let Some(rt) = preemptive_runtime(1, Duration::from_millis(1)) else {
+        return;
+    };
     let (trace, retakes) = rt.block_on(|| {
         trace::start();
         let hogs: Vec<_> = (0..3)
-            .map(|_| {
-                greenrt::spawn(|| {
-                    let t = std::time::Instant::now();
-                    let mut x = 0u64;
-                    while t.elapsed() < Duration::from_millis(40) {
-                        x = std::hint::black_box(x.wrapping_add(1));
-                    }
-                })
-            })
+            .map(|_| greenrt::spawn(|| hog(Duration::from_millis(40))))
             .collect();
         for h in hogs {
             h.join().unwrap();
@@ -81,14 +67,10 @@ fn cpu_hogs_that_are_preempted_make_no_retake_events() {
         .iter()
         .filter(|e| matches!(e.kind, EventKind::SigUrg { .. }))
         .count();
-    let retake_events = trace
-        .events()
-        .iter()
-        .filter(|e| matches!(e.kind, EventKind::Retake { .. }))
-        .count();
     assert!(sigurgs > 0, "the hogs were never signalled");
     assert_eq!(
-        retake_events as u64, retakes,
+        retaken_ms(&trace).len() as u64,
+        retakes,
         "Retake events against retakes counted"
     );
 }

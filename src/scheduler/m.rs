@@ -43,7 +43,7 @@ pub(crate) struct M {
     /// A G that switched straight into the next one (`switch_direct`),
     /// and what it asked for: the next G finishes it (`finish_prev`) once
     /// the switch has saved its context.
-    pub(super) prev: UnsafeCell<Option<(GRef, Request)>>,
+    prev: UnsafeCell<Option<(GRef, Request)>>,
     /// A G `switch_direct` took from the P but could not switch into (it
     /// has not started, or has too little stack left to finish the G
     /// before it): the scheduler runs it next.

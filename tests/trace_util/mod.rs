@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use greenrt::trace::Trace;
+use greenrt::trace::{EventKind, Trace};
 use serde_json::Value;
 
 /// Spins for `d` of wall-clock time in our own code (preemptible).
@@ -133,3 +133,31 @@ pub fn ends_of(trace: &Trace, name: &str) -> HashMap<&'static str, usize> {
 
 /// Longest a check may take.
 pub const LONG: Duration = Duration::from_secs(60);
+
+/// A runtime of `workers` preempting at `quantum`, or None (with the
+/// reason printed) where preemption is unavailable.
+pub fn preemptive_runtime(workers: usize, quantum: Duration) -> Option<greenrt::Runtime> {
+    let rt = greenrt::Builder::new()
+        .workers(workers)
+        .preemption(true)
+        .preempt_quantum(quantum)
+        .build()
+        .unwrap();
+    if rt.preempt_quantum().is_none() {
+        eprintln!("preemption unavailable here: skipped");
+        return None;
+    }
+    Some(rt)
+}
+
+/// The Ms the trace's retake events name, in order.
+pub fn retaken_ms(trace: &Trace) -> Vec<usize> {
+    trace
+        .events()
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Retake { m } => Some(m),
+            _ => None,
+        })
+        .collect()
+}
