@@ -18,10 +18,10 @@ use std::time::Duration;
 use greenrt::net::{TcpListener, UdpSocket};
 
 use netns_util::traffic::{
-    connect_from, echo_server, echo_stream, fds_settle, listen_in, on_server_runtime,
-    proxy_server, udp_echo_server, udp_from, udp_windows,
+    connect_from, echo_server, echo_stream, fds_settle, listen_in, on_server_runtime, proxy_server,
+    udp_echo_server, udp_from, udp_windows,
 };
-use netns_util::{settled_fds, Veth, CLIENT_IP, SERVER_IP};
+use netns_util::{settled_fds, Veth, CLIENT_IP, SERVER_IF, SERVER_IP};
 
 const CLIENTS: u64 = 4;
 const BYTES: u64 = 256 * 1024;
@@ -46,6 +46,7 @@ fn echo_across_veth() {
             Duration::from_secs(10),
         );
         let baseline = settled_fds();
+        let rx_before = veth.server.rx_bytes(SERVER_IF);
         let clients: Vec<_> = (0..CLIENTS)
             .map(|seed| {
                 let s = connect_from(&veth.client, server.addr).unwrap();
@@ -56,6 +57,9 @@ fn echo_across_veth() {
         for c in clients {
             assert_eq!(c.join().unwrap().unwrap(), BYTES);
         }
+        // The streams came in over the link, not some other way.
+        let rx = veth.server.rx_bytes(SERVER_IF) - rx_before;
+        assert!(rx >= CLIENTS * BYTES, "{rx} bytes received on {SERVER_IF}");
         let (fds, _) = fds_settle(baseline, Duration::from_secs(5));
         assert_eq!(fds, baseline, "fds left open after the echo");
         let echoed = server.stop(&veth.server);
@@ -119,4 +123,3 @@ fn udp_across_veth() {
         assert_eq!(echo.join().unwrap(), counts.sent);
     });
 }
-

@@ -138,6 +138,18 @@ impl Netns {
         assert!(seen > 0, "no thread named {prefix}* to check");
     }
 
+    /// The bytes received so far on interface `dev` of this namespace
+    /// (/proc/thread-self/net/dev, read by a thread inside it).
+    pub fn rx_bytes(&self, dev: &str) -> u64 {
+        let table = self.run(|| std::fs::read_to_string("/proc/thread-self/net/dev"));
+        let table = table.expect("read /proc/thread-self/net/dev");
+        let line = table
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix(&format!("{dev}:")))
+            .unwrap_or_else(|| panic!("no {dev} in {}: {table}", self.name));
+        line.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
     /// Runs `nft -f -` inside the namespace with `rules` on its stdin.
     pub fn nft(&self, rules: &str) -> Result<(), String> {
         let mut child = Command::new("ip")

@@ -138,7 +138,11 @@ fn echo_conn(mut s: TcpStream, idle: Duration) -> io::Result<u64> {
     }
 }
 
-fn relay(mut client: TcpStream, upstream: SocketAddr, keepalive_secs: u32) -> io::Result<(u64, u64)> {
+fn relay(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    keepalive_secs: u32,
+) -> io::Result<(u64, u64)> {
     let mut server = TcpStream::connect(upstream)?;
     for s in [&client, &server] {
         s.set_nodelay(true)?;
