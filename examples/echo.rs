@@ -15,7 +15,11 @@
 //! runs only the server (until killed), so other load tools can be pointed
 //! at it; `--server ADDR` runs only the client, against any echo server.
 //! `--workers W` sets the runtime's worker threads (default:
-//! `GREENRT_WORKERS`, else one per CPU).
+//! `GREENRT_WORKERS`, else one per CPU). `--idle-timeout S` (default 60)
+//! is the server's read timeout: a connection that sends nothing for that
+//! long is closed, so one whose client vanished without a FIN or RST
+//! reaching the server (half-open: a reset dropped on the way, a host
+//! gone) does not keep its fd and green thread forever.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -25,12 +29,14 @@ use greenrt::net::{TcpListener, TcpStream};
 use greenrt::sync::WaitGroup;
 
 const USAGE: &str = "usage: echo [--connections N] [--size BYTES] [--seconds S] [--workers W]
-            [--server ADDR | --serve ADDR]
+            [--idle-timeout S] [--server ADDR | --serve ADDR]
 
   --connections N  client connections, one green thread each (default 100)
   --size BYTES     bytes per message (default 64)
   --seconds S      how long the client runs, may be fractional (default 5)
   --workers W      worker threads (default: $GREENRT_WORKERS, else one per CPU)
+  --idle-timeout S the server closes a connection silent for S seconds
+                   (default 60), so half-open ones are reclaimed
   --server ADDR    run only the client, against the echo server at ADDR
   --serve ADDR     run only the server, on ADDR (e.g. 127.0.0.1:7007)";
 
@@ -39,6 +45,7 @@ struct Options {
     size: usize,
     seconds: f64,
     workers: Option<usize>,
+    idle_timeout: Duration,
     server: Option<SocketAddr>,
     serve: Option<SocketAddr>,
 }
@@ -49,6 +56,7 @@ fn parse_args() -> Result<Options, String> {
         size: 64,
         seconds: 5.0,
         workers: None,
+        idle_timeout: Duration::from_secs(60),
         server: None,
         serve: None,
     };
@@ -64,6 +72,9 @@ fn parse_args() -> Result<Options, String> {
             "--size" => opts.size = count(&flag, &value()?)?,
             "--workers" => opts.workers = Some(count(&flag, &value()?)?),
             "--seconds" => opts.seconds = seconds(&flag, &value()?)?,
+            "--idle-timeout" => {
+                opts.idle_timeout = Duration::from_secs_f64(seconds(&flag, &value()?)?)
+            }
             "--server" => opts.server = Some(address(&flag, &value()?)?),
             "--serve" => opts.serve = Some(address(&flag, &value()?)?),
             _ => return Err(format!("unknown argument {flag}")),
@@ -107,7 +118,7 @@ fn main() {
         if let Some(addr) = opts.serve {
             let listener = TcpListener::bind(addr)?;
             println!("echo server on {}", listener.local_addr()?);
-            serve(listener);
+            serve(listener, opts.idle_timeout);
             return Ok(());
         }
         let addr = match opts.server {
@@ -115,7 +126,8 @@ fn main() {
             None => {
                 let listener = TcpListener::bind("127.0.0.1:0")?;
                 let addr = listener.local_addr()?;
-                greenrt::spawn(move || serve(listener));
+                let idle = opts.idle_timeout;
+                greenrt::spawn(move || serve(listener, idle));
                 addr
             }
         };
@@ -128,20 +140,24 @@ fn main() {
 }
 
 /// Accepts connections forever, one green thread each.
-fn serve(listener: TcpListener) {
+fn serve(listener: TcpListener, idle: Duration) {
     for stream in listener.incoming() {
         match stream {
             Ok(stream) => {
-                greenrt::spawn(move || echo(stream));
+                greenrt::spawn(move || echo(stream, idle));
             }
             Err(e) => eprintln!("echo: accept: {e}"),
         }
     }
 }
 
-/// Writes back whatever arrives, until the peer closes.
-fn echo(mut stream: TcpStream) {
+/// Writes back whatever arrives, until the peer closes, an error, or
+/// `idle` without a byte (the read fails with WouldBlock).
+fn echo(mut stream: TcpStream, idle: Duration) {
     let _ = stream.set_nodelay(true);
+    if stream.set_read_timeout(Some(idle)).is_err() {
+        return;
+    }
     let mut buf = vec![0; 64 * 1024];
     loop {
         match stream.read(&mut buf) {

@@ -12,6 +12,15 @@
 //! pipes, never through user space; `--mode copy` forces the buffered
 //! read/write copy, for comparison. Each finished connection is logged
 //! with its byte counts; Ctrl-C stops the proxy.
+//!
+//! `--keepalive S` (default 30) turns on TCP keepalive on both sockets of
+//! every connection: after S seconds of silence the kernel probes the
+//! peer, every S seconds, and three unanswered probes (or one answered by
+//! a reset) end the connection. A half-open connection (the client or the
+//! upstream server vanished without a FIN or RST reaching the proxy) is so
+//! closed and its fds and green threads freed, while a connection that is
+//! merely idle, or busy in one direction only, stays up (which a read
+//! timeout would not allow).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -21,6 +30,7 @@ use greenrt::net::{TcpListener, TcpStream};
 
 const USAGE: &str = "\
 usage: proxy --listen ADDR:PORT --upstream ADDR:PORT [--mode splice|copy] [--workers N]
+             [--keepalive S]
 
   --listen ADDR:PORT     address to accept connections on
   --upstream ADDR:PORT   address every connection is relayed to
@@ -28,6 +38,8 @@ usage: proxy --listen ADDR:PORT --upstream ADDR:PORT [--mode splice|copy] [--wor
                          buffered read/write copy
   --workers N            greenrt worker threads (default: GREENRT_WORKERS
                          or the number of CPUs)
+  --keepalive S          TCP keepalive probes after S seconds of silence,
+                         so half-open connections are closed (default 30)
   --quiet                do not log each connection
   -h, --help             this text";
 
@@ -36,6 +48,7 @@ struct Args {
     upstream: SocketAddr,
     mode: CopyMode,
     workers: Option<usize>,
+    keepalive_secs: u32,
     quiet: bool,
 }
 
@@ -45,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
     let mut mode = CopyMode::Splice;
     let mut workers = None;
     let mut quiet = false;
+    let mut keepalive_secs = 30;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -76,6 +90,14 @@ fn parse_args() -> Result<Args, String> {
                 }
                 workers = Some(n);
             }
+            "--keepalive" => {
+                let v = value("--keepalive")?;
+                keepalive_secs = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=32_767).contains(s))
+                    .ok_or(format!("--keepalive must be 1 to 32767 seconds, not {v:?}"))?;
+            }
             "--quiet" => quiet = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -86,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
         upstream: upstream.ok_or("--upstream is required")?,
         mode,
         workers,
+        keepalive_secs,
         quiet,
     })
 }
@@ -137,7 +160,7 @@ fn serve(args: Args, workers: usize) -> std::io::Result<()> {
         listener.local_addr()?,
         args.upstream,
     );
-    let (upstream, quiet) = (args.upstream, args.quiet);
+    let (upstream, quiet, keepalive) = (args.upstream, args.quiet, args.keepalive_secs);
     loop {
         let (client, peer) = match listener.accept() {
             Ok(c) => c,
@@ -148,7 +171,7 @@ fn serve(args: Args, workers: usize) -> std::io::Result<()> {
                 continue;
             }
         };
-        greenrt::spawn(move || match relay(client, upstream, opts) {
+        greenrt::spawn(move || match relay(client, upstream, opts, keepalive) {
             Ok((up, down)) if !quiet => {
                 println!("proxy: {peer}: {up} bytes up, {down} bytes down")
             }
@@ -163,9 +186,41 @@ fn relay(
     mut client: TcpStream,
     upstream: SocketAddr,
     opts: CopyOptions,
+    keepalive_secs: u32,
 ) -> std::io::Result<(u64, u64)> {
     let mut server = TcpStream::connect(upstream)?;
-    client.set_nodelay(true)?;
-    server.set_nodelay(true)?;
+    for s in [&client, &server] {
+        s.set_nodelay(true)?;
+        set_keepalive(s, keepalive_secs)?;
+    }
     greenrt::io::copy_bidirectional_with(&mut client, &mut server, opts)
+}
+
+/// TCP keepalive on `s`: the first probe after `secs` of silence, then
+/// one every `secs`; three unanswered probes end the connection.
+fn set_keepalive(s: &TcpStream, secs: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let secs = secs as libc::c_int;
+    for (level, opt, value) in [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3),
+    ] {
+        // SAFETY: setsockopt on an open socket (borrowed from `s` for the
+        // call) with a pointer to a live int and its size.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                level,
+                opt,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
