@@ -19,6 +19,7 @@ mod common;
 mod netns_util;
 
 use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -134,6 +135,9 @@ fn outcome(r: &io::Result<u64>) -> &'static str {
 /// clients end with a reset-type error or complete (data intact), none
 /// hangs; the half-open server sides are reclaimed, so the fds come back
 /// to their baseline within the read timeout/keepalive plus a margin.
+/// Two more connections (to the echo server and to the proxy) are left
+/// half-open with nothing in flight, deterministically (`half_open`):
+/// the echo server's must end by its read timeout.
 #[test]
 fn resets_echo_proxy() {
     const CLIENTS: u64 = 12;
@@ -161,6 +165,10 @@ fn resets_echo_proxy() {
         }
         let baseline = settled_fds();
         let t0 = Instant::now();
+        let half_open = [
+            half_open(&veth, echo.addr, SIZE),
+            half_open(&veth, proxy.addr, SIZE),
+        ];
         let mut clients = Vec::new();
         for (seed, to) in (0..2 * CLIENTS).map(|i| (i, [echo.addr, proxy.addr][(i % 2) as usize])) {
             // The reset may hit the handshake's last ACK: connect fails.
@@ -170,6 +178,9 @@ fn resets_echo_proxy() {
             }));
         }
         let results: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        for h in half_open {
+            h.join().unwrap();
+        }
         let clients_time = t0.elapsed();
         let count = |what| results.iter().filter(|r| outcome(r) == what).count();
         let (done, reset) = (count("completed"), count("reset"));
@@ -183,31 +194,68 @@ fn resets_echo_proxy() {
         }
         let (fds, settle) = fds_settle(baseline, Duration::from_secs(15));
         println!(
-            "resets 1/50 towards the listeners: {} clients in {:.2} s, {done} completed, {reset} \
-             reset; fds {fds} (baseline {baseline}) {:.2} s after the last client",
+            "resets 1/50 towards the listeners: {} clients (and 2 left half-open) in {:.2} s, {done} \
+             completed, {reset} reset; fds {fds} (baseline {baseline}) {:.2} s after the last client",
             2 * CLIENTS,
             clients_time.as_secs_f64(),
             settle.as_secs_f64()
         );
         assert!(reset > 0, "no client saw a reset: the rules did nothing");
         assert_eq!(fds, baseline, "half-open connections were not reclaimed");
-        let ended = |rs: Vec<io::Result<u64>>| {
-            let timeouts = rs
-                .iter()
-                .filter(|r| matches!(r, Err(e) if e.kind() == ErrorKind::WouldBlock));
-            format!(
-                "{} connections, {} ended by the read timeout",
-                rs.len(),
-                timeouts.count()
-            )
-        };
-        println!("echo server: {}", ended(echo.stop(&veth.server)));
-        let relays = proxy.stop(&veth.server);
-        println!(
-            "proxy: {} connections, {} ended in an error",
-            relays.len(),
-            relays.iter().filter(|r| r.is_err()).count()
+        let echoes = echo.stop(&veth.server);
+        println!("echo server: {}", endings(&echoes));
+        let timed_out = echoes
+            .iter()
+            .filter(|r| matches!(r, Err(e) if e.kind() == ErrorKind::WouldBlock));
+        assert!(
+            timed_out.count() >= 1,
+            "the half-open echo connection did not time out"
         );
-        println!("upstream: {}", ended(upstream.stop(&veth.client)));
+        println!("proxy: {}", endings(&proxy.stop(&veth.server)));
+        println!(
+            "upstream echo server: {}",
+            endings(&upstream.stop(&veth.client))
+        );
     });
+}
+
+/// A connection to `to` left half-open on purpose: one round trip, a
+/// pause (so the echo is acknowledged and nothing is in flight), then a
+/// rule that resets every later packet from the client's port; the client
+/// writes once and must see the reset. Returns the green thread doing it.
+fn half_open(veth: &Arc<Veth>, to: SocketAddr, size: usize) -> greenrt::JoinHandle<()> {
+    let s = connect_from(&veth.client, to).unwrap();
+    let veth = veth.clone();
+    greenrt::spawn(move || {
+        round_trips(
+            s.try_clone().unwrap(),
+            1000,
+            1,
+            size,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        greenrt::sleep(Duration::from_millis(300));
+        let port = s.local_addr().unwrap().port();
+        assert!(apply(&veth.server, &faults::reset_from(SERVER_IF, port)));
+        let r = round_trips(s, 1001, 1, size, Duration::from_secs(10));
+        let e = r.expect_err("the client was not reset");
+        assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
+    })
+}
+
+/// How a server's connections ended: "N connections: K ok, K Kind, ...".
+fn endings<T>(results: &[io::Result<T>]) -> String {
+    let mut kinds = std::collections::BTreeMap::new();
+    for r in results {
+        let kind = match r {
+            Ok(_) => "end of stream".to_string(),
+            // An expired read timeout is WouldBlock (EAGAIN), as in std.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => "read timeout".to_string(),
+            Err(e) => format!("{:?}", e.kind()),
+        };
+        *kinds.entry(kind).or_insert(0) += 1;
+    }
+    let kinds: Vec<_> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    format!("{} connections: {}", results.len(), kinds.join(", "))
 }

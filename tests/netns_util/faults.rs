@@ -65,6 +65,23 @@ pub fn resets(dev: &str, port: u16, one_in: u32) -> String {
     )
 }
 
+/// Answers every later packet (no SYN, no RST) from TCP source port
+/// `port` arriving on `dev` with a reset: one connection's client is reset
+/// on its next packet, and its server is left half-open with nothing in
+/// flight, so only a read timeout or keepalive can reclaim it (the
+/// reset that answers a keepalive probe passes).
+pub fn reset_from(dev: &str, port: u16) -> String {
+    format!(
+        "table inet greenrt_fault {{
+  chain input {{
+    type filter hook input priority 0; policy accept;
+    iifname \"{dev}\" tcp sport {port} tcp flags & (syn | rst) == 0 reject with tcp reset
+  }}
+}}
+"
+    )
+}
+
 /// Loads `rules` in `ns`, or prints why the test skips.
 pub fn apply(ns: &Netns, rules: &str) -> bool {
     match ns.nft(rules) {
