@@ -153,6 +153,13 @@ fn resets_echo_proxy() {
             upstream.addr,
             keepalive,
         );
+        let baseline = settled_fds();
+        let t0 = Instant::now();
+        // Their first round trip before any rule: it must succeed.
+        let half_open = [
+            half_open(&veth, echo.addr, SIZE),
+            half_open(&veth, proxy.addr, SIZE),
+        ];
         let server_rules = faults::resets(SERVER_IF, echo.addr.port(), 50)
             + &faults::resets(SERVER_IF, proxy.addr.port(), 50);
         if !apply(&veth.server, &server_rules)
@@ -163,12 +170,6 @@ fn resets_echo_proxy() {
         {
             return;
         }
-        let baseline = settled_fds();
-        let t0 = Instant::now();
-        let half_open = [
-            half_open(&veth, echo.addr, SIZE),
-            half_open(&veth, proxy.addr, SIZE),
-        ];
         let mut clients = Vec::new();
         for (seed, to) in (0..2 * CLIENTS).map(|i| (i, [echo.addr, proxy.addr][(i % 2) as usize])) {
             // The reset may hit the handshake's last ACK: connect fails.
@@ -219,22 +220,17 @@ fn resets_echo_proxy() {
     });
 }
 
-/// A connection to `to` left half-open on purpose: one round trip, a
-/// pause (so the echo is acknowledged and nothing is in flight), then a
-/// rule that resets every later packet from the client's port; the client
-/// writes once and must see the reset. Returns the green thread doing it.
+/// A connection to `to` left half-open on purpose: one round trip (here,
+/// before the random rules are loaded), a pause (so the echo is
+/// acknowledged and nothing is in flight), then a rule that resets every
+/// later packet from the client's port; the client writes once and must
+/// see the reset. Returns the green thread doing the second part.
 fn half_open(veth: &Arc<Veth>, to: SocketAddr, size: usize) -> greenrt::JoinHandle<()> {
     let s = connect_from(&veth.client, to).unwrap();
+    let hang_after = Duration::from_secs(10);
+    round_trips(s.try_clone().unwrap(), 1000, 1, size, hang_after).unwrap();
     let veth = veth.clone();
     greenrt::spawn(move || {
-        round_trips(
-            s.try_clone().unwrap(),
-            1000,
-            1,
-            size,
-            Duration::from_secs(10),
-        )
-        .unwrap();
         greenrt::sleep(Duration::from_millis(300));
         let port = s.local_addr().unwrap().port();
         assert!(apply(&veth.server, &faults::reset_from(SERVER_IF, port)));
