@@ -160,10 +160,12 @@ impl Netns {
             .spawn()
             .map_err(|e| format!("ip netns exec {} nft: {e}", self.name))?;
         let mut stdin = child.stdin.take().expect("piped stdin");
-        io::Write::write_all(&mut stdin, rules.as_bytes()).map_err(|e| e.to_string())?;
+        // Waited for even if the write fails (nft exited early: its
+        // stderr says why).
+        let wrote = io::Write::write_all(&mut stdin, rules.as_bytes());
         drop(stdin);
         let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if out.status.success() {
+        if out.status.success() && wrote.is_ok() {
             Ok(())
         } else {
             Err(format!(
