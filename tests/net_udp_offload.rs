@@ -262,7 +262,10 @@ fn segments_fall_back_to_sendmmsg_with_gso_off() {
 #[test]
 fn a_bad_gso_knob_fails_the_runtime_build() {
     if common::child_tag().as_deref() == Some("bad_knob") {
-        let e = greenrt::Builder::new().build().err().expect("build must fail");
+        let e = greenrt::Builder::new()
+            .build()
+            .err()
+            .expect("build must fail");
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("GREENRT_UDP_GSO"), "{e}");
         return;
@@ -309,7 +312,10 @@ fn sends_park_on_a_full_send_buffer() {
         // it moves only this thread (and threads it starts) to the new
         // namespace.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            println!("SKIP: unshare(CLONE_NEWNET): {}", io::Error::last_os_error());
+            println!(
+                "SKIP: unshare(CLONE_NEWNET): {}",
+                io::Error::last_os_error()
+            );
             return;
         }
         let setup = run(&["ip", "link", "set", "lo", "up"]).and_then(|()| {
@@ -383,7 +389,8 @@ fn parking_body() {
 
         // The write timeout bounds one call: it stops short, or says
         // WouldBlock when nothing could go.
-        a.set_write_timeout(Some(Duration::from_millis(50))).unwrap();
+        a.set_write_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         let big = pattern(8 << 20, 4);
         let started = Instant::now();
         let timed = match a.send_segments_to(&big, 1200, to) {
@@ -391,7 +398,11 @@ fn parking_body() {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => panic!("{e}"),
         };
-        assert!(timed < big.len(), "all 8 MB went in {:?}", started.elapsed());
+        assert!(
+            timed < big.len(),
+            "all 8 MB went in {:?}",
+            started.elapsed()
+        );
         assert!(started.elapsed() < Duration::from_secs(5));
 
         // Every datagram arrives, in order.

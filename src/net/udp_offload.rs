@@ -80,9 +80,10 @@ fn process_gso_segments() -> usize {
 
 fn probe_gso() -> usize {
     let family = [AddressFamily::Inet, AddressFamily::Inet6];
-    let Some(fd) = family.into_iter().find_map(|f| {
-        nixsock::socket(f, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).ok()
-    }) else {
+    let Some(fd) = family
+        .into_iter()
+        .find_map(|f| nixsock::socket(f, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).ok())
+    else {
         return 1;
     };
     // quinn-udp's probe: a kernel that knows UDP_SEGMENT takes the option.
@@ -198,8 +199,7 @@ impl SegmentWire for SocketWire<'_> {
         self.sock.io_until(Interest::Write, self.deadline, |fd| {
             let iov = [IoSlice::new(batch)];
             let cmsg = [ControlMessage::UdpGsoSegments(&segment)];
-            nixsock::sendmsg(fd, &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, to)
-                .map_err(io::Error::from)
+            nixsock::sendmsg(fd, &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, to).map_err(io::Error::from)
         })?;
         Ok(())
     }
@@ -228,9 +228,9 @@ impl SegmentWire for SocketWire<'_> {
                 h
             })
             .collect();
-        let count = self.sock.io_until(Interest::Write, self.deadline, |fd| {
-            sendmmsg(fd, &mut hdrs)
-        })?;
+        let count = self
+            .sock
+            .io_until(Interest::Write, self.deadline, |fd| sendmmsg(fd, &mut hdrs))?;
         Ok((count * segment_size).min(batch.len()))
     }
 

@@ -81,7 +81,10 @@ fn pattern(len: usize) -> Vec<u8> {
 fn assert_split(wire: &FakeWire, buf: &[u8], segment_size: usize) {
     let expected: Vec<Vec<u8>> = buf.chunks(segment_size).map(<[u8]>::to_vec).collect();
     assert_eq!(wire.datagrams.len(), expected.len(), "datagram count");
-    assert!(wire.datagrams == expected, "datagrams differ from the buffer's split");
+    assert!(
+        wire.datagrams == expected,
+        "datagrams differ from the buffer's split"
+    );
 }
 
 #[test]
@@ -122,7 +125,10 @@ fn without_gso_datagrams_go_one_each_in_batches_of_64() {
     wire.each_limit = usize::MAX;
     assert_eq!(send_batches(&mut wire, &buf, 100).unwrap(), buf.len());
     assert_split(&wire, &buf, 100);
-    assert_eq!((wire.gso_calls, wire.each_calls), (0, 200usize.div_ceil(64)));
+    assert_eq!(
+        (wire.gso_calls, wire.each_calls),
+        (0, 200usize.div_ceil(64))
+    );
 }
 
 #[test]
