@@ -184,7 +184,7 @@ impl UdpSocket {
     /// nothing was sent. An empty `buf` sends nothing.
     ///
     /// A GSO send the kernel refuses with EIO (IPsec routes; devices
-    /// without checksum offload on kernels before 6.11) is resent one
+    /// without checksum offload on older kernels) is resent one
     /// datagram each, and this socket uses no GSO afterwards.
     ///
     /// # Errors

@@ -6,9 +6,10 @@
 //! Support is probed once per process, as quinn-udp does: `UDP_SEGMENT`
 //! set on a throwaway socket (then reset to 0). Without it the datagrams
 //! go out through sendmmsg(2), up to 64 per call. A GSO send that fails
-//! with EIO (the kernel refuses GSO on routes through IPsec, and did on
-//! devices without checksum offload before Linux 6.11: some NICs and
-//! tunnels) is resent datagram by datagram, and GSO stays off for that
+//! with EIO (the kernel refuses GSO on routes through IPsec, and older
+//! kernels on devices without checksum offload: some NICs and tunnels;
+//! the 6.18 kernel this was written on checksums in software instead) is
+//! resent datagram by datagram, and GSO stays off for that
 //! socket; quinn-udp drops such a batch instead. EINVAL (a segment larger
 //! than the route's MTU allows, or SO_NO_CHECK) resends that batch alone.
 
