@@ -79,10 +79,12 @@ pub(crate) fn flag(name: &str) -> io::Result<Option<bool>> {
     read(name, |v| parse_bool(name, v))
 }
 
-/// Checks the knobs read outside `Builder::build` (io_uring, guard mode),
+/// Checks the knobs read outside `Builder::build` (io_uring, UDP GSO,
+/// guard mode),
 /// so that a bad value fails the build rather than being ignored later.
 pub(crate) fn check_lazy_knobs() -> io::Result<()> {
     flag(IO_URING)?;
+    flag(crate::net::UDP_GSO_KNOB)?;
     read(GUARD, parse_guard)?;
     Ok(())
 }

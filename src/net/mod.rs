@@ -72,6 +72,7 @@ mod inq;
 mod socket;
 mod tcp;
 mod udp;
+mod udp_offload;
 
 pub use std::net::{
     AddrParseError, IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6,
@@ -82,11 +83,13 @@ pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 
 pub(crate) use socket::{cvt, Socket, StdRef};
+pub(crate) use udp_offload::GSO_KNOB as UDP_GSO_KNOB;
 
 /// The fd traits and std conversions of a socket type `$ty { sock: Socket }`
-/// whose std counterpart is `$std`.
+/// whose std counterpart is `$std`; further fields are listed as
+/// `field: initial value` after it.
 macro_rules! socket_traits {
-    ($ty:ident, $name:literal, $std:ty) => {
+    ($ty:ident, $name:literal, $std:ty $(, $field:ident: $init:expr)*) => {
         impl std::os::fd::AsRawFd for $ty {
             fn as_raw_fd(&self) -> std::os::fd::RawFd {
                 self.sock.raw()
@@ -123,6 +126,7 @@ macro_rules! socket_traits {
                     // SAFETY: the caller owns `fd`, an open socket (the
                     // trait's contract), and gives it to us.
                     sock: unsafe { $crate::net::Socket::from_raw_fd_or_panic(fd, $name) },
+                    $($field: $init,)*
                 }
             }
         }
@@ -141,6 +145,7 @@ macro_rules! socket_traits {
             fn try_from(s: $std) -> std::io::Result<$ty> {
                 Ok($ty {
                     sock: $crate::net::Socket::new(std::os::fd::OwnedFd::from(s))?,
+                    $($field: $init,)*
                 })
             }
         }

@@ -178,7 +178,7 @@ impl Socket {
     /// Runs `f` with the deadline of the read or write timeout; an expired
     /// timeout is EAGAIN (WouldBlock), as with SO_RCVTIMEO/SO_SNDTIMEO.
     #[inline(always)]
-    fn timed<T>(
+    pub(crate) fn timed<T>(
         &self,
         interest: Interest,
         f: impl FnOnce(Option<u64>) -> io::Result<T>,

@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
 use super::addr::each_addr;
 use super::socket::{Socket, StdRef};
+use super::udp_offload::{self, Offload};
 
 /// A UDP socket: std's [`UdpSocket`](std::net::UdpSocket) whose blocking
 /// calls park the calling green thread instead of blocking its worker.
@@ -13,6 +14,8 @@ use super::socket::{Socket, StdRef};
 /// The socket is closed when the value is dropped.
 pub struct UdpSocket {
     sock: Socket,
+    /// Whether GSO failed on this socket (see `send_segments`).
+    offload: Offload,
 }
 
 impl UdpSocket {
@@ -62,6 +65,7 @@ impl UdpSocket {
     pub fn try_clone(&self) -> io::Result<UdpSocket> {
         Ok(UdpSocket {
             sock: self.sock.try_clone()?,
+            offload: self.offload.copy(),
         })
     }
 
@@ -165,6 +169,90 @@ impl UdpSocket {
         self.sock.recv(buf, libc::MSG_PEEK)
     }
 
+    /// Sends `buf` to the connected peer as datagrams of `segment_size`
+    /// bytes each (the last one may be shorter), in as few syscalls as
+    /// the kernel allows: with UDP segmentation offload (GSO) one
+    /// sendmsg(2) carries up to [`max_gso_segments`](Self::max_gso_segments)
+    /// datagrams and at most 65507 bytes, without it sendmmsg(2) sends up
+    /// to 64. Larger buffers take several calls. Datagram boundaries are
+    /// kept: a receiver sees `buf.len().div_ceil(segment_size)` datagrams.
+    ///
+    /// Parks while the send buffer is full, for at most the write timeout
+    /// in all. Returns `buf.len()`, or, when an error (or the timeout)
+    /// stops it after some datagrams went out, the bytes of those (a
+    /// multiple of `segment_size`); the error itself is returned only when
+    /// nothing was sent. An empty `buf` sends nothing.
+    ///
+    /// A GSO send the kernel refuses with EIO (IPsec routes; devices
+    /// without checksum offload on older kernels) is resent one
+    /// datagram each, and this socket uses no GSO afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput`](io::ErrorKind::InvalidInput) for a `segment_size`
+    /// of 0 or above 65507; otherwise the OS errors of `send`.
+    pub fn send_segments(&self, buf: &[u8], segment_size: usize) -> io::Result<usize> {
+        udp_offload::send_segments(&self.sock, &self.offload, buf, segment_size, None)
+    }
+
+    /// As [`send_segments`](Self::send_segments), to the first address
+    /// `addr` resolves to.
+    pub fn send_segments_to(
+        &self,
+        buf: &[u8],
+        segment_size: usize,
+        addr: impl ToSocketAddrs,
+    ) -> io::Result<usize> {
+        udp_offload::check_segment_size(segment_size)?;
+        match addr.to_socket_addrs()?.next() {
+            Some(addr) => udp_offload::send_segments(
+                &self.sock,
+                &self.offload,
+                buf,
+                segment_size,
+                Some(&addr),
+            ),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no addresses to send data to",
+            )),
+        }
+    }
+
+    /// Turns UDP receive offload (`UDP_GRO`) on or off: with it on, the
+    /// kernel may hand a run of same-size datagrams from one sender to
+    /// one [`recv_segments`](Self::recv_segments) call. Other receive
+    /// calls then see such runs as one datagram: use `recv_segments`.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the kernel lacks `UDP_GRO` (before Linux 5.0).
+    pub fn set_gro(&self, on: bool) -> io::Result<()> {
+        nix::sys::socket::setsockopt(self, nix::sys::socket::sockopt::UdpGroSegment, &on)?;
+        Ok(())
+    }
+
+    /// Receives datagrams, parking until some arrive (or the read timeout
+    /// passes: [`WouldBlock`](io::ErrorKind::WouldBlock)). Returns the
+    /// bytes received and the segment size: with
+    /// [`set_gro(true)`](Self::set_gro) the bytes may be several
+    /// datagrams of that size back to back (the last one may be
+    /// shorter); otherwise they are one datagram and the segment size is
+    /// its length. Bytes beyond `buf` are discarded: give it 65535 bytes
+    /// to miss nothing.
+    pub fn recv_segments(&self, buf: &mut [u8]) -> io::Result<(usize, usize)> {
+        udp_offload::recv_segments(&self.sock, buf)
+    }
+
+    /// How many datagrams one [`send_segments`](Self::send_segments)
+    /// syscall may carry: 64 where the kernel has UDP segmentation
+    /// offload (Linux 4.18), 1 where it has not, where
+    /// `GREENRT_UDP_GSO=off`, or once a GSO send failed with EIO on this
+    /// socket.
+    pub fn max_gso_segments(&self) -> usize {
+        self.offload.max_segments()
+    }
+
     /// With `true`, calls that would wait return
     /// [`WouldBlock`](io::ErrorKind::WouldBlock) at once. This handle only.
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
@@ -183,7 +271,12 @@ impl UdpSocket {
     }
 }
 
-super::socket_traits!(UdpSocket, "net::UdpSocket", std::net::UdpSocket);
+super::socket_traits!(
+    UdpSocket,
+    "net::UdpSocket",
+    std::net::UdpSocket,
+    offload: Default::default()
+);
 
 impl fmt::Debug for UdpSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
