@@ -153,7 +153,11 @@ pub fn parse_request(data: &[u8], peer: &str) -> io::Result<Option<(Head, usize)
             push_header(&mut out, h.name, h.value);
         }
     }
-    finish(&mut out, &head, Some(xff.unwrap_or_else(|| peer.to_string())));
+    finish(
+        &mut out,
+        &head,
+        Some(xff.unwrap_or_else(|| peer.to_string())),
+    );
     head.lines = out;
     Ok(Some((head, len)))
 }
@@ -300,7 +304,10 @@ pub fn relay_exact(
     n: u64,
     opts: CopyOptions,
 ) -> io::Result<()> {
-    let held = buf.data().len().min(usize::try_from(n).unwrap_or(usize::MAX));
+    let held = buf
+        .data()
+        .len()
+        .min(usize::try_from(n).unwrap_or(usize::MAX));
     if held > 0 {
         dst.write_all(&buf.data()[..held])?;
         buf.consume(held);

@@ -67,11 +67,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--idle-timeout" => {
                 let v = value("--idle-timeout")?;
-                idle = v
-                    .parse()
-                    .ok()
-                    .filter(|&s| s > 0)
-                    .ok_or(format!("--idle-timeout must be a positive number, not {v:?}"))?;
+                idle = v.parse().ok().filter(|&s| s > 0).ok_or(format!(
+                    "--idle-timeout must be a positive number, not {v:?}"
+                ))?;
             }
             "--workers" => {
                 let v = value("--workers")?;

@@ -122,7 +122,12 @@ pub fn handle(mut client: TcpStream, peer: SocketAddr, config: &Config) -> io::R
             // Answered here: the upstream sees no Expect, only the body.
             client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
-        let rest = send_head(std::mem::take(&mut request.lines), request.body, &mut from_client, up)?;
+        let rest = send_head(
+            std::mem::take(&mut request.lines),
+            request.body,
+            &mut from_client,
+            up,
+        )?;
         http::relay_body(rest, &mut from_client, &mut client, up, config.opts)?;
 
         let response = match read_response(up, &mut from_upstream, &mut client, &request) {
@@ -136,7 +141,12 @@ pub fn handle(mut client: TcpStream, peer: SocketAddr, config: &Config) -> io::R
             client.write_all(&response.lines)?;
             return tunnel(&mut client, up, &from_client, &from_upstream, config);
         }
-        let rest = send_head(response.lines, response.body, &mut from_upstream, &mut client)?;
+        let rest = send_head(
+            response.lines,
+            response.body,
+            &mut from_upstream,
+            &mut client,
+        )?;
         http::relay_body(rest, &mut from_upstream, up, &mut client, config.opts)?;
         if request.close || response.close || response.body == Body::UntilClose {
             let _ = client.shutdown(Shutdown::Write);
@@ -244,7 +254,10 @@ fn send_head(
 ) -> io::Result<Body> {
     let rest = match body {
         Body::Length(n) => {
-            let held = buf.data().len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            let held = buf
+                .data()
+                .len()
+                .min(usize::try_from(n).unwrap_or(usize::MAX));
             lines.extend_from_slice(&buf.data()[..held]);
             buf.consume(held);
             match n - held as u64 {
