@@ -56,10 +56,13 @@ fn erased_type_id<T: ?Sized>() -> TypeId {
 /// Implement only for types with no lifetime parameters (at any depth).
 pub(super) unsafe trait Owned: Any {}
 
-// SAFETY (all five): types with no lifetime or type parameters.
+// SAFETY: a type with no lifetime or type parameters.
 unsafe impl Owned for crate::net::TcpStream {}
+// SAFETY: a type with no lifetime or type parameters.
 unsafe impl Owned for crate::os::unix::net::UnixStream {}
+// SAFETY: a type with no lifetime or type parameters.
 unsafe impl Owned for crate::fs::File {}
+// SAFETY: a type with no lifetime or type parameters.
 unsafe impl Owned for std::fs::File {}
 // SAFETY: Take<F> has no lifetime of its own, and F is Owned.
 unsafe impl<F: Owned> Owned for Take<F> {}
