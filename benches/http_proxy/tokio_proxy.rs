@@ -3,15 +3,21 @@
 //! same rewriting, into a 1 KiB buffer that grows for long heads), and
 //! `Content-Length` bodies moved with `tokio::io::copy` on a `take` of
 //! the socket — what a tokio proxy written the same way would do.
-//! Keep-alive; no chunked bodies, no tunnels (the bench sends neither).
+//! Keep-alive with an idle timeout on client connections, as the greenrt
+//! proxy has; no chunked bodies, no tunnels (the bench sends neither).
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::proxy::http::{self, Body, Head};
+
+/// Client connections idle this long between requests are closed (as
+/// `proxy::Config`'s default).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Accepts connections forever, a task each.
 pub async fn serve(listener: TcpListener, upstream: SocketAddr) {
@@ -76,8 +82,12 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, upstream: SocketAddr) -
                 from_client.consume(len);
                 break head;
             }
-            if from_client.fill(&mut client).await? == 0 {
-                return Ok(());
+            // The idle timeout the greenrt proxy has too (its client
+            // sockets' read timeout).
+            match tokio::time::timeout(IDLE_TIMEOUT, from_client.fill(&mut client)).await {
+                Ok(Ok(0)) | Err(_) => return Ok(()),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
             }
         };
         send(&request, &mut from_client, &mut client, &mut up).await?;
