@@ -166,6 +166,29 @@ fn connection_close() {
     });
 }
 
+/// The upstream closes a kept connection after `/drop` without saying
+/// so: the next request (no body) is retried on a fresh connection.
+#[test]
+fn stale_upstream_connection_is_replaced() {
+    let up = upstream::Http1::start();
+    let (addr, _rt) = start_proxy(up.addr);
+    common::guarded(move || {
+        let mut c = connect(addr);
+        for path in ["/drop", "/next", "/drop", "/last"] {
+            // Give the upstream's close time to arrive first, half the
+            // time (the retry covers both orders).
+            if path == "/last" {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+            c.get_mut().write_all(req.as_bytes()).unwrap();
+            let r = read_response(&mut c).unwrap();
+            assert_eq!(r.status, 200, "{path}");
+            assert_eq!(r.body, format!("GET {path}").as_bytes());
+        }
+    });
+}
+
 /// A malformed head is answered 400 and the connection closed; a proxy
 /// that then gets a good request on a new connection still works.
 #[test]

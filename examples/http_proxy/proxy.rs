@@ -108,7 +108,7 @@ pub fn handle(mut client: TcpStream, peer: SocketAddr, config: &Config) -> io::R
     let mut upstream: Option<TcpStream> = None;
     let mut first = true;
     loop {
-        let mut request = match read_request(&mut client, &mut from_client, &peer_ip, first)? {
+        let request = match read_request(&mut client, &mut from_client, &peer_ip, first)? {
             Incoming::Closed => return Ok(()),
             Incoming::Request(head) => head,
             Incoming::H2Preface => {
@@ -117,32 +117,41 @@ pub fn handle(mut client: TcpStream, peer: SocketAddr, config: &Config) -> io::R
             }
         };
         first = false;
+        let reused = upstream.is_some();
         let up = connect(&mut upstream, config, &mut client)?;
         if request.expect_continue {
             // Answered here: the upstream sees no Expect, only the body.
             client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
-        let rest = send_head(
-            std::mem::take(&mut request.lines),
-            request.body,
-            &mut from_client,
-            up,
-        )?;
-        http::relay_body(rest, &mut from_client, &mut client, up, config.opts)?;
-
-        let response = match read_response(up, &mut from_upstream, &mut client, &request) {
+        let mut response = send_head(&request.lines, request.body, &mut from_client, up)
+            .and_then(|rest| http::relay_body(rest, &mut from_client, &mut client, up, config.opts))
+            .and_then(|()| read_response(up, &mut from_upstream, &mut client, &request));
+        if let Err(e) = &response {
+            // A kept upstream connection the upstream closed while it was
+            // idle: a request without a body is sent once more, on a
+            // fresh connection (nothing of it can have been acted on).
+            if reused && request.body == Body::None && from_upstream.data().is_empty() && stale(e) {
+                upstream = None;
+                let up = connect(&mut upstream, config, &mut client)?;
+                response = up
+                    .write_all(&request.lines)
+                    .and_then(|()| read_response(up, &mut from_upstream, &mut client, &request));
+            }
+        }
+        let response = match response {
             Ok(r) => r,
             Err(e) => {
                 let _ = client.write_all(BAD_GATEWAY);
                 return Err(e);
             }
         };
+        let up = upstream.as_mut().expect("connected above");
         if response.status == 101 {
             client.write_all(&response.lines)?;
             return tunnel(&mut client, up, &from_client, &from_upstream, config);
         }
         let rest = send_head(
-            response.lines,
+            &response.lines,
             response.body,
             &mut from_upstream,
             &mut client,
@@ -246,29 +255,39 @@ fn read_response(
 
 /// Writes a head together with the part of its body already in `buf`
 /// (one write for a small message); returns the body still to relay.
-fn send_head(
-    mut lines: Vec<u8>,
-    body: Body,
-    buf: &mut HeadBuf,
-    dst: &mut TcpStream,
-) -> io::Result<Body> {
-    let rest = match body {
-        Body::Length(n) => {
-            let held = buf
-                .data()
-                .len()
-                .min(usize::try_from(n).unwrap_or(usize::MAX));
-            lines.extend_from_slice(&buf.data()[..held]);
-            buf.consume(held);
-            match n - held as u64 {
-                0 => Body::None,
-                left => Body::Length(left),
-            }
-        }
-        other => other,
+fn send_head(lines: &[u8], body: Body, buf: &mut HeadBuf, dst: &mut TcpStream) -> io::Result<Body> {
+    let Body::Length(n) = body else {
+        dst.write_all(lines)?;
+        return Ok(body);
     };
-    dst.write_all(&lines)?;
-    Ok(rest)
+    let held = buf
+        .data()
+        .len()
+        .min(usize::try_from(n).unwrap_or(usize::MAX));
+    if held == 0 {
+        dst.write_all(lines)?;
+    } else {
+        let mut out = Vec::with_capacity(lines.len() + held);
+        out.extend_from_slice(lines);
+        out.extend_from_slice(&buf.data()[..held]);
+        buf.consume(held);
+        dst.write_all(&out)?;
+    }
+    Ok(match n - held as u64 {
+        0 => Body::None,
+        left => Body::Length(left),
+    })
+}
+
+/// Errors that mean the upstream connection was gone before the request.
+fn stale(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// The upstream connection, connected on first use (kept for the client
@@ -279,8 +298,11 @@ fn connect<'u>(
     client: &mut TcpStream,
 ) -> io::Result<&'u mut TcpStream> {
     if upstream.is_none() {
+        // The upstream gets the idle timeout as its read timeout: one
+        // that stops answering does not hold the client forever.
         let s = TcpStream::connect(config.upstream)
             .and_then(|s| s.set_nodelay(true).map(|()| s))
+            .and_then(|s| s.set_read_timeout(Some(config.idle_timeout)).map(|()| s))
             .inspect_err(|_| {
                 let _ = client.write_all(BAD_GATEWAY);
             })?;
@@ -302,6 +324,7 @@ fn tunnel(
     // An HTTP/2 connection idles between streams as long as it likes;
     // dead peers are found by TCP keepalive instead.
     client.set_read_timeout(None)?;
+    up.set_read_timeout(None)?;
     up.write_all(from_client.data())?;
     client.write_all(from_upstream.data())?;
     greenrt::io::copy_bidirectional_with(client, up, config.opts).map(drop)

@@ -87,7 +87,7 @@ pub fn read_response(r: &mut impl BufRead) -> io::Result<Response> {
 
 /// The HTTP/1.1 upstream: a thread per connection, keep-alive. It answers
 /// `/echo` with the request body, `/chunked` with it in chunks, anything
-/// else with "METHOD PATH"; each answer carries the `Via`,
+/// else with "METHOD PATH" (and closes after `/drop`); each answer carries the `Via`,
 /// `X-Forwarded-For` and `Expect` it saw as `X-Seen-*`.
 pub struct Http1 {
     pub addr: SocketAddr,
@@ -161,7 +161,9 @@ fn serve_http1(s: TcpStream) -> io::Result<()> {
                 w.write_all(&answer)?;
             }
         }
-        if close {
+        if close || path == "/drop" {
+            // `/drop`: closed after the answer without saying so, as an
+            // upstream whose keep-alive timeout ran out.
             return Ok(());
         }
     }
