@@ -101,6 +101,9 @@ pub fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
 pub fn handle(mut client: TcpStream, peer: SocketAddr, config: &Config) -> io::Result<()> {
     client.set_nodelay(true)?;
     client.set_read_timeout(Some(config.idle_timeout))?;
+    // A client that stops reading (zero window, alive to keepalive) is
+    // dropped as well.
+    client.set_write_timeout(Some(config.idle_timeout))?;
     set_keepalive(&client, config.idle_timeout)?;
     let peer_ip = peer.ip().to_string();
     let mut from_client = HeadBuf::new(config.head_buf, config.max_head);
@@ -303,6 +306,7 @@ fn connect<'u>(
         let s = TcpStream::connect(config.upstream)
             .and_then(|s| s.set_nodelay(true).map(|()| s))
             .and_then(|s| s.set_read_timeout(Some(config.idle_timeout)).map(|()| s))
+            .and_then(|s| s.set_write_timeout(Some(config.idle_timeout)).map(|()| s))
             .inspect_err(|_| {
                 let _ = client.write_all(BAD_GATEWAY);
             })?;
@@ -322,7 +326,8 @@ fn tunnel(
     config: &Config,
 ) -> io::Result<()> {
     // An HTTP/2 connection idles between streams as long as it likes;
-    // dead peers are found by TCP keepalive instead.
+    // dead peers are found by TCP keepalive instead (the write timeouts
+    // stay: a side that stops reading ends the tunnel).
     client.set_read_timeout(None)?;
     up.set_read_timeout(None)?;
     up.write_all(from_client.data())?;
