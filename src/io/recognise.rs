@@ -201,3 +201,55 @@ pub(super) fn endpoint<R>(x: &R) -> io::Result<Option<Endpoint<'_>>> {
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::TcpStream;
+    use std::io::{BufReader, Read};
+
+    /// Lifetimes are erased; everything else still tells types apart.
+    #[test]
+    fn erased_ids_ignore_lifetimes_only() {
+        fn id_of_ref<'a>(_: &'a u8) -> TypeId {
+            erased_type_id::<&'a TcpStream>()
+        }
+        assert_eq!(id_of_ref(&0), TypeId::of::<&'static TcpStream>());
+        assert_ne!(
+            erased_type_id::<&TcpStream>(),
+            TypeId::of::<&'static mut TcpStream>()
+        );
+        assert!(is::<TcpStream, TcpStream>());
+        assert!(!is::<TcpStream, BufReader<TcpStream>>());
+        assert!(!is::<TcpStream, Box<TcpStream>>());
+        assert!(!is::<Take<TcpStream>, TcpStream>());
+    }
+
+    /// `deref` and `take_of_ref` recognise owned values and references,
+    /// with any lifetime, and nothing that wraps them.
+    #[test]
+    fn sockets_are_recognised_owned_and_borrowed() {
+        let rt = crate::Builder::new().workers(1).build().unwrap();
+        rt.block_on(|| {
+            let l = crate::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let fd = s.net_fd() as *const _;
+            let same = |t: Option<&TcpStream>| t.map(|t| t.net_fd() as *const _) == Some(fd);
+            assert!(same(deref::<TcpStream, _>(&s)));
+            assert!(same(deref::<TcpStream, _>(&&s)));
+            assert!(same(deref::<TcpStream, _>(&&mut s)));
+            assert!(deref::<TcpStream, _>(&BufReader::new(&s)).is_none());
+            assert!(deref::<TcpStream, _>(&&&s).is_none());
+
+            let mut t = (&mut s).take(7);
+            let got = take_of_ref::<TcpStream, _, _>(&mut t, |t| {
+                t.set_limit(t.limit() - 2);
+                t.inner().net_fd() as *const _ == fd
+            });
+            assert_eq!((got, t.limit()), (Some(true), 5));
+            let mut owned = s.take(3);
+            assert!(downcast_mut::<Take<TcpStream>, _>(&mut owned).is_some());
+            assert!(take_of_ref::<TcpStream, _, _>(&mut owned, |_| ()).is_none());
+        });
+    }
+}
