@@ -244,7 +244,7 @@ mod tests {
             let mut t = (&mut s).take(7);
             let got = take_of_ref::<TcpStream, _, _>(&mut t, |t| {
                 t.set_limit(t.limit() - 2);
-                t.inner().net_fd() as *const _ == fd
+                std::ptr::eq(t.inner().net_fd(), fd)
             });
             assert_eq!((got, t.limit()), (Some(true), 5));
             let mut owned = s.take(3);
