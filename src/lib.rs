@@ -164,8 +164,10 @@
 //! proxy) splice(2) bulk data between greenrt stream sockets through a
 //! pooled pipe and send files to them with sendfile(2), so it never crosses
 //! user space; any other reader and writer get a buffered copy. They
-//! recognise greenrt's types through `Any`, hence take owned (`'static`)
-//! types. [`io::stats`] says which path ran.
+//! recognise greenrt's sockets owned or borrowed, and `io::copy` a
+//! [`Take`](std::io::Take) of one, which splices at most its limit (a
+//! proxy that parsed a head passes the body on so). [`io::stats`] says
+//! which path ran.
 //!
 //! ```
 //! use std::io::{Read, Write};
@@ -309,8 +311,9 @@
 //!   thread (its worker is handed on); prefer [`sync`] and [`sleep`].
 //! - With a locking global allocator in the executable, wrap it in
 //!   [`preempt::NoPreempt`].
-//! - [`io::copy`] and [`io::copy_bidirectional`] take owned (`'static`)
-//!   readers and writers.
+//! - [`io::copy`] and [`io::copy_bidirectional`] recognise greenrt's
+//!   sockets by their concrete type (owned, `&`, `&mut`, or in a `Take`);
+//!   other wrappers (`BufReader`, `Box<dyn Read>`) get a buffered copy.
 //!
 //! The README's "Limitations" section has the full list, and
 //! docs/DESIGN.md the design.

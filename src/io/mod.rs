@@ -21,29 +21,38 @@
 //! }
 //! ```
 //!
-//! **Which path runs.** Rust has no specialisation, so the functions take
-//! owned (`'static`) types through `Any` and look at the concrete type:
-//! when both sides are [`net::TcpStream`](crate::net::TcpStream) or
-//! [`os::unix::net::UnixStream`](crate::os::unix::net::UnixStream), each
-//! burst of data is read into the copy buffer first; a burst that fills
-//! the buffer goes on by splice through a pooled pipe until the source
-//! runs dry, parking on the netpoller while a socket is not ready. So
-//! small messages (requests, responses) are copied, which is cheapest for
-//! them, and bulk data is spliced but for its first buffer. When the
-//! source is a file — [`fs::File`](crate::fs::File) or
-//! [`std::fs::File`], or a [`Take`](std::io::Take) of either — and the
-//! destination such a socket, the file goes by sendfile(2) from its file
-//! position, which ends after the bytes sent as after a read loop (a
-//! `Take`'s limit shrinks by them); the worker parks while the socket is
-//! full, and hands its P on while a chunk whose pages are not cached is
-//! read from disk. Files opened with O_DIRECT are read directly instead,
-//! with a buffer, so they stay out of the page cache. Anything else —
-//! `Vec`s, `Cursor`s, std's (blocking) sockets, references such as
-//! `&TcpStream`, wrappers — gets a plain buffered copy
-//! ([`DEFAULT_BUF_SIZE`] unless told otherwise). If the kernel refuses to
-//! splice or sendfile (EINVAL/ENOSYS) the copy switches to read/write
-//! without losing a byte. [`CopyMode::Buffered`] never splices (to
-//! compare, or to work around a kernel). [`stats`] tells which path ran.
+//! **Which path runs.** Rust has no specialisation, so the functions
+//! look at the concrete type behind their type parameters (by `TypeId`
+//! with lifetimes erased, so borrowed sockets count too; see
+//! `recognise.rs`): when both sides are
+//! [`net::TcpStream`](crate::net::TcpStream) or
+//! [`os::unix::net::UnixStream`](crate::os::unix::net::UnixStream), or
+//! `&`/`&mut` references to them, each burst of data is read into the
+//! copy buffer first; a burst that fills the buffer goes on by splice
+//! through a pooled pipe until the source runs dry, parking on the
+//! netpoller while a socket is not ready. So small messages (requests,
+//! responses) are copied, which is cheapest for them, and bulk data is
+//! spliced but for its first buffer. When the source is a
+//! [`Take`](std::io::Take) of such a socket (owned or borrowed), at most
+//! its limit is moved, and nothing past it is read: the rest stays in
+//! the socket for the next read (a proxy that parsed a head passes the
+//! body on so); a limit larger than the copy buffer is spliced all the
+//! way, a smaller one copied, and the limit shrinks by the bytes taken,
+//! also when the copy fails. When the source is a file —
+//! [`fs::File`](crate::fs::File) or [`std::fs::File`], or a `Take` of
+//! either — and the destination such a socket, the file goes by
+//! sendfile(2) from its file position, which ends after the bytes sent
+//! as after a read loop (a `Take`'s limit shrinks by them); the worker
+//! parks while the socket is full, and hands its P on while a chunk
+//! whose pages are not cached is read from disk. Files opened with
+//! O_DIRECT are read directly instead, with a buffer, so they stay out
+//! of the page cache. Anything else — `Vec`s, `Cursor`s, std's
+//! (blocking) sockets, wrappers such as `BufReader` — gets a plain
+//! buffered copy ([`DEFAULT_BUF_SIZE`] unless told otherwise). If the
+//! kernel refuses to splice or sendfile (EINVAL/ENOSYS) the copy
+//! switches to read/write without losing a byte. [`CopyMode::Buffered`]
+//! never splices (to compare, or to work around a kernel). [`stats`]
+//! tells which path ran.
 //!
 //! Socket timeouts set with `set_read_timeout`/`set_write_timeout` bound
 //! each wait as they bound each read and write (an expired one is a
@@ -53,8 +62,10 @@
 mod bidi;
 mod buffered;
 mod file;
+mod recognise;
 mod relay;
 pub(crate) mod stats;
+mod take;
 
 use std::any::Any;
 use std::io::{self, Read, Write};
@@ -148,15 +159,17 @@ impl Default for CopyOptions {
 /// (see the [module docs](self)); works on green threads (parking only
 /// the caller) and on OS threads.
 ///
-/// `R` and `W` must be `'static` types (owned values; borrow them with
-/// `&mut`): the socket and file types are recognised through [`Any`].
-/// Any other type is copied with a buffer.
+/// The sockets are recognised owned or borrowed (`TcpStream`,
+/// `&TcpStream`, `&mut TcpStream`, the same for `UnixStream`), and as
+/// the source also in a [`Take`](std::io::Take) of any of those, which
+/// splices at most its limit (see the [module docs](self)). Any other
+/// type is copied with a buffer.
 ///
 /// On error, bytes already written stay written, as with std.
 pub fn copy<R, W>(reader: &mut R, writer: &mut W) -> io::Result<u64>
 where
-    R: Read + Any,
-    W: Write + Any,
+    R: Read,
+    W: Write,
 {
     copy_with(reader, writer, CopyOptions::new())
 }
@@ -164,24 +177,52 @@ where
 /// [`copy`] with options (e.g. [`CopyMode::Buffered`] or a buffer size).
 pub fn copy_with<R, W>(reader: &mut R, writer: &mut W, opts: CopyOptions) -> io::Result<u64>
 where
-    R: Read + Any,
-    W: Write + Any,
+    R: Read,
+    W: Write,
 {
     let mut sent = 0;
-    if let Some(dst) = endpoint(&*writer)? {
-        if let Some(src) = endpoint(&*reader)? {
+    if let Some(dst) = recognise::endpoint(&*writer)? {
+        if let Some(src) = recognise::endpoint(&*reader)? {
             return copy_sockets(&src, &dst, opts);
         }
-        match file::send(&mut *reader, &dst, opts)? {
-            file::Outcome::NotAFile => {}
-            file::Outcome::Done(n) => return Ok(n),
-            file::Outcome::Refused(n) => sent = n,
+        if let Some(r) = take::copy_from_take(reader, &dst, opts) {
+            return r;
+        }
+        if let Some(file) = file_source(reader) {
+            match file::send(file, &dst, opts)? {
+                file::Outcome::NotAFile => {}
+                file::Outcome::Done(n) => return Ok(n),
+                file::Outcome::Refused(n) => sent = n,
+            }
         }
     }
-    if let Some(r) = file::copy_direct(&mut *reader, writer, opts.buffer_size) {
-        return r;
+    if let Some(file) = file_source(reader) {
+        if let Some(r) = file::copy_direct(file, writer, opts.buffer_size) {
+            return r;
+        }
     }
     Ok(sent + buffered::copy_generic(reader, writer, opts.buffer_size)?)
+}
+
+/// `reader` as `Any` if it is one of the file types `file` knows (a
+/// greenrt or std file, or a `Take` of one).
+fn file_source<R>(reader: &mut R) -> Option<&mut dyn Any> {
+    use recognise::downcast_mut;
+    use std::io::Take;
+    macro_rules! files {
+        ($($t:ty),*) => {$(
+            if downcast_mut::<$t, R>(reader).is_some() {
+                return downcast_mut::<$t, R>(reader).map(|f| f as &mut dyn Any);
+            }
+        )*};
+    }
+    files!(
+        crate::fs::File,
+        std::fs::File,
+        Take<crate::fs::File>,
+        Take<std::fs::File>
+    );
+    None
 }
 
 /// Relays between two greenrt stream sockets in both directions at once
@@ -198,15 +239,15 @@ where
 /// an OS thread, on a scoped helper OS thread.
 ///
 /// `A` and `B` must be [`net::TcpStream`](crate::net::TcpStream) or
-/// [`os::unix::net::UnixStream`](crate::os::unix::net::UnixStream) (in
-/// any combination). For any other type this returns an
+/// [`os::unix::net::UnixStream`](crate::os::unix::net::UnixStream), or
+/// `&` or `&mut` references to them (in any combination). For any other type this returns an
 /// [`Unsupported`](io::ErrorKind::Unsupported) error: one `&mut` object
 /// cannot be read and written concurrently without knowing that it is a
 /// full-duplex socket.
 pub fn copy_bidirectional<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
 where
-    A: Read + Write + Any,
-    B: Read + Write + Any,
+    A: Read + Write,
+    B: Read + Write,
 {
     copy_bidirectional_with(a, b, CopyOptions::new())
 }
@@ -218,10 +259,10 @@ pub fn copy_bidirectional_with<A, B>(
     opts: CopyOptions,
 ) -> io::Result<(u64, u64)>
 where
-    A: Read + Write + Any,
-    B: Read + Write + Any,
+    A: Read + Write,
+    B: Read + Write,
 {
-    match (endpoint(&*a)?, endpoint(&*b)?) {
+    match (recognise::endpoint(&*a)?, recognise::endpoint(&*b)?) {
         (Some(a), Some(b)) => bidi::bidirectional(a, b, opts),
         _ => Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -283,23 +324,4 @@ fn sigpipe_default() -> bool {
     // disposition; `old` is a valid, writable sigaction.
     let queried = unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) } == 0;
     queried && old.sa_sigaction == libc::SIG_DFL
-}
-
-/// The endpoint `x` is, if it is a greenrt stream socket.
-fn endpoint(x: &dyn Any) -> io::Result<Option<Endpoint<'_>>> {
-    if let Some(s) = x.downcast_ref::<crate::net::TcpStream>() {
-        return Ok(Some(Endpoint::new(
-            s.net_fd(),
-            s.read_timeout()?,
-            s.write_timeout()?,
-        )));
-    }
-    if let Some(s) = x.downcast_ref::<crate::os::unix::net::UnixStream>() {
-        return Ok(Some(Endpoint::new(
-            s.net_fd(),
-            s.read_timeout()?,
-            s.write_timeout()?,
-        )));
-    }
-    Ok(None)
 }

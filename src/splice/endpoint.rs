@@ -37,6 +37,12 @@ impl<'a> Endpoint<'a> {
         self.fd.as_raw_fd()
     }
 
+    /// Whether the last read drained the socket and nothing came since
+    /// (the next read should wait for readiness first).
+    pub(crate) fn is_drained(&self) -> bool {
+        self.fd.is_drained()
+    }
+
     /// The read or write timeout.
     fn timeout(&self, interest: Interest) -> Option<Duration> {
         match interest {

@@ -45,13 +45,23 @@ pub(crate) enum Burst {
     Idle(u64),
     /// The source reached end of stream.
     Eof(u64),
+    /// The limit was reached: that many bytes were taken from the source.
+    Limit(u64),
     /// Splicing is not possible for these fds (or no pipe could be made);
     /// no byte is left in a pipe: the caller goes on with read/write.
     Unsupported(u64),
 }
 
-/// Splices from `src` to `dst` as long as `src` has data at hand.
-pub(crate) fn splice_burst(src: &Endpoint<'_>, dst: &Endpoint<'_>) -> io::Result<Burst> {
+/// Splices from `src` to `dst` as long as `src` has data at hand, until
+/// `*consumed` (bytes taken from `src`, counted here also when this
+/// fails) reaches `limit`. Never takes more than `limit` in all, so what
+/// follows stays in the source socket.
+pub(crate) fn splice_burst(
+    src: &Endpoint<'_>,
+    dst: &Endpoint<'_>,
+    limit: u64,
+    consumed: &mut u64,
+) -> io::Result<Burst> {
     let mut tally = Tally::default();
     // Whatever happens, the pipe goes back to the pool (or is closed if
     // it still holds bytes) when `slot` drops.
@@ -62,7 +72,12 @@ pub(crate) fn splice_burst(src: &Endpoint<'_>, dst: &Endpoint<'_>) -> io::Result
             return Ok(fallback(moved));
         };
         debug_assert_eq!(pipe.data, 0);
-        let n = match splice(src.raw(), pipe.write_fd(), pipe.capacity, &mut tally) {
+        let left = limit.saturating_sub(*consumed);
+        if left == 0 {
+            return Ok(Burst::Limit(moved));
+        }
+        let want = usize::try_from(left).map_or(pipe.capacity, |l| l.min(pipe.capacity));
+        let n = match splice(src.raw(), pipe.write_fd(), want, &mut tally) {
             Ok(0) => return Ok(Burst::Eof(moved)),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -71,6 +86,7 @@ pub(crate) fn splice_burst(src: &Endpoint<'_>, dst: &Endpoint<'_>) -> io::Result
             Err(e) => return Err(e),
         };
         pipe.data = n;
+        *consumed += n as u64;
         if let Err(e) = pump(pipe, dst, &mut moved, &mut tally) {
             if !unsupported(&e) {
                 return Err(e);

@@ -30,8 +30,8 @@ fn runtime() -> crate::Runtime {
 fn splice_all(src: &Endpoint<'_>, dst: &Endpoint<'_>) -> std::io::Result<Burst> {
     let mut total = 0;
     loop {
-        match splice_burst(src, dst)? {
-            Burst::Idle(n) => {
+        match splice_burst(src, dst, u64::MAX, &mut 0)? {
+            Burst::Idle(n) | Burst::Limit(n) => {
                 total += n;
                 src.wait(Interest::Read, &mut None)?;
             }
