@@ -52,6 +52,9 @@ impl M {
                 self.drop_p();
                 return None;
             }
+            // The active limit fell below our P (see `cpu_limit`): park
+            // it, its Gs to the global queue, and look for another.
+            self.shed_parked_p();
             if self.p.get().is_none() && !self.acquire_after_stop()? {
                 continue;
             }
@@ -254,7 +257,11 @@ impl M {
             }
         }
         // Spin (steal) only while fewer than half of the busy Ps' Ms do.
-        let busy = self.rt.cfg.workers - self.rt.npidle.load(Ordering::SeqCst);
+        let busy = self
+            .rt
+            .cpu_limit
+            .active()
+            .saturating_sub(self.rt.npidle.load(Ordering::SeqCst));
         if !self.spinning.get() && 2 * self.rt.nmspinning.load(Ordering::SeqCst) >= busy {
             return None;
         }
