@@ -114,7 +114,11 @@ fn run(rt: &Arc<Shared>) {
         }
         if what == 0 {
             let until_quota = next_quota.saturating_sub(crate::sys::clock::now());
-            futex_wait(&chores.seq, seen, Some(IDLE_WAIT_NS.min(until_quota.max(1))));
+            futex_wait(
+                &chores.seq,
+                seen,
+                Some(IDLE_WAIT_NS.min(until_quota.max(1))),
+            );
         }
     }
 }

@@ -91,7 +91,9 @@ impl CpuLimit {
 }
 
 fn to_milli(quota: Option<f64>) -> u64 {
-    quota.map_or(NO_QUOTA, |q| (q * 1000.0).round().min((NO_QUOTA - 1) as f64) as u64)
+    quota.map_or(NO_QUOTA, |q| {
+        (q * 1000.0).round().min((NO_QUOTA - 1) as f64) as u64
+    })
 }
 
 /// The worker set-up `Builder::build` decides: `(ps, active, quota,

@@ -150,11 +150,10 @@ pub(super) fn park_preempted(m: &M, g: GRef, preemption: bool) -> bool {
     // Not a P over the active limit either (see `cpu_limit`): it goes to
     // a spare M, whose scheduler parks it (moving its queue allocates,
     // which this path may not).
-    let over_limit = m
-        .p
-        .get()
-        // SAFETY: the M owns its current P (only the id is read).
-        .is_some_and(|p| m.rt.cpu_limit.excludes(unsafe { p.get() }.id));
+    let over_limit =
+        m.p.get()
+            // SAFETY: the M owns its current P (only the id is read).
+            .is_some_and(|p| m.rt.cpu_limit.excludes(unsafe { p.get() }.id));
     let successor = if retaken || over_limit {
         None
     } else {

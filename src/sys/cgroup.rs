@@ -100,7 +100,8 @@ pub(crate) fn affinity_count() -> Option<usize> {
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: pid 0 is the calling thread; the size is the set's own and
     // the kernel writes at most that many bytes into it.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return None;
     }
@@ -120,8 +121,12 @@ fn under(root: &Path, abs: &str) -> PathBuf {
 }
 
 fn read(path: &Path) -> io::Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("greenrt: reading {}: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("greenrt: reading {}: {e}", path.display()),
+        )
+    })
 }
 
 fn malformed(what: &str, detail: &str) -> io::Error {
@@ -138,7 +143,8 @@ fn parse_proc_cgroup(text: &str) -> io::Result<Option<(Version, String)>> {
     let mut v2 = None;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let mut fields = line.splitn(3, ':');
-        let (Some(id), Some(controllers), Some(path)) = (fields.next(), fields.next(), fields.next())
+        let (Some(id), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
         else {
             return Err(malformed("/proc/self/cgroup line", line));
         };
@@ -201,7 +207,9 @@ fn unescape(field: &str) -> io::Result<String> {
             .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)))
             .ok_or_else(|| malformed("escape in /proc/self/mountinfo", field))?;
         let value = code.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
-        out.push(u8::try_from(value).map_err(|_| malformed("escape in /proc/self/mountinfo", field))?);
+        out.push(
+            u8::try_from(value).map_err(|_| malformed("escape in /proc/self/mountinfo", field))?,
+        );
         i += 4;
     }
     String::from_utf8(out).map_err(|_| malformed("path in /proc/self/mountinfo", field))

@@ -93,9 +93,15 @@ fn v1_quota_minus_one_is_no_limit() {
     );
     root.write("/proc/self/mountinfo", HYBRID_MOUNTS);
     root.write("/sys/fs/cgroup/cpu,cpuacct/job/cpu.cfs_quota_us", "-1\n");
-    root.write("/sys/fs/cgroup/cpu,cpuacct/job/cpu.cfs_period_us", "100000\n");
+    root.write(
+        "/sys/fs/cgroup/cpu,cpuacct/job/cpu.cfs_period_us",
+        "100000\n",
+    );
     assert_eq!(root.quota().unwrap(), None);
-    root.write("/sys/fs/cgroup/cpu,cpuacct/job/cpu.cfs_quota_us", "250000\n");
+    root.write(
+        "/sys/fs/cgroup/cpu,cpuacct/job/cpu.cfs_quota_us",
+        "250000\n",
+    );
     assert_eq!(root.quota().unwrap(), Some(2.5));
     // The v2 hierarchy of a hybrid system is not the CPU controller's.
     root.write("/sys/fs/cgroup/unified/cpu.max", "10000 100000\n");
@@ -140,7 +146,10 @@ fn missing_files_mean_no_limit() {
     assert_eq!(root.quota().unwrap(), None);
     // A v2 cgroup whose mount is not listed.
     root.write("/proc/self/cgroup", "0::/x\n");
-    root.write("/proc/self/mountinfo", "22 1 0:21 / /proc rw - proc proc rw\n");
+    root.write(
+        "/proc/self/mountinfo",
+        "22 1 0:21 / /proc rw - proc proc rw\n",
+    );
     assert_eq!(root.quota().unwrap(), None);
     // Listed, but the cgroup's directory is gone (the process moved).
     root.write("/proc/self/mountinfo", V2_MOUNTS);
@@ -149,7 +158,15 @@ fn missing_files_mean_no_limit() {
 
 #[test]
 fn malformed_contents_are_errors_not_panics() {
-    for bad in ["", "max", "12 0\n", "abc 100000\n", "0 100000\n", "1 2 3\n", "-5 100000"] {
+    for bad in [
+        "",
+        "max",
+        "12 0\n",
+        "abc 100000\n",
+        "0 100000\n",
+        "1 2 3\n",
+        "-5 100000",
+    ] {
         let root = v2_tree("/j");
         root.write("/sys/fs/cgroup/j/cpu.max", bad);
         let e = root.quota().unwrap_err();
@@ -158,7 +175,10 @@ fn malformed_contents_are_errors_not_panics() {
     }
     let root = FakeRoot::new();
     root.write("/proc/self/cgroup", "1:cpu:/\n");
-    root.write("/proc/self/mountinfo", HYBRID_MOUNTS.replace("cpu,cpuacct", "cpu").as_str());
+    root.write(
+        "/proc/self/mountinfo",
+        HYBRID_MOUNTS.replace("cpu,cpuacct", "cpu").as_str(),
+    );
     root.write("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "lots\n");
     root.write("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "100000\n");
     assert_eq!(root.quota().unwrap_err().kind(), io::ErrorKind::InvalidData);
@@ -170,9 +190,17 @@ fn malformed_contents_are_errors_not_panics() {
         assert_eq!(root.quota().unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
     root.write("/proc/self/cgroup", "1:cpu:/\n");
-    for bad_mounts in ["no separator here\n", "1 2 3 - cgroup\n", "1 2 3 / /x\\09 rw - cgroup none rw,cpu\n"] {
+    for bad_mounts in [
+        "no separator here\n",
+        "1 2 3 - cgroup\n",
+        "1 2 3 / /x\\09 rw - cgroup none rw,cpu\n",
+    ] {
         root.write("/proc/self/mountinfo", bad_mounts);
-        assert_eq!(root.quota().unwrap_err().kind(), io::ErrorKind::InvalidData, "{bad_mounts:?}");
+        assert_eq!(
+            root.quota().unwrap_err().kind(),
+            io::ErrorKind::InvalidData,
+            "{bad_mounts:?}"
+        );
     }
 }
 
