@@ -29,9 +29,10 @@ use super::shared::Shared;
 use crate::sys::cgroup;
 
 /// How often the errand thread re-reads the quota: as often as Go's
-/// sysmon (`sysmonUpdateGOMAXPROCS`). One read takes a few dozen µs
-/// (three small procfs and cgroupfs files and the affinity mask), on a
-/// thread that runs no green threads.
+/// sysmon (`sysmonUpdateGOMAXPROCS`). One read (procfs's cgroup and
+/// mountinfo files, the quota files, the affinity mask) took about 120 µs
+/// on the 2-core test machine, on a thread that runs no green threads:
+/// about 0.01% of one CPU.
 pub(crate) const QUOTA_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `quota_milli` when no quota limits the process (or none is read).
