@@ -228,6 +228,10 @@ impl M {
         if !self.rt.cpu_limit.excludes(p.id) {
             return false;
         }
+        // File operations its Gs queued on the P's io_uring ring: submit
+        // them now (otherwise the ring's pending entries would wait for
+        // sysmon or an idle M's poll).
+        crate::netpoll::uring::submit_pending();
         let mut moved = p.drain();
         moved.extend(self.take_handover());
         let was_spinning = self.spinning.replace(false);

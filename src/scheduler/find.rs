@@ -52,10 +52,14 @@ impl M {
                 self.drop_p();
                 return None;
             }
-            // The active limit fell below our P (see `cpu_limit`): park
-            // it, its Gs to the global queue, and look for another.
-            self.shed_parked_p();
             if self.p.get().is_none() && !self.acquire_after_stop()? {
+                continue;
+            }
+            // The active limit is at or below our P (it fell while we
+            // ran, or an idle P over it still had Gs queued; see
+            // `cpu_limit`): park it, its Gs to the global queue, and look
+            // for another.
+            if self.shed_parked_p() {
                 continue;
             }
             if let Some(g) = self.take_handover().or_else(|| self.find_once()) {
