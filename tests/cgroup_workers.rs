@@ -149,6 +149,57 @@ fn the_limit_follows_the_quota_while_green_threads_run() {
     });
 }
 
+/// Green threads that never yield: only preemption takes the parked
+/// workers' Ps away (the preemption path hands a P over the limit to a
+/// spare M, whose scheduler parks it).
+#[test]
+fn preempted_hogs_leave_parked_workers() {
+    let _s = serial();
+    with_timeout(Duration::from_secs(30), || {
+        let tree = FakeTree::new("max 100000\n");
+        let rt = greenrt::Builder::new()
+            .workers(4)
+            .preemption(true)
+            .preempt_quantum(Duration::from_millis(2))
+            .cgroup_root_for_tests(&tree.0)
+            .cpu_quota_poll_for_tests(Duration::from_millis(10))
+            .build()
+            .unwrap();
+        if rt.preempt_quantum().is_none() {
+            eprintln!("skipped: preemption is unavailable here");
+            return;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let hogs: Vec<_> = (0..8)
+            .map(|_| {
+                let stop = stop.clone();
+                rt.spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        tree.set("150000 100000\n");
+        eventually(&rt, "limited to 2", |m| m.num_active_workers() == 2);
+        std::thread::sleep(Duration::from_millis(150));
+        let before = polls(&rt.metrics());
+        std::thread::sleep(Duration::from_millis(300));
+        let m = rt.metrics();
+        let after = polls(&m);
+        assert_eq!(before[2..], after[2..], "parked workers ran green threads");
+        assert!(
+            m.preemptions() > 0 && after[..2].iter().sum::<u64>() > before[..2].iter().sum::<u64>(),
+            "the hogs did not take turns on the active workers: {before:?} -> {after:?}"
+        );
+        stop.store(true, Ordering::Relaxed);
+        for h in hogs {
+            h.join().unwrap();
+        }
+    });
+}
+
 #[test]
 fn a_malformed_quota_keeps_the_limit_and_a_fixed_count_reads_none() {
     let _s = serial();
