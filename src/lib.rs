@@ -280,6 +280,19 @@
 //!   OS thread; greenrt hands its worker to another OS thread after a short
 //!   grace period so the other green threads keep running.
 //!
+//! # Container-aware workers
+//!
+//! Unless [`Builder::workers`] or `GREENRT_WORKERS` fixes the count, a
+//! runtime makes one worker (P) per CPU of the process's affinity mask and
+//! lets min(affinity CPUs, max(2, ⌈quota⌉)) of them run green threads,
+//! where the quota is the cgroup CPU bandwidth limit (v2 `cpu.max`, v1
+//! `cpu.cfs_quota_us` / `cpu.cfs_period_us`, the lowest along the
+//! cgroup's ancestors): Go 1.25's default `GOMAXPROCS`. The quota is
+//! re-read every second and the limit follows it (workers over it are
+//! parked); [`Runtime::workers`] is the current limit, and
+//! [`RuntimeMetrics::num_active_workers`] and
+//! [`RuntimeMetrics::cpu_quota`] show it and the quota read.
+//!
 //! # Environment variables
 //!
 //! `GREENRT_WORKERS`, `GREENRT_PREEMPT`, `GREENRT_IO_URING`, `GREENRT_UDP_GSO`
@@ -292,7 +305,7 @@
 //!
 //! | variable | values | effect |
 //! |---|---|---|
-//! | `GREENRT_WORKERS` | a positive integer | number of workers (Ps) when `Builder::workers` is not called; default `available_parallelism()` |
+//! | `GREENRT_WORKERS` | a positive integer | number of workers (Ps) when `Builder::workers` is not called, fixed; default: container-aware, min(affinity CPUs, max(2, ⌈cgroup CPU quota⌉)), re-read every second (see "Container-aware workers") |
 //! | `GREENRT_PREEMPT` | boolean | preemption on (default) or off, when `Builder::preemption` is not called |
 //! | `GREENRT_IO_URING` | boolean | off: file operations never use io_uring (each is a blocking syscall, the worker handed to another thread meanwhile); on (default): io_uring where the kernel allows |
 //! | `GREENRT_GUARD` | `mprotect` or `auto` | how stack guard pages are made: `auto` (default) uses guard regions (`MADV_GUARD_INSTALL`) where the kernel has them, `mprotect` forces one extra mapping per stack |

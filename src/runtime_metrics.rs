@@ -42,6 +42,8 @@ pub struct RuntimeMetrics {
     pub(crate) elapsed: Duration,
     pub(crate) workers: Vec<WorkerMetrics>,
     pub(crate) idle_workers: usize,
+    pub(crate) active_workers: usize,
+    pub(crate) cpu_quota: Option<f64>,
     pub(crate) alive_tasks: usize,
     pub(crate) global_queue_depth: usize,
     pub(crate) preempted_queue_depth: usize,
@@ -75,12 +77,34 @@ impl RuntimeMetrics {
         self.elapsed
     }
 
-    /// Number of workers (Ps): how many green threads can run at once.
+    /// Number of workers (Ps), parked ones included: the most green
+    /// threads that can ever run at once on this runtime.
     pub fn num_workers(&self) -> usize {
         self.workers.len()
     }
 
-    /// Workers whose P is idle (no OS thread holds it: nothing to run).
+    /// Workers that may run green threads now: the CPU limit. All of
+    /// them ([`num_workers`](Self::num_workers)) unless the worker count
+    /// follows the process's CPU quota (the default; see
+    /// [`Builder::workers`](crate::Builder::workers)), where the workers
+    /// `num_active_workers()..num_workers()` are parked until the quota
+    /// grows. Equals [`Runtime::workers`](crate::Runtime::workers) at the
+    /// time of the snapshot.
+    pub fn num_active_workers(&self) -> usize {
+        self.active_workers
+    }
+
+    /// The CPU quota the limit was last computed from, in CPUs (quota
+    /// over period: `Some(1.5)` for `cpu.max` = `150000 100000`), or
+    /// None when no cgroup limits the process, the quota could not be
+    /// read, or the worker count is fixed (`Builder::workers`,
+    /// `GREENRT_WORKERS`), which reads none.
+    pub fn cpu_quota(&self) -> Option<f64> {
+        self.cpu_quota
+    }
+
+    /// Active workers whose P is idle (no OS thread holds it: nothing to
+    /// run). Parked workers are not counted.
     pub fn num_idle_workers(&self) -> usize {
         self.idle_workers
     }

@@ -18,6 +18,10 @@
 //! `stack::TRIM_INTERVAL_NS` (`stack::trim_pool`: `MADV_FREE` and
 //! `munmap` of idle stacks, batched, here rather than on a worker).
 //!
+//! With the worker count following the CPU quota, it also re-reads the
+//! quota once every `QuotaSource::every` and applies the limit
+//! (`Shared::refresh_cpu_limit`; reading files allocates).
+//!
 //! If this thread blocks behind a preempted green thread, only these
 //! errands wait; preemption and hand-off go on.
 
@@ -76,6 +80,12 @@ pub(crate) fn start(rt: Arc<Shared>) -> std::io::Result<thread::JoinHandle<()>> 
 fn run(rt: &Arc<Shared>) {
     let chores = &rt.chores;
     let mut next_trim = crate::sys::clock::now() + crate::stack::TRIM_INTERVAL_NS;
+    let quota_every = rt
+        .cpu_limit
+        .source
+        .as_ref()
+        .map(|s| s.every.as_nanos().min(u128::from(u64::MAX / 2)) as u64);
+    let mut next_quota = crate::sys::clock::now().saturating_add(quota_every.unwrap_or(u64::MAX));
     loop {
         let seen = chores.seq.load(Ordering::Acquire);
         let what = chores.pending.swap(0, Ordering::AcqRel);
@@ -98,8 +108,17 @@ fn run(rt: &Arc<Shared>) {
             crate::stack::trim_pool(&rt.stacks, rt.registry.live());
             next_trim = now + crate::stack::TRIM_INTERVAL_NS;
         }
+        if let Some(every) = quota_every.filter(|_| now >= next_quota) {
+            rt.refresh_cpu_limit();
+            next_quota = crate::sys::clock::now() + every;
+        }
         if what == 0 {
-            futex_wait(&chores.seq, seen, Some(IDLE_WAIT_NS));
+            let until_quota = next_quota.saturating_sub(crate::sys::clock::now());
+            futex_wait(
+                &chores.seq,
+                seen,
+                Some(IDLE_WAIT_NS.min(until_quota.max(1))),
+            );
         }
     }
 }

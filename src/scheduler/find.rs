@@ -55,6 +55,13 @@ impl M {
             if self.p.get().is_none() && !self.acquire_after_stop()? {
                 continue;
             }
+            // The active limit is at or below our P (it fell while we
+            // ran, or an idle P over it still had Gs queued; see
+            // `cpu_limit`): park it, its Gs to the global queue, and look
+            // for another.
+            if self.shed_parked_p() {
+                continue;
+            }
             if let Some(g) = self.take_handover().or_else(|| self.find_once()) {
                 if self.spinning.get() {
                     self.reset_spinning();
@@ -254,7 +261,11 @@ impl M {
             }
         }
         // Spin (steal) only while fewer than half of the busy Ps' Ms do.
-        let busy = self.rt.cfg.workers - self.rt.npidle.load(Ordering::SeqCst);
+        let busy = self
+            .rt
+            .cpu_limit
+            .active()
+            .saturating_sub(self.rt.npidle.load(Ordering::SeqCst));
         if !self.spinning.get() && 2 * self.rt.nmspinning.load(Ordering::SeqCst) >= busy {
             return None;
         }

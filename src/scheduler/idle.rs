@@ -27,6 +27,9 @@ use super::shared::Shared;
 /// holder of an allocator lock still waits for a P.
 pub(super) struct SchedState {
     pub(super) pidle: Vec<PPtr>,
+    /// Ps at or above the active limit, kept off `pidle` and out of
+    /// `npidle` (see `cpu_limit`); sized for every P, as `pidle` is.
+    pub(super) parked: Vec<PPtr>,
     pub(super) midle: Vec<Arc<MHandle>>,
     /// The idle M sleeping until the next timer, if any.
     pub(super) watcher: Option<Arc<MHandle>>,
@@ -157,14 +160,36 @@ impl Shared {
 
     /// Gives `p`, released by an M about to block, to another M so its
     /// queue keeps moving (Go's handoffp): an idle M, or a new one.
+    /// A P at or above the active limit (see `cpu_limit`) is parked
+    /// instead, its queued Gs moved to the global queue for the M started
+    /// here.
     pub(crate) fn handoff_p(self: &Arc<Self>, p: PPtr) {
+        // SAFETY: the caller owns `p` until it is listed below.
+        let owned = unsafe { p.get() };
+        if self.cpu_limit.excludes(owned.id) {
+            for g in owned.drain() {
+                self.injector.push(g);
+            }
+        }
         self.put_idle_p(p);
         self.start_m(false);
     }
 
-    /// Puts `p` on the idle list.
+    /// Puts `p` on the idle list, or, if it is at or above the active
+    /// limit and has nothing queued, on the parked list (not counted in
+    /// `npidle`: no M is handed it). A P over the limit that still has
+    /// Gs queued is listed idle: the M it is handed to moves them and
+    /// parks it (`M::shed_parked_p`). Allocation-free (the preemption
+    /// path calls it).
     pub(crate) fn put_idle_p(&self, p: PPtr) {
+        // SAFETY: the caller owns `p` until it is listed below; only the
+        // immutable id and the queue's emptiness are read.
+        let owned = unsafe { p.get() };
         let mut s = self.sched.lock();
+        if self.cpu_limit.excludes(owned.id) && owned.is_empty() {
+            s.parked.push(p);
+            return;
+        }
         s.pidle.push(p);
         self.npidle.fetch_add(1, Ordering::SeqCst);
     }

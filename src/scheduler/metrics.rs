@@ -194,6 +194,8 @@ pub(crate) fn snapshot(rt: &Shared) -> RuntimeMetrics {
         elapsed: rt.metrics.elapsed(),
         workers,
         idle_workers: rt.npidle.load(Relaxed),
+        active_workers: rt.cpu_limit.active(),
+        cpu_quota: rt.cpu_limit.quota(),
         alive_tasks: rt.registry.live(),
         global_queue_depth: rt.injector.len(),
         preempted_queue_depth: rt.preempted.len(),

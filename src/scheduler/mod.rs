@@ -3,6 +3,7 @@
 
 mod blocking;
 mod chores;
+mod cpu_limit;
 mod find;
 mod g;
 mod handoff;

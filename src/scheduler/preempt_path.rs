@@ -147,7 +147,14 @@ pub(super) fn park_preempted(m: &M, g: GRef, preemption: bool) -> bool {
     // The P goes straight to the M of the next preempted G when that is
     // what the scheduler would run next anyway: one thread wake-up per
     // preemption instead of two (spare M, then that G's M).
-    let successor = if retaken {
+    // Not a P over the active limit either (see `cpu_limit`): it goes to
+    // a spare M, whose scheduler parks it (moving its queue allocates,
+    // which this path may not).
+    let over_limit =
+        m.p.get()
+            // SAFETY: the M owns its current P (only the id is read).
+            .is_some_and(|p| m.rt.cpu_limit.excludes(unsafe { p.get() }.id));
+    let successor = if retaken || over_limit {
         None
     } else {
         m.preempted_successor()

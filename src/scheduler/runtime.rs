@@ -25,6 +25,8 @@ pub struct Builder {
     thread_name: String,
     quantum: Duration,
     preemption: Option<bool>,
+    cgroup_root: Option<std::path::PathBuf>,
+    quota_poll: Option<Duration>,
 }
 
 impl Default for Builder {
@@ -34,8 +36,9 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// Defaults: as many workers as `std::thread::available_parallelism`
-    /// (or `GREENRT_WORKERS` when set), 256 KiB stacks.
+    /// Defaults: workers as the process's CPU quota and affinity allow
+    /// (or `GREENRT_WORKERS` when set; see [`Builder::workers`]), 256 KiB
+    /// stacks.
     pub fn new() -> Builder {
         Builder {
             workers: None,
@@ -43,11 +46,22 @@ impl Builder {
             thread_name: "greenrt-worker".into(),
             quantum: preempt::DEFAULT_QUANTUM,
             preemption: None,
+            cgroup_root: None,
+            quota_poll: None,
         }
     }
 
     /// Number of Ps: how many green threads run in parallel. Overrides
     /// `GREENRT_WORKERS`.
+    ///
+    /// Without either, the runtime is *container-aware*: it makes one P
+    /// per CPU the process may run on (`sched_getaffinity`) and lets
+    /// min(that, max(2, ⌈quota⌉)) of them run, where the quota is the
+    /// cgroup CPU bandwidth limit (v2 `cpu.max`, v1 `cpu.cfs_quota_us` /
+    /// `cpu.cfs_period_us`, the lowest along the cgroup's ancestors) —
+    /// Go 1.25's default `GOMAXPROCS`. The quota is re-read every second
+    /// and the limit follows it while the runtime runs; see the README,
+    /// "Container-aware workers". A given count is fixed.
     pub fn workers(mut self, n: usize) -> Builder {
         self.workers = Some(n);
         self
@@ -82,6 +96,25 @@ impl Builder {
         self
     }
 
+    /// Test hook: read the cgroup files below `root` (a fake tree holding
+    /// `proc/self/cgroup`, `proc/self/mountinfo` and the cgroup
+    /// directories) instead of `/`, and follow the quota there even when
+    /// [`Builder::workers`] fixes the number of Ps (which then bounds the
+    /// limit instead of the affinity count). Not part of the API.
+    #[doc(hidden)]
+    pub fn cgroup_root_for_tests(mut self, root: impl Into<std::path::PathBuf>) -> Builder {
+        self.cgroup_root = Some(root.into());
+        self
+    }
+
+    /// Test hook: re-read the CPU quota every `every` (default one
+    /// second). Not part of the API.
+    #[doc(hidden)]
+    pub fn cpu_quota_poll_for_tests(mut self, every: Duration) -> Builder {
+        self.quota_poll = Some(every);
+        self
+    }
+
     /// Builds the runtime. Worker threads start on demand.
     ///
     /// Errors with `InvalidInput` for zero workers, a quantum under
@@ -92,11 +125,11 @@ impl Builder {
     /// goes to stderr every `ms` milliseconds (see the README); a value
     /// that is not a whole number is reported on stderr and ignored.
     pub fn build(self) -> io::Result<Runtime> {
-        let workers = match self.workers {
-            Some(n) => n,
-            None => default_workers()?,
+        let fixed = match self.workers {
+            Some(n) => Some(n),
+            None => env::read(env::WORKERS, env::parse_workers)?,
         };
-        if workers == 0 {
+        if fixed == Some(0) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "greenrt: workers must be at least 1",
@@ -120,7 +153,12 @@ impl Builder {
         super::stack_overflow::install_handler();
         super::panic_hook::install();
         crate::sys::malloc::tune_once();
+        let (workers, active, quota, quota_source) =
+            super::cpu_limit::decide(fixed, self.cgroup_root, self.quota_poll);
         let cfg = Config {
+            active,
+            quota,
+            quota_source,
             workers,
             stack_size: stack::normalize_size(self.stack_size),
             thread_name: self.thread_name,
@@ -148,13 +186,6 @@ impl Builder {
     }
 }
 
-fn default_workers() -> io::Result<usize> {
-    match env::read(env::WORKERS, env::parse_workers)? {
-        Some(n) => Ok(n),
-        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
-    }
-}
-
 /// How long dropping a [`Runtime`] waits for its cancelled green threads
 /// to unwind (see [`Runtime::shutdown_timeout`]).
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -177,7 +208,8 @@ pub struct Runtime {
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("workers", &self.shared.cfg.workers)
+            .field("workers", &self.workers())
+            .field("ps", &self.shared.cfg.workers)
             .finish()
     }
 }
@@ -229,9 +261,13 @@ impl Runtime {
         }
     }
 
-    /// Number of workers (Ps).
+    /// How many green threads may run in parallel now: the number of
+    /// workers, or, when the count follows the CPU quota (see
+    /// [`Builder::workers`]), the current limit, which may change while
+    /// the runtime runs. [`RuntimeMetrics::num_workers`](crate::RuntimeMetrics::num_workers)
+    /// counts every P, parked ones included.
     pub fn workers(&self) -> usize {
-        self.shared.cfg.workers
+        self.shared.cpu_limit.active()
     }
 
     /// The preemption quantum, or None if preemption is off.

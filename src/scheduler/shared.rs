@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use super::handoff::MHandle;
 
 use super::chores::Chores;
+use super::cpu_limit::{CpuLimit, QuotaSource};
 use super::g::GRef;
 use super::idle::SchedState;
 use super::metrics::Counters;
@@ -30,6 +31,12 @@ pub(crate) struct Config {
     pub(crate) thread_name: String,
     /// Preemption quantum; None: no preemption.
     pub(crate) preempt: Option<std::time::Duration>,
+    /// Ps that may run green threads at first (see `cpu_limit`).
+    pub(crate) active: usize,
+    /// The CPU quota read at build time, in CPUs.
+    pub(crate) quota: Option<f64>,
+    /// Where the limit's quota is re-read from (None: fixed).
+    pub(crate) quota_source: Option<QuotaSource>,
 }
 
 /// Fewest spare-M slots: each preemption of a G that keeps its M takes a
@@ -89,6 +96,8 @@ pub(crate) struct Shared {
     pub(crate) chores: Chores,
     /// Published metrics (see `metrics`).
     pub(crate) metrics: Counters,
+    /// How many Ps may run green threads (see `cpu_limit`).
+    pub(crate) cpu_limit: CpuLimit,
 }
 
 // SAFETY: the PPtrs in `all_ps` are only dereferenced by their current
@@ -113,21 +122,29 @@ impl Shared {
             .map(|_| Padded(TimerQueue::default()))
             .collect();
         let workers = cfg.workers;
+        let active = cfg.active.clamp(1, workers);
+        let cpu_limit = CpuLimit::new(active, cfg.quota, cfg.quota_source.clone());
         Arc::new(Shared {
             cfg,
             injector: Injector::new(),
             stealers: stealers.into_boxed_slice(),
             timers,
             sched: FutexLock::new(SchedState {
+                // P 0 is taken first; Ps over the limit start parked.
                 pidle: {
                     let mut pidle = Vec::with_capacity(workers);
-                    pidle.extend(ps.iter().rev().copied());
+                    pidle.extend(ps[..active].iter().rev().copied());
                     pidle
+                },
+                parked: {
+                    let mut parked = Vec::with_capacity(workers);
+                    parked.extend(ps[active..].iter().copied());
+                    parked
                 },
                 midle: Vec::with_capacity(2 * workers + 4),
                 watcher: None,
             }),
-            npidle: AtomicUsize::new(workers),
+            npidle: AtomicUsize::new(active),
             nmspinning: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             watch_until: AtomicU64::new(u64::MAX),
@@ -148,6 +165,7 @@ impl Shared {
             trace: Default::default(),
             chores: Chores::default(),
             metrics: Counters::new(workers),
+            cpu_limit,
         })
     }
 

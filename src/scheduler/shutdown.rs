@@ -127,7 +127,7 @@ impl Shared {
             }
             {
                 let s = self.sched.lock();
-                for p in s.pidle.iter() {
+                for p in s.pidle.iter().chain(s.parked.iter()) {
                     // SAFETY: an idle P is owned by nobody, and none can
                     // be taken off the list after shutdown.
                     let p = unsafe { p.get() };

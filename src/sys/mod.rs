@@ -3,6 +3,7 @@
 //! timespecs, futexes, signal forwarding). Nothing here knows about green
 //! threads or the scheduler; everything above may use it.
 
+pub(crate) mod cgroup;
 pub(crate) mod clock;
 mod futex;
 mod lock;
