@@ -109,9 +109,12 @@ impl M {
                 super::tracing::idle(self);
             }
             let mut polled = ReadyList::new();
-            let stopped = self
-                .rt
-                .stop_m(&self.handle, self.rt.next_timer(), Some(&mut polled));
+            let may_poll = !self.poll_for_others.replace(false);
+            let stopped = self.rt.stop_m(
+                &self.handle,
+                self.rt.next_timer(),
+                may_poll.then_some(&mut polled),
+            );
             match stopped {
                 Stopped::Acquired(p, spinning) => {
                     self.set_p(Some(p));
@@ -124,6 +127,16 @@ impl M {
                     return None;
                 }
             }
+            // The netpoller is the process's, shared by every runtime in it.
+            // An M that polled only another runtime's green threads hands
+            // each over with a wake-up of that runtime's M; were it to block
+            // in the poller again, every event of a runtime busy with I/O
+            // while this one idles would cost two thread wake-ups. So its
+            // next stop leaves the poller to that runtime's Ms, which take
+            // it when they run out of work (sysmon's stale poll, and busy
+            // Ps' polls, cover this runtime's sockets meanwhile).
+            self.poll_for_others
+                .set(!polled.is_empty() && polled.iter().all(|g| !Arc::ptr_eq(&g.rt, &self.rt)));
             self.run_polled(polled);
         }
     }

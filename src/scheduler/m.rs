@@ -51,6 +51,10 @@ pub(crate) struct M {
     /// `lock_os_thread` nesting of the running G: non-zero only while a
     /// locked G runs, which never leaves this M (see `scheduler::locked`).
     pub(super) locked: Cell<u32>,
+    /// The last poll this M blocked in woke only other runtimes' green
+    /// threads: its next stop sleeps without the netpoller, leaving it
+    /// to an M of the runtime whose sockets are busy (see `run_polled`).
+    pub(super) poll_for_others: Cell<bool>,
     /// The M took a P since it last ran a G: `execute` stamps the next
     /// slice's start (`MHandle::stamp_slice`) for sysmon, which would
     /// otherwise date it by its own request or round, and miss however
@@ -121,6 +125,7 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         prev: UnsafeCell::new(None),
         handover: UnsafeCell::new(None),
         locked: Cell::new(0),
+        poll_for_others: Cell::new(false),
         stamp_next: Cell::new(false),
         timer_clock: Cell::new((0, 0)),
     };
