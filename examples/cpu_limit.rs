@@ -15,7 +15,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let fake = std::env::args().any(|a| a == "--fake");
+    let mut fake = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--fake" => fake = true,
+            "-h" | "--help" => {
+                println!("usage: cpu_limit [--fake]\n\n  --fake  4 workers under a fake cgroup quota changed every second\n          (default: the process's real cgroup, 3 s)");
+                return;
+            }
+            other => {
+                eprintln!("cpu_limit: unknown argument {other:?} (try --help)");
+                std::process::exit(2);
+            }
+        }
+    }
     let tree = fake.then(FakeTree::new);
     let rt = match &tree {
         Some(t) => greenrt::Builder::new()
