@@ -198,29 +198,12 @@ fn relay(
 
 /// TCP keepalive on `s`: the first probe after `secs` of silence, then
 /// one every `secs`; three unanswered probes end the connection.
-fn set_keepalive(s: &TcpStream, secs: u32) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let secs = secs as libc::c_int;
-    for (level, opt, value) in [
-        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3),
-    ] {
-        // SAFETY: setsockopt on an open socket (borrowed from `s` for the
-        // call) with a pointer to a live int and its size.
-        let r = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                level,
-                opt,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
+fn set_keepalive(s: &impl std::os::fd::AsFd, secs: u32) -> std::io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let secs = secs.max(1);
+    setsockopt(s, sockopt::KeepAlive, &true)?;
+    setsockopt(s, sockopt::TcpKeepIdle, &secs)?;
+    setsockopt(s, sockopt::TcpKeepInterval, &secs)?;
+    setsockopt(s, sockopt::TcpKeepCount, &3)?;
     Ok(())
 }

@@ -155,28 +155,13 @@ fn relay(
 /// TCP keepalive: the first probe after `secs` idle, then every `secs`,
 /// three unanswered probes end the connection (a probe answered with a
 /// reset ends it at once).
-pub fn set_keepalive(s: &impl std::os::fd::AsRawFd, secs: u32) -> io::Result<()> {
-    let secs = secs.max(1) as libc::c_int;
-    for (level, opt, value) in [
-        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3),
-    ] {
-        // SAFETY: setsockopt on an open socket with a valid int.
-        let r = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                level,
-                opt,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+pub fn set_keepalive(s: &impl std::os::fd::AsFd, secs: u32) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let secs = secs.max(1);
+    setsockopt(s, sockopt::KeepAlive, &true)?;
+    setsockopt(s, sockopt::TcpKeepIdle, &secs)?;
+    setsockopt(s, sockopt::TcpKeepInterval, &secs)?;
+    setsockopt(s, sockopt::TcpKeepCount, &3)?;
     Ok(())
 }
 
