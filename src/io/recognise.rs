@@ -14,6 +14,7 @@
 //! borrowed, never stored into or extended.
 
 use std::any::{Any, TypeId};
+use std::borrow::Borrow;
 use std::io::{self, Take};
 use std::marker::PhantomData;
 
@@ -129,7 +130,9 @@ pub(super) trait TakeOf<T> {
     fn inner(&self) -> &T;
 }
 
-impl<T> TakeOf<T> for Take<T> {
+// One impl for `Take<T>`, `Take<&T>` and `Take<&mut T>`: each of them
+// borrows as a `T`.
+impl<T, R: Borrow<T>> TakeOf<T> for Take<R> {
     fn limit(&self) -> u64 {
         Take::limit(self)
     }
@@ -137,31 +140,7 @@ impl<T> TakeOf<T> for Take<T> {
         Take::set_limit(self, limit)
     }
     fn inner(&self) -> &T {
-        self.get_ref()
-    }
-}
-
-impl<T> TakeOf<T> for Take<&T> {
-    fn limit(&self) -> u64 {
-        Take::limit(self)
-    }
-    fn set_limit(&mut self, limit: u64) {
-        Take::set_limit(self, limit)
-    }
-    fn inner(&self) -> &T {
-        self.get_ref()
-    }
-}
-
-impl<T> TakeOf<T> for Take<&mut T> {
-    fn limit(&self) -> u64 {
-        Take::limit(self)
-    }
-    fn set_limit(&mut self, limit: u64) {
-        Take::set_limit(self, limit)
-    }
-    fn inner(&self) -> &T {
-        self.get_ref()
+        self.get_ref().borrow()
     }
 }
 
