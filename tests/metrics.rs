@@ -87,6 +87,55 @@ fn busy_time_stays_within_wall_time_and_every_run_is_counted() {
     });
 }
 
+/// A snapshot that shows both workers idle shows every run of theirs:
+/// a worker publishes its counters before its P goes on the idle list,
+/// so the idle count must be read first (it was read last, and a
+/// snapshot could pair a stale run count with a fresh idle count).
+#[test]
+fn a_snapshot_showing_all_workers_idle_counts_every_run() {
+    let _s = serial();
+    common::guarded(|| {
+        const THREADS: u64 = 4;
+        const YIELDS: u64 = 20;
+        let rt = common::cooperative_runtime(2);
+        let mut counted = 0;
+        for round in 1..=300u64 {
+            rt.block_on(|| {
+                let hs: Vec<_> = (0..THREADS)
+                    .map(|_| {
+                        greenrt::spawn(|| {
+                            for _ in 0..YIELDS {
+                                greenrt::yield_now();
+                            }
+                        })
+                    })
+                    .collect();
+                for h in hs {
+                    h.join().unwrap();
+                }
+            });
+            // Poll without sleeping, to catch the moment the last P goes
+            // idle.
+            let m = loop {
+                let m = rt.metrics();
+                if m.num_idle_workers() == 2 {
+                    break m;
+                }
+                std::hint::spin_loop();
+            };
+            let polls = total(&m, RuntimeMetrics::worker_poll_count);
+            let at_least = round * THREADS * (YIELDS + 1);
+            assert!(
+                polls >= at_least,
+                "round {round}: {polls} runs counted with both workers idle, \
+                 at least {at_least} ran: {m:#?}"
+            );
+            counted = polls;
+        }
+        assert!(counted > 0);
+    });
+}
+
 #[test]
 fn live_green_threads_come_back_to_zero() {
     let _s = serial();

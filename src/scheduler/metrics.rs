@@ -14,7 +14,10 @@
 //! is not parked.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed},
+};
 use std::time::Duration;
 
 use super::p::P;
@@ -156,6 +159,13 @@ pub(crate) fn publish(rt: &Shared, p: &P) {
 /// A snapshot of `rt`'s metrics. Takes the scheduler lock briefly (for
 /// the idle-M count), so not for sysmon or the preemption path.
 pub(crate) fn snapshot(rt: &Shared) -> RuntimeMetrics {
+    // The idle count first, Acquire: a P's owner publishes its batch
+    // before listing it idle (`M::set_p`, then `put_idle_p`'s SeqCst
+    // increment), so a snapshot that counts a P idle also sees all of
+    // its runs. Read after the counters, it could pair stale counters
+    // with a fresh idle count (tests/metrics.rs, a snapshot showing all
+    // workers idle).
+    let idle_workers = rt.npidle.load(Acquire);
     let workers = rt
         .metrics
         .workers
@@ -193,7 +203,7 @@ pub(crate) fn snapshot(rt: &Shared) -> RuntimeMetrics {
     RuntimeMetrics {
         elapsed: rt.metrics.elapsed(),
         workers,
-        idle_workers: rt.npidle.load(Relaxed),
+        idle_workers,
         active_workers: rt.cpu_limit.active(),
         cpu_quota: rt.cpu_limit.quota(),
         alive_tasks: rt.registry.live(),
