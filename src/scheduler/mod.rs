@@ -321,7 +321,9 @@ const STACK_REFILL: usize = 16;
 /// none (`Stack::new_many`): a P's cache's worth. Each mmap takes the
 /// address space's lock for writing, which stalls the other workers'
 /// page faults (a million sleepers spawned: 4.0–4.6 s in all with 64,
-/// 4.4–4.7 s with 16, `benches/scale.rs` cell sleep 10^6, 3 runs each).
+/// 4.4–4.7 s with 16, `benches/scale.rs` cell sleep 10^6, 3 runs each;
+/// with batched guards, 2.7–2.9 s with 64, 3.2–3.7 s with 256, 2.6–3.2 s
+/// with 32, 4 runs each of a scratch copy of that cell).
 const STACK_MAP_BATCH: usize = 64;
 
 /// A stack of `size` usable bytes: from the current P's cache, the

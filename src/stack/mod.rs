@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use nix::sys::mman::{self, MapFlags, ProtFlags};
 
+mod guard_batch;
 mod list;
 mod pool;
 
@@ -118,14 +119,22 @@ impl Stack {
             base: NonNull::new(base.as_ptr().wrapping_add(i * len)).expect("inside a mapping"),
             len,
         });
+        // Guards in one system call per `guard_batch::MAX_BATCH` stacks
+        // where the kernel takes a vector of ranges; the rest (all, on
+        // older kernels) one by one below.
+        // SAFETY: stack i's guard page is `[base + i * len, + GUARD_LEN)`,
+        // in the mapping just made, which nothing else uses yet.
+        let guarded = unsafe { guard_batch::install(base.as_ptr(), len, GUARD_LEN, count) };
         let first = stacks.next().expect("count > 1");
-        if let Err(e) = first.install_guard() {
-            // Unmap the others too (each as its Stack drops).
-            stacks.for_each(drop);
-            return Err(map_error(e, len));
+        if guarded == 0 {
+            if let Err(e) = first.install_guard() {
+                // Unmap the others too (each as its Stack drops).
+                stacks.for_each(drop);
+                return Err(map_error(e, len));
+            }
         }
-        for s in stacks {
-            if s.install_guard().is_ok() {
+        for (i, s) in (1..).zip(stacks) {
+            if i < guarded || s.install_guard().is_ok() {
                 extra(s);
             }
         }
