@@ -112,6 +112,9 @@ fn main() {
         last * 1e3,
         first / last
     );
+    if let Some(quantum) = rt.preempt_quantum() {
+        print_equal_turns(&trace, &finished, quantum);
+    }
     if let Some(path) = args.trace {
         let file =
             std::io::BufWriter::new(std::fs::File::create(&path).expect("create the trace file"));
@@ -161,4 +164,60 @@ fn print_timeline(trace: &greenrt::trace::Trace, finished: &[(u64, Duration)]) {
             done.as_secs_f64() * 1e3
         );
     }
+}
+
+/// What perfectly equal turns would have given: each thread's work is the
+/// time it ran (from the recording), and a round-robin of `quantum` turns
+/// in the order they first ran, from the first one's start, is played
+/// out. With equal work W a thread finishes in round ⌈W/q⌉, so even
+/// ideal turns give first/last from about (R−1)/R (W a whole number R of
+/// quanta) up to nearly 1 (W just over one): the ratio depends on W mod
+/// q, that is on the machine's speed, most at a long quantum.
+fn print_equal_turns(
+    trace: &greenrt::trace::Trace,
+    finished: &[(u64, Duration)],
+    quantum: Duration,
+) {
+    let slices = trace.slices();
+    let mut threads: Vec<(Duration, Duration, Duration)> = finished
+        .iter()
+        .filter_map(|&(g, _)| {
+            let mine = slices.iter().filter(|s| s.g == g);
+            let first = mine.clone().map(|s| s.start).min()?;
+            let last = mine.clone().map(|s| s.end).max()?;
+            let work = mine.map(|s| s.end.saturating_sub(s.start)).sum();
+            Some((first, last, work))
+        })
+        .collect();
+    if threads.len() != finished.len() || quantum.is_zero() {
+        return;
+    }
+    threads.sort_by_key(|t| t.0);
+    let ratio = |ends: &[Duration]| {
+        let first = ends.iter().min().copied().unwrap_or_default();
+        let last = ends.iter().max().copied().unwrap_or_default();
+        first.as_secs_f64() / last.as_secs_f64().max(f64::MIN_POSITIVE)
+    };
+    let recorded: Vec<Duration> = threads.iter().map(|t| t.1).collect();
+    let mut left: Vec<Duration> = threads.iter().map(|t| t.2).collect();
+    let mut ideal = vec![Duration::ZERO; left.len()];
+    let mut now = threads[0].0;
+    while left.iter().any(|w| !w.is_zero()) {
+        for (w, end) in left.iter_mut().zip(ideal.iter_mut()) {
+            if w.is_zero() {
+                continue;
+            }
+            let turn = (*w).min(quantum);
+            now += turn;
+            *w -= turn;
+            if w.is_zero() {
+                *end = now;
+            }
+        }
+    }
+    println!(
+        "in the recording's time: first/last = {:.2}; equal {quantum:?} turns of the same work would give {:.2}",
+        ratio(&recorded),
+        ratio(&ideal)
+    );
 }
