@@ -43,18 +43,7 @@ fn busy_time_stays_within_wall_time_and_every_run_is_counted() {
         const THREADS: u64 = 100;
         const YIELDS: u64 = 100;
         rt.block_on(|| {
-            let hs: Vec<_> = (0..THREADS)
-                .map(|_| {
-                    greenrt::spawn(|| {
-                        for _ in 0..YIELDS {
-                            greenrt::yield_now();
-                        }
-                    })
-                })
-                .collect();
-            for h in hs {
-                h.join().unwrap();
-            }
+            common::yield_in_threads(THREADS as usize, YIELDS as usize);
         });
         // Both Ps idle: both published everything.
         let m = eventually(&rt, "both workers idle", |m| m.num_idle_workers() == 2);
@@ -98,21 +87,9 @@ fn a_snapshot_showing_all_workers_idle_counts_every_run() {
         const THREADS: u64 = 4;
         const YIELDS: u64 = 20;
         let rt = common::cooperative_runtime(2);
-        let mut counted = 0;
         for round in 1..=300u64 {
             rt.block_on(|| {
-                let hs: Vec<_> = (0..THREADS)
-                    .map(|_| {
-                        greenrt::spawn(|| {
-                            for _ in 0..YIELDS {
-                                greenrt::yield_now();
-                            }
-                        })
-                    })
-                    .collect();
-                for h in hs {
-                    h.join().unwrap();
-                }
+                common::yield_in_threads(THREADS as usize, YIELDS as usize);
             });
             // Poll without sleeping, to catch the moment the last P goes
             // idle.
@@ -130,9 +107,7 @@ fn a_snapshot_showing_all_workers_idle_counts_every_run() {
                 "round {round}: {polls} runs counted with both workers idle, \
                  at least {at_least} ran: {m:#?}"
             );
-            counted = polls;
         }
-        assert!(counted > 0);
     });
 }
 

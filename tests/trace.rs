@@ -4,6 +4,7 @@
 //! The preemption tests hold `SERIAL` (they need the CPUs to themselves
 //! to see quanta expire) and their bounds are generous.
 
+mod common;
 mod trace_util;
 
 use std::sync::Mutex;
@@ -230,18 +231,7 @@ fn flight_recorder_keeps_at_most_its_rings() {
         .unwrap();
     let trace = rt.block_on(|| {
         trace::start_flight_recorder(Duration::from_secs(3600));
-        let hs: Vec<_> = (0..THREADS)
-            .map(|_| {
-                greenrt::spawn(|| {
-                    for _ in 0..YIELDS {
-                        greenrt::yield_now();
-                    }
-                })
-            })
-            .collect();
-        for h in hs {
-            h.join().unwrap();
-        }
+        common::yield_in_threads(THREADS, YIELDS);
         trace::stop()
     });
     model_checked(&trace);

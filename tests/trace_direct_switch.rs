@@ -6,6 +6,7 @@
 
 use greenrt::trace::{self, BlockReason, StopReason};
 
+mod common;
 mod trace_util;
 use trace_util::model_checked;
 
@@ -84,18 +85,7 @@ fn every_direct_yield_is_a_slice() {
         .unwrap();
     let trace = rt.block_on(|| {
         trace::start();
-        let hs: Vec<_> = (0..THREADS)
-            .map(|_| {
-                greenrt::spawn(|| {
-                    for _ in 0..YIELDS {
-                        greenrt::yield_now();
-                    }
-                })
-            })
-            .collect();
-        for h in hs {
-            h.join().unwrap();
-        }
+        common::yield_in_threads(THREADS, YIELDS);
         trace::stop()
     });
     model_checked(&trace);

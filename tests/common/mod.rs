@@ -258,3 +258,20 @@ pub fn close_with_reset<S: std::os::fd::AsRawFd>(s: S) {
     assert_eq!(r, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
     drop(s);
 }
+
+/// From a green thread: spawns `threads` green threads that each yield
+/// `yields` times, and joins them all.
+pub fn yield_in_threads(threads: usize, yields: usize) {
+    let hs: Vec<_> = (0..threads)
+        .map(|_| {
+            greenrt::spawn(move || {
+                for _ in 0..yields {
+                    greenrt::yield_now();
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+}
