@@ -4,6 +4,8 @@
 //! just before `stop`, so this test is alone in its binary: another
 //! test's allocations in the same process would blur it.
 
+mod common;
+
 use std::time::Duration;
 
 use greenrt::trace::{self, StopReason};
@@ -33,18 +35,7 @@ fn recorded_growth(rt: &greenrt::Runtime, yields: usize, flight: bool) -> (i64, 
         } else {
             trace::start();
         }
-        let hs: Vec<_> = (0..THREADS)
-            .map(|_| {
-                greenrt::spawn(move || {
-                    for _ in 0..yields {
-                        greenrt::yield_now();
-                    }
-                })
-            })
-            .collect();
-        for h in hs {
-            h.join().unwrap();
-        }
+        common::yield_in_threads(THREADS, yields);
         let growth = resident() - before;
         (growth, trace::stop())
     });
