@@ -9,17 +9,32 @@ use std::time::{Duration, Instant};
 use greenrt::trace::{EventKind, Trace};
 use serde_json::Value;
 
-/// Spins for `d` of wall-clock time in our own code (preemptible).
+/// Spins until it has run for `d` in our own code (preemptible). Time
+/// off the CPU — preempted, or its worker descheduled on a loaded
+/// machine — does not count: a hog timed by the wall clock could end
+/// after a few slices when the machine gives the test little CPU, and
+/// then the tests that count its preemptions fail for want of load, not
+/// of preemption. Chunks of work take about a microsecond (tens in a
+/// debug build); a chunk that took longer than [`INTERRUPTED`] was
+/// interrupted and is not counted.
 pub fn hog(d: Duration) {
-    let start = Instant::now();
+    let mut ran = Duration::ZERO;
     let mut x = 1u64;
-    while start.elapsed() < d {
+    while ran < d {
+        let chunk = Instant::now();
         for _ in 0..1000 {
             x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let took = chunk.elapsed();
+        if took < INTERRUPTED {
+            ran += took;
         }
     }
     std::hint::black_box(x);
 }
+
+/// A chunk of `hog`'s work that took this long was interrupted.
+const INTERRUPTED: Duration = Duration::from_micros(200);
 
 /// The trace as parsed JSON, checked for its shape: `traceEvents`, one
 /// `thread_name` per lane named as the lane, complete events with the
