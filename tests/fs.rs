@@ -1,7 +1,8 @@
 //! `greenrt::fs` through the page cache: bytes identical to std for
 //! sequential and random I/O from green threads and OS threads, end of
-//! file, the whole-file helpers, 1 000 concurrent readers beside a probe
-//! whose sleeps must stay on time, fds, the backend (and the whole file
+//! file, the whole-file helpers, 1 000 concurrent readers beside a
+//! sleeping probe, a file operation blocked in the kernel leaving the only
+//! worker to the others, fds, the backend (and the whole file
 //! again with `GREENRT_IO_URING=off`), `OpenOptions` errors and
 //! `AlignedBuf`. Direct and uncached I/O are in fs_direct.rs;
 //! cancellation in fs_cancel.rs.
@@ -128,10 +129,13 @@ fn set_len_sync_and_metadata_match_std() {
     });
 }
 
-/// Pages-cache-cold readers (direct and buffered) on 2 workers must not
-/// hold up the green thread sleeping 1 ms at a time beside them.
+/// 1 000 page-cache-cold readers (direct and buffered) on 2 workers read
+/// the right bytes beside a green thread sleeping 1 ms at a time. Its
+/// lateness is printed, not asserted: on 2 busy cores the OS alone delays
+/// a thread by up to hundreds of ms (267 ms seen), in either backend. The
+/// clock-free check of the same property is the FIFO test below.
 #[test]
-fn thousand_green_threads_reading_keep_a_probes_1ms_sleeps_on_time() {
+fn thousand_green_threads_read_the_right_bytes_beside_a_sleeping_probe() {
     checked(|| {
         let dir = TempDir::new("many");
         let path = dir.file("many");
@@ -208,15 +212,42 @@ fn thousand_green_threads_reading_keep_a_probes_1ms_sleeps_on_time() {
             sorted.len(),
             greenrt::fs::backend()
         );
-        assert!(
-            max < Duration::from_millis(100),
-            "a 1 ms sleep came {max:?} late while green threads read files: a worker was \
-             blocked (lates: {sorted:?})"
-        );
-        assert!(
-            median < Duration::from_millis(5),
-            "1 ms sleeps came {median:?} late (median) while green threads read files"
-        );
+    });
+}
+
+/// A green thread blocked in the kernel in a file operation leaves its
+/// worker to the others: on 1 worker with preemption off (no sysmon
+/// retake), only the hand-off lets another green thread run. Opening a
+/// FIFO blocks until its other end is opened, here by a green thread of
+/// the same worker; the read then waits for its write. A held worker is a
+/// deadlock (caught by the time limit); no clock otherwise.
+#[test]
+fn file_ops_blocked_in_the_kernel_leave_the_only_worker_to_the_others() {
+    checked(|| {
+        let dir = TempDir::new("fifo");
+        let fifo = dir.file("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path; a plain syscall.
+        let r = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+        assert_eq!(r, 0, "mkfifo: {}", io::Error::last_os_error());
+        // Preemption off: sysmon would otherwise retake the P of a blocked
+        // worker after a quantum, hiding a missing hand-off.
+        common::cooperative_runtime(1).block_on(move || {
+            let path = fifo.clone();
+            let reader = greenrt::spawn(move || {
+                let file = File::open(&path).expect("open the FIFO for reading");
+                let mut buf = [0u8; 5];
+                (&file).read_exact(&mut buf).expect("read the FIFO");
+                buf
+            });
+            greenrt::yield_now();
+            let mut writer = OpenOptions::new()
+                .write(true)
+                .open(&fifo)
+                .expect("open the FIFO for writing");
+            writer.write_all(b"hello").expect("write the FIFO");
+            assert_eq!(&reader.join().unwrap(), b"hello");
+        });
     });
 }
 
