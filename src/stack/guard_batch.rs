@@ -28,22 +28,18 @@ pub(super) const MAX_BATCH: usize = 64;
 /// Set once the kernel has refused a batched install.
 static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
-/// Installs guard regions of `guard_len` bytes at `base + i * stride` for
+/// Installs the guard page (`GUARD_LEN` bytes) at `base + i * stride` for
 /// the first stacks of `0..count`, `MAX_BATCH` at a time, and returns how
 /// many (from the first) got theirs: `count` on success, fewer where the
 /// kernel stopped or refused (the caller installs the rest one by one,
 /// which also reports any real error).
 ///
 /// # Safety
-/// Every `[base + i * stride, + guard_len)` for `i < count` must be the
+/// Every `[base + i * stride, + GUARD_LEN)` for `i < count` must be the
 /// guard page of a stack the caller owns and nothing uses yet: the
 /// advice makes those pages fault on access.
-pub(super) unsafe fn install(
-    base: *mut u8,
-    stride: usize,
-    guard_len: usize,
-    count: usize,
-) -> usize {
+pub(super) unsafe fn install(base: *mut u8, stride: usize, count: usize) -> usize {
+    use super::GUARD_LEN;
     let mut done = 0;
     while done < count && !UNSUPPORTED.load(Ordering::Relaxed) {
         let n = (count - done).min(MAX_BATCH);
@@ -53,7 +49,7 @@ pub(super) unsafe fn install(
         }; MAX_BATCH];
         for (k, v) in iov[..n].iter_mut().enumerate() {
             v.iov_base = base.wrapping_add((done + k) * stride).cast();
-            v.iov_len = guard_len;
+            v.iov_len = GUARD_LEN;
         }
         // libc: nix has no process_madvise.
         // SAFETY: the vector's `n` entries are the guard pages of stacks
@@ -76,7 +72,7 @@ pub(super) unsafe fn install(
         // The kernel advises the ranges in order and returns the bytes
         // done: a short count means it stopped part-way (the rest are
         // left to the caller).
-        let advised = rc as usize / guard_len;
+        let advised = rc as usize / GUARD_LEN;
         done += advised.min(n);
         if advised < n {
             break;

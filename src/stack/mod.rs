@@ -124,7 +124,7 @@ impl Stack {
         // older kernels) one by one below.
         // SAFETY: stack i's guard page is `[base + i * len, + GUARD_LEN)`,
         // in the mapping just made, which nothing else uses yet.
-        let guarded = unsafe { guard_batch::install(base.as_ptr(), len, GUARD_LEN, count) };
+        let guarded = unsafe { guard_batch::install(base.as_ptr(), len, count) };
         let first = stacks.next().expect("count > 1");
         if guarded == 0 {
             if let Err(e) = first.install_guard() {
