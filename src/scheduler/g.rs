@@ -146,6 +146,7 @@ unsafe impl Sync for G {}
 impl G {
     /// A new G header. Without `stack`, one is bound when the G first
     /// runs, so queued Gs that have not started cost no stack.
+    #[inline]
     pub(crate) fn new(rt: Arc<Shared>, id: u64, name: Option<Box<str>>, stack_size: usize) -> G {
         G {
             id,

@@ -8,7 +8,7 @@
 
 use std::any::Any;
 
-use crate::scheduler;
+use crate::scheduler::{self, G};
 
 /// The locals of one green thread: (key address, value) pairs. Green
 /// threads use few locals, so a small vector beats a hash map.
@@ -70,16 +70,17 @@ impl<T: 'static> LocalKey<T> {
     }
 }
 
-/// Drops the running green thread's locals (at its exit, on its stack).
-/// A destructor may initialise another local; those are dropped too, in
-/// further rounds, as std does for thread-locals.
-pub(crate) fn clear_current() {
+/// Drops the locals of `g`, the running green thread (at its exit, on
+/// its stack). A destructor may initialise another local; those are
+/// dropped too, in further rounds, as std does for thread-locals. The
+/// caller passes its own header: looking the G up through the M would
+/// cost a thread-local access per round for every exiting green thread.
+pub(crate) fn clear(g: &G) {
     loop {
-        let entries = scheduler::with_current_g(|g| {
-            // SAFETY: the G is running and no `with` borrow is live here.
-            g.map(|g| std::mem::take(unsafe { &mut (*g.locals.get()).entries }))
-        })
-        .unwrap_or_default();
+        // SAFETY: `g` is the running G (the caller's contract), so only it
+        // touches its `locals`, and no `with` borrow is live here; the
+        // `&mut` ends with this statement, before any destructor runs.
+        let entries = std::mem::take(unsafe { &mut (*g.locals.get()).entries });
         if entries.is_empty() {
             return;
         }

@@ -44,7 +44,7 @@ use cell::Cell;
 pub use join::JoinHandle;
 pub use scope::{scope, Scope, ScopedJoinHandle};
 
-use crate::scheduler::{self, GRef, Shared, G};
+use crate::scheduler::{self, GBody, GRef, Shared, G};
 use crate::stack;
 
 /// Configures a green thread before spawning it, like `std::thread::Builder`.
@@ -117,14 +117,15 @@ impl Builder {
             None
         };
         let id = rt.next_gid();
-        let header = G::new(rt.clone(), id, self.name.map(String::into_boxed_str), size);
+        let name = self.name.map(String::into_boxed_str);
+        let cell = Cell::new_arc(|| G::new(rt.clone(), id, name, size), f);
         if let Some(stack) = stack {
-            // SAFETY: `header` was made just above and is not yet in any
-            // cell, registry or queue: it has not started, and this
-            // function owns it alone (bind_stack's contract).
-            unsafe { header.bind_stack(stack) };
+            // SAFETY: the G was made just above and is not yet in any
+            // registry or queue, nor is its cell shared: it has not
+            // started, and this function owns it alone (bind_stack's
+            // contract).
+            unsafe { cell.header().bind_stack(stack) };
         }
-        let cell = Arc::new(Cell::new(header, f));
         let g = GRef::new(cell.clone());
         scheduler::register(rt, &g);
         // Into the current P's LIFO slot (as Go does), or the global queue
