@@ -143,12 +143,17 @@ impl PollDesc {
     /// `token` must come from [`PollDesc::token`]; descriptors are never
     /// freed, so the address stays valid.
     pub(crate) unsafe fn from_token(token: u64) -> (&'static PollDesc, u16) {
-        let addr = token & ((1 << ADDR_BITS) - 1);
         // SAFETY: per the contract, a leaked, never-freed PollDesc.
         (
-            unsafe { &*(addr as *const PollDesc) },
+            unsafe { &*Self::token_address(token) },
             (token >> ADDR_BITS) as u16,
         )
+    }
+
+    /// The address a token names (for a prefetch: any token may be
+    /// passed, and the result is not to be followed).
+    pub(crate) fn token_address(token: u64) -> *const PollDesc {
+        (token & ((1 << ADDR_BITS) - 1)) as *const PollDesc
     }
 
     /// Records readiness from an event of generation `gen`, returning the

@@ -28,6 +28,7 @@ use std::sync::OnceLock;
 
 use crate::scheduler::park::ReadyList;
 use crate::sys::cvt;
+use waiters::Woken;
 
 pub(crate) use desc::{Interest, PollDesc};
 pub(crate) use fd::{timeout_as_would_block, NetFd};
@@ -113,6 +114,17 @@ impl Poller {
         returned();
         LAST_POLL.store(clock::now(), Ordering::Relaxed);
         let mut woken = 0;
+        // With many connections every descriptor an event names is cold:
+        // start loading them all before the first is locked.
+        for ev in &events[..n] {
+            crate::sys::prefetch(PollDesc::token_address(ev.u64));
+        }
+        // And every woken G's header: each descriptor's waiters are made
+        // ready `LAG` events late, so the load of their headers (started
+        // by `prefetch`) overlaps the next descriptors' notifications.
+        const LAG: usize = 4;
+        let mut late: [Woken; LAG] = Default::default();
+        let mut k = 0;
         for ev in &events[..n] {
             let token = ev.u64;
             if (URING_TOKEN..URING_TOKEN_END).contains(&token) {
@@ -136,9 +148,14 @@ impl Poller {
             }
             // SAFETY: every other token was made by PollDesc::token.
             let (pd, gen) = unsafe { PollDesc::from_token(token) };
-            woken += pd.notify(gen, desc::readiness(ev.events)).ready_into(ready);
+            let now = pd.notify(gen, desc::readiness(ev.events));
+            now.prefetch();
+            woken += std::mem::replace(&mut late[k % LAG], now).ready_into(ready);
+            k += 1;
         }
-        woken
+        // The last ones, in the order they came.
+        late.rotate_left(k % LAG);
+        woken + late.into_iter().map(|w| w.ready_into(ready)).sum::<usize>()
     }
 
     /// Makes a blocked epoll_wait return.

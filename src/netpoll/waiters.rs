@@ -90,6 +90,14 @@ impl Woken {
         }
     }
 
+    /// Starts loading the headers of the green threads among them, which
+    /// `ready_into` is about to change (see `Poller::poll`).
+    pub(crate) fn prefetch(&self) {
+        for w in self.first.iter().flatten().chain(&self.more) {
+            w.prefetch();
+        }
+    }
+
     /// Wakes them all the poller's way (see `Waker::ready_into`): green
     /// threads go to `ready`. Returns how many waiters there were.
     pub(crate) fn ready_into(self, ready: &mut ReadyList) -> usize {

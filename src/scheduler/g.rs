@@ -84,6 +84,14 @@ impl std::ops::Deref for GRef {
     }
 }
 
+/// How many bytes at the start of a G hold every field a switch into it
+/// reads (`prefetch_context` loads them at the wake-up): a header is
+/// 16-byte aligned, so its first 80 bytes lie in at most two cache lines.
+const HOT_BYTES: usize = 80;
+const _: () = assert!(
+    std::mem::offset_of!(G, guard) + std::mem::size_of::<(usize, usize)>() <= HOT_BYTES
+);
+
 /// The scheduler's view of a green thread.
 ///
 /// `repr(C)` with the fields every park and wake-up touches first, so they
@@ -109,12 +117,13 @@ pub(crate) struct G {
     /// What the stack's parent slot holds: the g0 stack pointer cell of
     /// the M that last ran this G (see `link_parent`).
     parent: UnsafeCell<*mut *mut u8>,
+    /// Guard page range, kept outside `stack` so the SIGSEGV handler can
+    /// read it without touching the Option (and here, beside `sp`, for
+    /// the direct switch's room check).
+    guard: UnsafeCell<(usize, usize)>,
     pub(crate) rt: Arc<Shared>,
     pub(crate) id: u64,
     pub(crate) name: Option<Box<str>>,
-    /// Guard page range, kept outside `stack` so the SIGSEGV handler can
-    /// read it without touching the Option.
-    guard: UnsafeCell<(usize, usize)>,
     /// Usable stack size to bind when the G first runs.
     pub(crate) stack_size: usize,
     stack: UnsafeCell<Option<Stack>>,
@@ -385,17 +394,17 @@ impl G {
         // acquired by the waker's) and before the next one (the G must be
         // queued by our caller and run first).
         let sp = unsafe { *self.sp.get() };
-        // A prefetch never faults and has no effect on memory, so any
-        // address is fine (a G that never ran has a null `sp`).
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            // SAFETY: prefetch is a hint with no architectural effect.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(sp.cast_const().cast());
-                _mm_prefetch::<_MM_HINT_T0>(sp.wrapping_add(64).cast_const().cast());
-            }
-        }
+        // Any address is fine for a prefetch (a G that never ran has a
+        // null `sp` and `top`).
+        crate::sys::prefetch(sp);
+        crate::sys::prefetch(sp.wrapping_add(64));
+        // The rest of the fields a switch into the G reads: the header's
+        // first `HOT_BYTES` (the line holding the park state is loaded
+        // already; a 16-byte aligned header's first 80 bytes lie in it
+        // and the line holding byte 64). And the stack's parent slot,
+        // which the switch writes when the G comes back on another M.
+        crate::sys::prefetch((self as *const G).cast::<u8>().wrapping_add(64));
+        crate::sys::prefetch(context::parent_slot(self.top()));
     }
 
     /// The display name used in messages.

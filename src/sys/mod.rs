@@ -18,6 +18,18 @@ pub(crate) use futex::{futex_wait, futex_wake};
 pub(crate) use lock::{FutexGuard, FutexLock};
 pub(crate) use signal::call_previous_handler;
 
+/// Asks the CPU to start loading the cache line at `addr`, to be used a
+/// little later. A hint: it never faults and changes no memory, so any
+/// address (dangling, null, unmapped) is allowed.
+#[inline(always)]
+pub(crate) fn prefetch<T>(addr: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch has no architectural effect and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr.cast())
+    };
+}
+
 /// The calling thread's errno as an `io::Error`, never inlined.
 ///
 /// When `io::Error::last_os_error()` is inlined into a retry loop, LLVM
