@@ -21,6 +21,17 @@
 //! memory (freed but kept by the allocator, pooled stacks) never counts
 //! against the other; greenrt and tokio cells alternate.
 //!
+//! Each row is the median of `GREENRT_SCALE_ROUNDS` (default 3) rounds,
+//! a greenrt cell then a tokio cell per round, with the spread of the
+//! per-round ratios. Beside the times it prints each cell's kernel CPU
+//! and minor page faults per green thread (task), from the children's
+//! rusage: a green thread's stack is at least one fresh page, and on a
+//! virtual machine that hands freed memory back to its host (a balloon
+//! with free-page reporting, as on this project's CI machines) each fresh
+//! page costs a host fault too, so these columns explain most of the
+//! run-to-run spread of the large cells (process start-up is included,
+//! which shows only in the small counts).
+//!
 //! `GREENRT_SCALE_SIZES` picks the counts (default `10000,100000,1000000`),
 //! `GREENRT_SCALE_WORKLOADS` the workloads (default `sleep,park`), e.g.
 //! `GREENRT_SCALE_SIZES=10000 cargo bench --bench scale` for a quick run.
@@ -33,7 +44,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::load_average;
+use common::{load_average, median};
 
 /// Worker threads of both runtimes.
 const WORKERS: usize = 2;
@@ -41,11 +52,29 @@ const WORKERS: usize = 2;
 const SLEEP: Duration = Duration::from_secs(1);
 const CELL_ENV: &str = "GREENRT_SCALE_CELL";
 
-/// One cell's figures, as the child prints them.
+/// One cell's figures: as the child prints them, and (`sys`, `faults`)
+/// as the kernel accounted its process.
+#[derive(Default)]
 struct Cell {
     spawn: f64,
     total: f64,
     rss_per: f64,
+    /// CPU seconds the child spent in the kernel.
+    sys: f64,
+    /// Minor page faults (fresh pages) of the child.
+    faults: u64,
+}
+
+/// Kernel CPU seconds and minor faults of all waited-for children so far.
+fn children_usage() -> (f64, u64) {
+    // SAFETY: getrusage fills the struct we pass and reads nothing else.
+    let u = unsafe {
+        let mut u = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+        u
+    };
+    let sys = u.ru_stime.tv_sec as f64 + u.ru_stime.tv_usec as f64 / 1e6;
+    (sys, u.ru_minflt as u64)
 }
 
 /// A status field of /proc/self/status, in KiB.
@@ -113,6 +142,7 @@ fn greenrt_cell(workload: &str, n: usize) -> Cell {
         spawn: spawn.as_secs_f64(),
         total: total.as_secs_f64(),
         rss_per: rss.saturating_sub(base) as f64 * 1024.0 / n as f64,
+        ..Cell::default()
     }
 }
 
@@ -171,6 +201,7 @@ fn tokio_cell(workload: &str, n: usize) -> Cell {
         spawn: spawn.as_secs_f64(),
         total: total.as_secs_f64(),
         rss_per: rss.saturating_sub(base) as f64 * 1024.0 / n as f64,
+        ..Cell::default()
     }
 }
 
@@ -181,7 +212,7 @@ fn run_cell(spec: &str) {
         panic!("{CELL_ENV}={spec}: want <runtime>,<workload>,<count>");
     };
     let n: usize = n.parse().expect("count");
-    let cell = match runtime {
+    let cell: Cell = match runtime {
         "greenrt" => greenrt_cell(workload, n),
         "tokio" => tokio_cell(workload, n),
         _ => panic!("unknown runtime {runtime}"),
@@ -191,6 +222,7 @@ fn run_cell(spec: &str) {
 
 /// In the parent: runs one cell in a fresh child process.
 fn child(runtime: &str, workload: &str, n: usize) -> Cell {
+    let (sys0, faults0) = children_usage();
     let out = Command::new(std::env::current_exe().unwrap())
         .env(CELL_ENV, format!("{runtime},{workload},{n}"))
         .output()
@@ -204,10 +236,13 @@ fn child(runtime: &str, workload: &str, n: usize) -> Cell {
         );
     };
     let v: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+    let (sys1, faults1) = children_usage();
     Cell {
         spawn: v[0],
         total: v[1],
         rss_per: v[2],
+        sys: sys1 - sys0,
+        faults: faults1 - faults0,
     }
 }
 
@@ -240,25 +275,56 @@ fn main() {
         "scale: {WORKERS} workers each; load average {}",
         load_average()
     );
+    let rounds: usize = if testing {
+        1
+    } else {
+        std::env::var("GREENRT_SCALE_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(3)
+            .max(1)
+    };
+    println!(
+        "medians of {rounds} alternating rounds per row (`GREENRT_SCALE_ROUNDS`); \
+         kernel CPU and fresh pages (minor faults) per green thread / task, \
+         as the kernel accounted each cell's process"
+    );
     println!(
         "| workload | count | greenrt spawn | greenrt total | tokio spawn | tokio total | \
-         total greenrt/tokio | greenrt RSS/G | tokio RSS/task |"
+         total greenrt/tokio (min–max) | greenrt RSS/G | tokio RSS/task | \
+         greenrt kernel µs/G | tokio kernel µs/task | greenrt faults/G | tokio faults/task |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for workload in &workloads {
         for n in &sizes {
             let n: usize = n.parse().expect("GREENRT_SCALE_SIZES: counts");
-            let g = child("greenrt", workload, n);
-            let t = child("tokio", workload, n);
+            let (mut g, mut t) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                g.push(child("greenrt", workload, n));
+                t.push(child("tokio", workload, n));
+            }
+            let med = |cells: &[Cell], f: fn(&Cell) -> f64| {
+                median(&cells.iter().map(f).collect::<Vec<_>>())
+            };
+            let ratios: Vec<f64> = g.iter().zip(&t).map(|(g, t)| g.total / t.total).collect();
+            let (lo, hi) = ratios
+                .iter()
+                .fold((f64::MAX, 0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+            let per = |s: f64| s * 1e6 / n as f64;
             println!(
-                "| {workload} | {n} | {:.3} s | {:.3} s | {:.3} s | {:.3} s | {:.2} | {:.2} KiB | {:.2} KiB |",
-                g.spawn,
-                g.total,
-                t.spawn,
-                t.total,
-                g.total / t.total,
-                g.rss_per / 1024.0,
-                t.rss_per / 1024.0,
+                "| {workload} | {n} | {:.3} s | {:.3} s | {:.3} s | {:.3} s | {:.2} ({lo:.2}–{hi:.2}) \
+                 | {:.2} KiB | {:.2} KiB | {:.2} | {:.2} | {:.2} | {:.2} |",
+                med(&g, |c| c.spawn),
+                med(&g, |c| c.total),
+                med(&t, |c| c.spawn),
+                med(&t, |c| c.total),
+                median(&ratios),
+                med(&g, |c| c.rss_per) / 1024.0,
+                med(&t, |c| c.rss_per) / 1024.0,
+                per(med(&g, |c| c.sys)),
+                per(med(&t, |c| c.sys)),
+                med(&g, |c| c.faults as f64) / n as f64,
+                med(&t, |c| c.faults as f64) / n as f64,
             );
         }
     }
