@@ -88,9 +88,8 @@ impl std::ops::Deref for GRef {
 /// reads (`prefetch_context` loads them at the wake-up): a header is
 /// 16-byte aligned, so its first 80 bytes lie in at most two cache lines.
 const HOT_BYTES: usize = 80;
-const _: () = assert!(
-    std::mem::offset_of!(G, guard) + std::mem::size_of::<(usize, usize)>() <= HOT_BYTES
-);
+const _: () =
+    assert!(std::mem::offset_of!(G, guard) + std::mem::size_of::<(usize, usize)>() <= HOT_BYTES);
 
 /// The scheduler's view of a green thread.
 ///

@@ -82,7 +82,9 @@ where
                 let r = catch_unwind(AssertUnwindSafe(f));
                 // Task-locals die before the joiner wakes, as thread-locals
                 // do before std's `join` returns.
-                local::clear(&self.header);
+                // SAFETY: `start(None)` runs on the G itself (`g_entry`),
+                // and the closure, the only user of `with`, has returned.
+                unsafe { local::clear(&self.header) };
                 r
             }
             Some(e) => {

@@ -75,11 +75,16 @@ impl<T: 'static> LocalKey<T> {
 /// dropped too, in further rounds, as std does for thread-locals. The
 /// caller passes its own header: looking the G up through the M would
 /// cost a thread-local access per round for every exiting green thread.
-pub(crate) fn clear(g: &G) {
+///
+/// # Safety
+/// `g` must be the green thread running this code, with no `with`
+/// borrow of its locals live.
+pub(crate) unsafe fn clear(g: &G) {
     loop {
         // SAFETY: `g` is the running G (the caller's contract), so only it
-        // touches its `locals`, and no `with` borrow is live here; the
-        // `&mut` ends with this statement, before any destructor runs.
+        // touches its `locals`, and no `with` borrow is live; the `&mut`
+        // ends with this statement, before any destructor runs (a
+        // destructor's own `with` takes a fresh borrow).
         let entries = std::mem::take(unsafe { &mut (*g.locals.get()).entries });
         if entries.is_empty() {
             return;
