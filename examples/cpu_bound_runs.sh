@@ -12,6 +12,11 @@ runs=${1:-10}
 [ $# -gt 0 ] && shift
 [ $# -gt 0 ] || set -- 1 10
 cargo build --release --example cpu_bound >/dev/null 2>&1
+# Median of the numbers in $*.
+median() {
+    echo "$@" | tr ' ' '\n' | sort -n |
+        awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
 for q in "$@"; do
     ratios=""
     equal=""
@@ -24,11 +29,9 @@ for q in "$@"; do
         equal="$equal $e"
         i=$((i + 1))
     done
-    median=$(echo $ratios | tr ' ' '\n' | sort -n |
-        awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}')
+    median=$(median $ratios)
     min=$(echo $ratios | tr ' ' '\n' | sort -n | head -1)
-    emedian=$(echo $equal | tr ' ' '\n' | sort -n |
-        awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}')
+    emedian=$(median $equal)
     echo "quantum $q ms: first/last =$ratios; median $median, min $min"
     echo "  equal turns of the same work would give:$equal; median $emedian"
 done
