@@ -1,7 +1,8 @@
 //! G: a green thread — its stack, saved context, state and identity.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::sys::sync::AtomicPtr;
@@ -24,46 +25,65 @@ pub(crate) const PARKED: u8 = 2;
 /// Finished; its stack has been released.
 pub(crate) const DEAD: u8 = 3;
 
-/// What a G runs, and where its result goes. Implemented by the spawn
-/// cell (`task::cell`), which holds the G header, the closure and the
-/// joiner's result slot in one allocation.
-///
-/// # Safety
-/// `header` must return the first field of a `#[repr(C)]` implementor, so
-/// the G header's address is the allocation's (see `GRef::deref`).
-pub(crate) unsafe trait GBody: Send + Sync {
-    fn header(&self) -> &G;
+/// What a G runs, where its result goes, and how its allocation ends:
+/// the functions of the spawn cell (`task::cell`) that holds the G header,
+/// the closure and the joiner's result slot in one allocation, with the
+/// header first. Each takes the header of a live cell of the vtable's own
+/// type (the cell calls `G::new` with its vtable).
+pub(crate) struct GBodyVTable {
     /// Runs the closure (on the G's stack), or with `start_error`, drops
     /// it unrun (on the scheduler's stack) and reports the error to the
     /// joiner. Called at most once.
-    fn start(&self, start_error: Option<std::io::Error>);
+    pub(crate) start: unsafe fn(&G, Option<std::io::Error>),
     /// The G will never finish (its runtime shut down): drop the closure
     /// if it never ran and let the joiner know. Returns whether it had
     /// started (its closure was no longer there).
-    fn abandon(&self) -> bool;
+    pub(crate) abandon: unsafe fn(&G) -> bool,
+    /// Drops the cell and frees its memory; called once, as the last
+    /// `GRef` goes.
+    pub(crate) destroy: unsafe fn(NonNull<G>),
 }
 
-/// A shared handle to a G. Run queues, timers and wait queues hold these.
-#[derive(Clone)]
-pub(crate) struct GRef(Arc<dyn GBody>);
+/// A shared handle to a G (a counted reference to its spawn cell). Run
+/// queues, timers and wait queues hold these.
+///
+/// Counted by hand rather than an `Arc<dyn ..>`: the cell's memory goes
+/// back through `cell_cache` (an Arc frees into malloc), the handle is
+/// one word, and the count sits in the G's first cache line.
+pub(crate) struct GRef(NonNull<G>);
+
+// SAFETY: a GRef shares a G, which is Send + Sync, and its cell, whose
+// closure and result are Send (spawn requires it); the count is atomic.
+unsafe impl Send for GRef {}
+// SAFETY: as above: `&GRef` gives only `&G`.
+unsafe impl Sync for GRef {}
 
 impl GRef {
-    pub(crate) fn new(body: Arc<dyn GBody>) -> GRef {
-        let g = GRef(body);
-        assert!(
-            std::ptr::eq(g.0.header(), g.as_ptr()),
-            "greenrt: G header must come first"
-        );
-        g
+    /// Takes over the one reference a new cell's header starts with.
+    ///
+    /// # Safety
+    /// `g` is the header of a fully built spawn cell whose count is 1 and
+    /// owned by the caller, and whose `vtable` fits it.
+    pub(crate) unsafe fn from_new(g: NonNull<G>) -> GRef {
+        GRef(g)
     }
 
     /// The header's address (also the allocation's).
     pub(crate) fn as_ptr(&self) -> *const G {
-        Arc::as_ptr(&self.0) as *const u8 as *const G
+        self.0.as_ptr()
     }
 
-    pub(crate) fn body(&self) -> &dyn GBody {
-        &*self.0
+    /// See [`GBodyVTable::start`].
+    pub(crate) fn start(&self, start_error: Option<std::io::Error>) {
+        // SAFETY: the G is the header of a live cell (we hold a reference)
+        // of the vtable's type (`G::new`'s contract).
+        unsafe { (self.vtable.start)(self, start_error) }
+    }
+
+    /// See [`GBodyVTable::abandon`].
+    pub(crate) fn abandon(&self) -> bool {
+        // SAFETY: as in `start`.
+        unsafe { (self.vtable.abandon)(self) }
     }
 
     /// Wakes the G: leaves a token if it runs; if it is parked, makes it
@@ -75,12 +95,40 @@ impl GRef {
     }
 }
 
+impl Clone for GRef {
+    #[inline]
+    fn clone(&self) -> GRef {
+        // Relaxed, as Arc's: a new reference is made from an existing one,
+        // whose owner already sees the cell.
+        let old = self.refs.fetch_add(1, Ordering::Relaxed);
+        if old > isize::MAX as usize {
+            // Leaked references (mem::forget in a loop): as Arc does.
+            std::process::abort();
+        }
+        GRef(self.0)
+    }
+}
+
+impl Drop for GRef {
+    #[inline]
+    fn drop(&mut self) {
+        // Release, then Acquire before destroying (as Arc's drop): every
+        // use of the cell through other references happens before it goes.
+        if self.refs.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        std::sync::atomic::fence(Ordering::Acquire);
+        // SAFETY: that was the last reference: nobody else can reach the
+        // cell, whose vtable fits it (`G::new`'s contract).
+        unsafe { (self.vtable.destroy)(self.0) }
+    }
+}
+
 impl std::ops::Deref for GRef {
     type Target = G;
     fn deref(&self) -> &G {
-        // SAFETY: `new` checked that the header sits at the allocation's
-        // address, and the Arc keeps the allocation alive.
-        unsafe { &*self.as_ptr() }
+        // SAFETY: our reference keeps the cell, and its header, alive.
+        unsafe { self.0.as_ref() }
     }
 }
 
@@ -93,11 +141,13 @@ const _: () =
 
 /// The scheduler's view of a green thread.
 ///
-/// `repr(C)` with the fields every park and wake-up touches first, so they
-/// share one or two cache lines with the `Arc` counts in front of them:
-/// with thousands of parked green threads each wake-up finds its G cold.
+/// `repr(C)` with the reference count and the fields every park and
+/// wake-up touches first, so they share one or two cache lines: with
+/// thousands of parked green threads each wake-up finds its G cold.
 #[repr(C)]
 pub(crate) struct G {
+    /// `GRef`s to this G (see `GRef`'s Clone and Drop).
+    refs: AtomicUsize,
     /// State (with the wake-up token) and cancel mark.
     park: ParkState,
     /// While non-zero the G must not be preempted: it is in runtime code
@@ -121,6 +171,8 @@ pub(crate) struct G {
     /// the direct switch's room check).
     guard: UnsafeCell<(usize, usize)>,
     pub(crate) rt: Arc<Shared>,
+    /// The functions of the cell this header is in.
+    vtable: &'static GBodyVTable,
     pub(crate) id: u64,
     pub(crate) name: Option<Box<str>>,
     /// Usable stack size to bind when the G first runs.
@@ -152,11 +204,24 @@ unsafe impl Send for G {}
 unsafe impl Sync for G {}
 
 impl G {
-    /// A new G header. Without `stack`, one is bound when the G first
-    /// runs, so queued Gs that have not started cost no stack.
+    /// A new G header, with one reference (for `GRef::from_new`). Without
+    /// `stack`, one is bound when the G first runs, so queued Gs that have
+    /// not started cost no stack.
+    ///
+    /// # Safety
+    /// The header must be the first field of a spawn cell whose functions
+    /// `vtable` holds (each `GRef` calls them with this header).
     #[inline]
-    pub(crate) fn new(rt: Arc<Shared>, id: u64, name: Option<Box<str>>, stack_size: usize) -> G {
+    pub(crate) unsafe fn new(
+        rt: Arc<Shared>,
+        vtable: &'static GBodyVTable,
+        id: u64,
+        name: Option<Box<str>>,
+        stack_size: usize,
+    ) -> G {
         G {
+            refs: AtomicUsize::new(1),
+            vtable,
             id,
             name,
             rt,

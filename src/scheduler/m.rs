@@ -64,6 +64,8 @@ pub(crate) struct M {
     /// last read the clock to look for a due timer between two direct
     /// switches (see `direct::timer_may_be_due`).
     timer_clock: Cell<(u64, u64)>,
+    /// Freed spawn cells kept for this M's next spawns (see `cell_cache`).
+    pub(super) cells: UnsafeCell<super::cell_cache::CellCache>,
 }
 
 mod direct;
@@ -128,6 +130,7 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         poll_for_others: Cell::new(false),
         stamp_next: Cell::new(false),
         timer_clock: Cell::new((0, 0)),
+        cells: UnsafeCell::new(Default::default()),
     };
     CURRENT.with(|c| c.set(&m));
     // See `trace::session::turn_on`: our handle is listed (before this
@@ -335,7 +338,7 @@ impl M {
             g.display_name()
         );
         g.set_state(DEAD);
-        let fail = std::panic::AssertUnwindSafe(|| g.body().start(Some(err)));
+        let fail = std::panic::AssertUnwindSafe(|| g.start(Some(err)));
         if std::panic::catch_unwind(fail).is_err() {
             eprintln!("greenrt: panic while dropping an unstarted green thread");
         }
@@ -402,7 +405,7 @@ pub(crate) extern "C" fn g_entry(_header: *mut u8) -> ! {
         // The body catches the closure's panic for the JoinHandle; a panic
         // escaping anyway (from a task-local destructor, say) must not
         // unwind into the assembly frame below us.
-        let run = std::panic::AssertUnwindSafe(|| g.body().start(None));
+        let run = std::panic::AssertUnwindSafe(|| g.start(None));
         if std::panic::catch_unwind(run).is_err() {
             eprintln!(
                 "greenrt: panic while finishing green thread '{}'",

@@ -2,6 +2,7 @@
 //! Ps (scheduling contexts with run queues). See docs/DESIGN.md.
 
 mod blocking;
+pub(crate) mod cell_cache;
 mod chores;
 mod cpu_limit;
 mod find;
@@ -37,7 +38,7 @@ use std::sync::Arc;
 
 pub(crate) use crate::trace::BlockReason;
 pub(crate) use blocking::BlockingSection;
-pub(crate) use g::{GBody, GRef, G};
+pub(crate) use g::{GBodyVTable, GRef, G};
 pub(crate) use handoff::RETAKE;
 pub(crate) use m::Request;
 pub(crate) use metrics::snapshot as metrics_snapshot;

@@ -163,7 +163,7 @@ impl Shared {
     /// (tests/shutdown_abandoned.rs). Only a G that never got to run
     /// again after the shutdown began ends this way.
     pub(crate) fn abandon_queued(&self, g: GRef) {
-        let abandon = std::panic::AssertUnwindSafe(|| g.body().abandon());
+        let abandon = std::panic::AssertUnwindSafe(|| g.abandon());
         let started = std::panic::catch_unwind(abandon).unwrap_or_else(|_| {
             eprintln!(
                 "greenrt: panic while dropping green thread '{}' at shutdown",

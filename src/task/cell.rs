@@ -5,50 +5,75 @@
 //! for the G, the boxed closure and the result: fewer mallocs, and fewer
 //! cross-thread frees when another worker runs and finishes the G.
 
+use std::alloc::Layout;
 use std::cell::UnsafeCell;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::ptr::{addr_of_mut, NonNull};
 
-use super::join::{JoinSlot, Packet};
+use super::join::Packet;
 use super::local;
-use crate::scheduler::{GBody, G};
+use crate::scheduler::{cell_cache, GBodyVTable, GRef, G};
 
 #[repr(C)]
 pub(crate) struct Cell<F, T> {
-    /// First field: `GRef` finds the header at the allocation's address.
+    /// First field: a `GRef` points at the header and the cell at once.
     header: G,
     f: UnsafeCell<Option<F>>,
     packet: Packet<T>,
 }
 
-// SAFETY: `f` is taken exactly once, by `start` (on the G, or on the
-// scheduler before the G ever ran) or by `abandon` (at shutdown, when no M
-// runs); the packet synchronises itself.
-unsafe impl<F: Send, T: Send> Sync for Cell<F, T> {}
-
-impl<F, T> Cell<F, T> {
-    /// The cell, allocated and built in place. `Arc::new(Cell { .. })`
-    /// built its few hundred bytes on the stack and copied them into the
-    /// allocation (twice, through `Box::new`): 8% of a chain of spawns'
-    /// time went to those copies. `header` makes the G header, called
-    /// where it is written so that it is built in place too.
+impl<F, T> Cell<F, T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    /// The cell, allocated (from the running M's `cell_cache`) and built in
+    /// place: a reference to its G, and where its joiner finds the result
+    /// (valid while a `GRef` to the G lives). Building a few hundred bytes
+    /// on the stack and copying them into the allocation cost 8% of a
+    /// chain of spawns' time. `header` makes the G header from the cell's
+    /// vtable, called where it is written so that it is built in place too.
+    ///
+    /// # Safety
+    /// `header` must return `G::new(.., vtable, ..)` with the vtable given.
     #[inline(always)]
-    pub(crate) fn new_arc(header: impl FnOnce() -> G, f: F) -> Arc<Cell<F, T>> {
-        let mut cell = Arc::<Cell<F, T>>::new_uninit();
-        let p = Arc::get_mut(&mut cell)
-            .expect("a new Arc is unique")
-            .as_mut_ptr();
-        // SAFETY: `p` points to the new allocation, uniquely ours and
-        // sized and aligned for a `Cell<F, T>`; each field is written
-        // once, through raw pointers (no reference to uninitialised
-        // memory), so every field is initialised before `assume_init`.
+    pub(crate) unsafe fn make(
+        header: impl FnOnce(&'static GBodyVTable) -> G,
+        f: F,
+    ) -> (GRef, NonNull<Packet<T>>) {
+        let p = cell_cache::alloc(Layout::new::<Self>())
+            .cast::<Self>()
+            .as_ptr();
+        // SAFETY: `p` is a new allocation, uniquely ours, sized and aligned
+        // for a `Cell<F, T>` (`cell_cache::alloc`'s contract); each field
+        // is written once, through raw pointers (no reference to
+        // uninitialised memory). The header, first in this repr(C) struct,
+        // carries this type's vtable (our caller's contract) and one
+        // reference, which the GRef takes over.
         unsafe {
-            std::ptr::addr_of_mut!((*p).header).write(header());
-            std::ptr::addr_of_mut!((*p).f).write(UnsafeCell::new(Some(f)));
-            std::ptr::addr_of_mut!((*p).packet).write(Packet::new());
-            cell.assume_init()
+            addr_of_mut!((*p).header).write(header(Self::vtable()));
+            addr_of_mut!((*p).f).write(UnsafeCell::new(Some(f)));
+            addr_of_mut!((*p).packet).write(Packet::new());
+            let packet = NonNull::new_unchecked(addr_of_mut!((*p).packet));
+            (GRef::from_new(NonNull::new_unchecked(p.cast())), packet)
         }
+    }
+
+    fn vtable() -> &'static GBodyVTable {
+        &GBodyVTable {
+            start: Self::start,
+            abandon: Self::abandon,
+            destroy: Self::destroy,
+        }
+    }
+
+    /// # Safety
+    /// `g` is the header of a live `Cell<F, T>`.
+    unsafe fn from_header(g: &G) -> &Self {
+        // SAFETY: the header is the cell's first field (repr(C)), and the
+        // cell lives as long as the header (the caller's contract).
+        unsafe { &*(g as *const G).cast::<Self>() }
     }
 
     fn take_f(&self) -> Option<F> {
@@ -58,23 +83,18 @@ impl<F, T> Cell<F, T> {
         // to `f` is the only reference to it while it lives.
         unsafe { (*self.f.get()).take() }
     }
-}
 
-// SAFETY: `header` is the first field of this #[repr(C)] struct.
-unsafe impl<F, T> GBody for Cell<F, T>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    fn header(&self) -> &G {
-        &self.header
-    }
-
-    fn start(&self, start_error: Option<io::Error>) {
-        let Some(f) = self.take_f() else { return };
+    /// [`GBodyVTable::start`].
+    ///
+    /// # Safety
+    /// `g` is the header of a live `Cell<F, T>`.
+    unsafe fn start(g: &G, start_error: Option<io::Error>) {
+        // SAFETY: the caller's contract.
+        let cell = unsafe { Self::from_header(g) };
+        let Some(f) = cell.take_f() else { return };
         let result = match start_error {
             // Cancelled before it ever ran: it never will.
-            None if self.header.is_cancelled() => {
+            None if cell.header.is_cancelled() => {
                 drop(f);
                 Err(Box::new(super::Cancelled::new()) as _)
             }
@@ -84,7 +104,7 @@ where
                 // do before std's `join` returns.
                 // SAFETY: `start(None)` runs on the G itself (`g_entry`),
                 // and the closure, the only user of `with`, has returned.
-                unsafe { local::clear(&self.header) };
+                unsafe { local::clear(&cell.header) };
                 r
             }
             Some(e) => {
@@ -92,20 +112,36 @@ where
                 Err(Box::new(format!("greenrt: the green thread could not start: {e}")) as _)
             }
         };
-        self.packet.complete(result);
+        cell.packet.complete(result);
     }
 
-    fn abandon(&self) -> bool {
-        let f = self.take_f();
+    /// [`GBodyVTable::abandon`].
+    ///
+    /// # Safety
+    /// `g` is the header of a live `Cell<F, T>`.
+    unsafe fn abandon(g: &G) -> bool {
+        // SAFETY: the caller's contract.
+        let cell = unsafe { Self::from_header(g) };
+        let f = cell.take_f();
         let started = f.is_none();
         drop(f);
-        self.packet.abandon();
+        cell.packet.abandon();
         started
     }
-}
 
-impl<F: Send, T: Send> JoinSlot<T> for Cell<F, T> {
-    fn packet(&self) -> &Packet<T> {
-        &self.packet
+    /// [`GBodyVTable::destroy`].
+    ///
+    /// # Safety
+    /// `g` is the header of a `Cell<F, T>` made by `new` that nothing
+    /// references any more.
+    unsafe fn destroy(g: NonNull<G>) {
+        let p = g.cast::<Self>();
+        // SAFETY: the cell is fully built and unreferenced (the caller's
+        // contract): drop it, then give its memory back to where `new`
+        // took it from, with the same layout.
+        unsafe {
+            std::ptr::drop_in_place(p.as_ptr());
+            cell_cache::free(p.cast(), Layout::new::<Self>());
+        }
     }
 }

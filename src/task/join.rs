@@ -1,12 +1,13 @@
 //! `JoinHandle`: waiting for a green thread's result.
 
 use std::cell::UnsafeCell;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use crate::scheduler::park::{block, BlockReason, Waker};
+use crate::scheduler::GRef;
 use crate::time;
 
 /// `Packet::state`: the result is written.
@@ -78,20 +79,27 @@ impl<T> Packet<T> {
     }
 }
 
-/// Where a `JoinHandle` finds its packet (inside the G's spawn cell).
-pub(crate) trait JoinSlot<T>: Send + Sync {
-    fn packet(&self) -> &Packet<T>;
-}
-
 /// An owned permission to join a green thread (wait for it to finish).
 ///
 /// Dropping the handle detaches the green thread. Like
 /// `std::thread::JoinHandle`, `join` returns `Err` with the panic payload
 /// if the green thread panicked; the runtime itself is unaffected.
 pub struct JoinHandle<T> {
-    slot: Arc<dyn JoinSlot<T>>,
+    /// Keeps the G's spawn cell, and so `packet`, alive (only held).
+    _cell: GRef,
+    /// The result slot inside the cell.
+    packet: NonNull<Packet<T>>,
     id: u64,
 }
+
+// SAFETY: the handle shares the cell with the green thread, which is what
+// an `Arc` of it did before: the packet synchronises itself (see its Sync
+// impl) and hands the `T` over once, to the one joiner. `T: Send` is
+// required by every spawn, the only way to make a handle.
+unsafe impl<T> Send for JoinHandle<T> {}
+// SAFETY: `&JoinHandle` only reads the packet's state word (is_finished)
+// and the id; taking the result needs the handle itself.
+unsafe impl<T> Sync for JoinHandle<T> {}
 
 impl<T> std::fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,15 +111,29 @@ impl<T> std::fmt::Debug for JoinHandle<T> {
 }
 
 impl<T> JoinHandle<T> {
-    pub(crate) fn new(slot: Arc<dyn JoinSlot<T>>, id: u64) -> JoinHandle<T> {
-        JoinHandle { slot, id }
+    /// # Safety
+    /// `packet` is the result slot of `g`'s spawn cell, whose result type
+    /// is `T`.
+    pub(crate) unsafe fn new(g: GRef, packet: NonNull<Packet<T>>, id: u64) -> JoinHandle<T> {
+        JoinHandle {
+            _cell: g,
+            packet,
+            id,
+        }
+    }
+
+    fn packet(&self) -> &Packet<T> {
+        // SAFETY: `_cell` keeps the cell that holds the packet alive (`new`'s
+        // contract) for as long as this handle, which the borrow outlives
+        // not.
+        unsafe { self.packet.as_ref() }
     }
 
     /// Waits for the green thread to finish and returns its result. Works
     /// from green threads (parks only the caller) and from OS threads.
     pub fn join(mut self) -> thread::Result<T> {
         self.wait();
-        let p = self.slot.packet();
+        let p = self.packet();
         // SAFETY: `wait` saw `done` with Acquire, so the single write to
         // `result` happened before and nothing writes it again; `join`
         // takes `self`, so this is the only access from the joiner's side.
@@ -151,7 +173,7 @@ impl<T> JoinHandle<T> {
     /// the waker is taken back, so the cell is as if nobody had waited.
     fn wait_until(&mut self, deadline: Option<u64>) -> bool {
         let _np = crate::preempt::no_preempt();
-        let p = self.slot.packet();
+        let p = self.packet();
         let state = p.state.load(Ordering::Acquire);
         if state & DONE != 0 {
             return true;
@@ -187,7 +209,7 @@ impl<T> JoinHandle<T> {
     /// the finisher then owns the waker.
     /// Called only from `wait_until`, which holds `&mut self`.
     fn unregister(&self) -> bool {
-        let p = self.slot.packet();
+        let p = self.packet();
         if p.state
             .compare_exchange(WAITING, 0, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -203,7 +225,7 @@ impl<T> JoinHandle<T> {
 
     /// True once the green thread has finished (returned or panicked).
     pub fn is_finished(&self) -> bool {
-        self.slot.packet().is_done()
+        self.packet().is_done()
     }
 
     /// The green thread's id (as `task::current_id` reports it inside).

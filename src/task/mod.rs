@@ -44,7 +44,7 @@ use cell::Cell;
 pub use join::JoinHandle;
 pub use scope::{scope, Scope, ScopedJoinHandle};
 
-use crate::scheduler::{self, GBody, GRef, Shared, G};
+use crate::scheduler::{self, Shared, G};
 use crate::stack;
 
 /// Configures a green thread before spawning it, like `std::thread::Builder`.
@@ -118,15 +118,18 @@ impl Builder {
         };
         let id = rt.next_gid();
         let name = self.name.map(String::into_boxed_str);
-        let cell = Cell::new_arc(|| G::new(rt.clone(), id, name, size), f);
+        // SAFETY: the header is made with the vtable the cell passes.
+        let (g, packet) =
+            unsafe { Cell::make(|vtable| G::new(rt.clone(), vtable, id, name, size), f) };
         if let Some(stack) = stack {
             // SAFETY: the G was made just above and is not yet in any
             // registry or queue, nor is its cell shared: it has not
             // started, and this function owns it alone (bind_stack's
             // contract).
-            unsafe { cell.header().bind_stack(stack) };
+            unsafe { g.bind_stack(stack) };
         }
-        let g = GRef::new(cell.clone());
+        // SAFETY: `packet` is the result slot of `g`'s cell, of type T.
+        let handle = unsafe { JoinHandle::new(g.clone(), packet, id) };
         scheduler::register(rt, &g);
         // Into the current P's LIFO slot (as Go does), or the global queue
         // from outside the runtime.
@@ -137,7 +140,7 @@ impl Builder {
             // it, so give it up now rather than leave its joiner waiting.
             scheduler::abandon_global_queue(rt);
         }
-        Ok(JoinHandle::new(cell, id))
+        Ok(handle)
     }
 }
 
