@@ -14,6 +14,8 @@ pub(crate) const PREEMPT: &str = "GREENRT_PREEMPT";
 pub(crate) const IO_URING: &str = "GREENRT_IO_URING";
 /// How stack guard pages are made.
 pub(crate) const GUARD: &str = "GREENRT_GUARD";
+/// Whether freed spawn cells are cached for reuse (`scheduler::cell_cache`).
+pub(crate) const CELL_CACHE: &str = "GREENRT_CELL_CACHE";
 
 const FALSE: [&str; 4] = ["off", "0", "false", "no"];
 const TRUE: [&str; 4] = ["on", "1", "true", "yes"];

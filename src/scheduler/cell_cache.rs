@@ -23,6 +23,7 @@
 
 use std::alloc::{self, Layout};
 use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -61,7 +62,6 @@ struct Free {
 }
 
 /// A singly-linked list of free blocks of one class.
-#[derive(Clone, Copy)]
 struct List {
     head: *mut Free,
     len: usize,
@@ -91,6 +91,11 @@ impl CellCache {
     fn pop(&mut self, class: usize) -> Option<NonNull<u8>> {
         let list = &mut self.lists[class];
         if list.len == 0 {
+            // A hint read without the lock: an empty depot (a worker that
+            // only spawns, before any batch came back) costs no lock.
+            if DEPOT_HAS[class].load(Ordering::Relaxed) == 0 {
+                return None;
+            }
             *list = DEPOT.lock().take(class)?;
         }
         let block = list.head;
@@ -114,7 +119,10 @@ impl CellCache {
         list.len += 1;
         if list.len > LOCAL_MAX {
             let batch = split_batch(list);
-            if let Err(batch) = DEPOT.lock().put(class, batch) {
+            // The guard goes at the end of this statement: a full depot's
+            // batch is freed below without holding the lock.
+            let refused = DEPOT.lock().put(class, batch);
+            if let Err(batch) = refused {
                 // SAFETY: the batch's blocks are ours, of `class`.
                 unsafe { release(class, batch) };
             }
@@ -164,6 +172,9 @@ unsafe fn release(class: usize, list: List) {
 }
 
 /// Batches of free blocks shared by all Ms.
+///
+/// `List` is not `Copy` (it owns its blocks): batches move in and out
+/// whole, with `mem::replace`.
 struct Depot {
     batches: [[List; DEPOT_BATCHES]; CLASSES],
     counts: [usize; CLASSES],
@@ -173,15 +184,38 @@ struct Depot {
 // touches (a batch leaves the depot whole, to one M).
 unsafe impl Send for Depot {}
 
-static DEPOT: Mutex<Depot> = Mutex::new(Depot {
-    batches: [[List::EMPTY; DEPOT_BATCHES]; CLASSES],
-    counts: [0; CLASSES],
-});
+static DEPOT: Mutex<Depot> = Mutex::new(Depot::EMPTY);
+
+/// `Depot::counts`, mirrored for reading without the lock (written under
+/// it).
+static DEPOT_HAS: [AtomicUsize; CLASSES] = [const { AtomicUsize::new(0) }; CLASSES];
+
+/// Off (`GREENRT_CELL_CACHE=off`): every cell goes to and from the global
+/// allocator, so that tools that watch freed memory (valgrind, a
+/// quarantining allocator) see cells too. Blocks keep their class layout
+/// either way, so the switch may flip at any time.
+static DISABLED: AtomicBool = AtomicBool::new(false);
+
+/// Turns the cache on or off for the whole process (`Builder::build`, from
+/// `GREENRT_CELL_CACHE`).
+pub(crate) fn set_enabled(on: bool) {
+    DISABLED.store(!on, Ordering::Relaxed);
+}
 
 impl Depot {
+    const EMPTY: Depot = Depot {
+        batches: [const { [List::EMPTY; DEPOT_BATCHES] }; CLASSES],
+        counts: [0; CLASSES],
+    };
+
+    fn set_count(&mut self, class: usize, n: usize) {
+        self.counts[class] = n;
+        DEPOT_HAS[class].store(n, Ordering::Relaxed);
+    }
+
     fn take(&mut self, class: usize) -> Option<List> {
         let n = self.counts[class].checked_sub(1)?;
-        self.counts[class] = n;
+        self.set_count(class, n);
         Some(std::mem::replace(&mut self.batches[class][n], List::EMPTY))
     }
 
@@ -192,21 +226,31 @@ impl Depot {
             return Err(batch);
         }
         self.batches[class][n] = batch;
-        self.counts[class] = n + 1;
+        self.set_count(class, n + 1);
         Ok(())
     }
 }
 
-/// Runs `f` on this thread's M's cache, with preemption held off (a
-/// preempted green thread would leave its M's lists half-changed, or the
-/// depot locked); None off an M.
+/// Runs `f` on this thread's M's cache, with preemption held off: a green
+/// thread preempted inside would hold the depot's lock while other
+/// workers spawn, and leave its M's lists half-changed under the
+/// preemption path, which runs on the same thread. None off an M, or with
+/// the cache off.
 #[inline(always)]
 fn with_cache<R>(f: impl FnOnce(&mut CellCache) -> R) -> Option<R> {
+    if DISABLED.load(Ordering::Relaxed) {
+        return None;
+    }
     let m = current_m()?;
     let _np = NoPreemptScope::for_g(m.curg.get());
-    // SAFETY: `cells` is touched only on its M's thread, here, and this
-    // code neither switches nor re-enters (the cache calls no user code,
-    // the signal handler never allocates), so this is its only reference.
+    // SAFETY: `m` is still this thread's M: a green thread preempted
+    // between `current_m` and the scope keeps its OS thread (and so its M)
+    // until it resumes. `cells` is touched only on its M's thread, here,
+    // and `f` neither switches green threads nor re-enters the cache: it
+    // runs no user code (only the global allocator, which greenrt code
+    // does not call back into), the signal handler never allocates, and
+    // the preemption path never drops a cell's last reference (the
+    // registry holds one for every live G). So this is the only reference.
     Some(f(unsafe { &mut *m.cells.get() }))
 }
 
@@ -270,7 +314,7 @@ mod tests {
             .collect()
     }
 
-    fn walk(list: List) -> Vec<NonNull<u8>> {
+    fn walk(list: &List) -> Vec<NonNull<u8>> {
         let mut out = Vec::new();
         let mut p = list.head;
         while !p.is_null() {
@@ -294,8 +338,8 @@ mod tests {
         assert_eq!(cache.lists[class].len, LOCAL_MAX);
         let batch = split_batch(&mut cache.lists[class]);
         let newest_first: Vec<_> = all.iter().rev().copied().collect();
-        assert_eq!(walk(batch), newest_first[..BATCH]);
-        assert_eq!(walk(cache.lists[class]), newest_first[BATCH..]);
+        assert_eq!(walk(&batch), newest_first[..BATCH]);
+        assert_eq!(walk(&cache.lists[class]), newest_first[BATCH..]);
         // Last in, first out.
         assert_eq!(cache.pop(class), Some(all[LOCAL_MAX - BATCH - 1]));
         // SAFETY: the batch's blocks are free blocks of `class`; the popped
@@ -308,24 +352,23 @@ mod tests {
 
     #[test]
     fn the_depot_keeps_a_bounded_number_of_batches_per_class() {
-        let mut depot = Depot {
-            batches: [[List::EMPTY; DEPOT_BATCHES]; CLASSES],
-            counts: [0; CLASSES],
-        };
-        let class = 5;
+        let mut depot = Depot::EMPTY;
+        // A class no spawn cell of the test binary has (over 960 bytes):
+        // `DEPOT_HAS` is shared with the real depot.
+        let class = CLASSES - 1;
         assert!(depot.take(class).is_none());
-        let lists: Vec<List> = (0..=DEPOT_BATCHES)
-            .map(|i| List {
-                head: ptr::null_mut(),
-                len: i,
-            })
-            .collect();
-        for &l in &lists[..DEPOT_BATCHES] {
-            assert!(depot.put(class, l).is_ok());
+        let list = |len| List {
+            head: ptr::null_mut(),
+            len,
+        };
+        for len in 0..DEPOT_BATCHES {
+            assert!(depot.put(class, list(len)).is_ok());
         }
-        let refused = depot.put(class, lists[DEPOT_BATCHES]).unwrap_err();
+        let refused = depot.put(class, list(DEPOT_BATCHES)).unwrap_err();
         assert_eq!(refused.len, DEPOT_BATCHES);
-        assert!(depot.take(class + 1).is_none(), "classes are separate");
+        assert!(depot.take(class - 1).is_none(), "classes are separate");
         assert_eq!(depot.take(class).map(|l| l.len), Some(DEPOT_BATCHES - 1));
+        while depot.take(class).is_some() {}
+        assert_eq!(DEPOT_HAS[class].load(Ordering::Relaxed), 0);
     }
 }

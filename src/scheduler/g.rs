@@ -34,11 +34,11 @@ pub(crate) struct GBodyVTable {
     /// Runs the closure (on the G's stack), or with `start_error`, drops
     /// it unrun (on the scheduler's stack) and reports the error to the
     /// joiner. Called at most once.
-    pub(crate) start: unsafe fn(&G, Option<std::io::Error>),
+    pub(crate) start: unsafe fn(NonNull<G>, Option<std::io::Error>),
     /// The G will never finish (its runtime shut down): drop the closure
     /// if it never ran and let the joiner know. Returns whether it had
     /// started (its closure was no longer there).
-    pub(crate) abandon: unsafe fn(&G) -> bool,
+    pub(crate) abandon: unsafe fn(NonNull<G>) -> bool,
     /// Drops the cell and frees its memory; called once, as the last
     /// `GRef` goes.
     pub(crate) destroy: unsafe fn(NonNull<G>),
@@ -77,13 +77,13 @@ impl GRef {
     pub(crate) fn start(&self, start_error: Option<std::io::Error>) {
         // SAFETY: the G is the header of a live cell (we hold a reference)
         // of the vtable's type (`G::new`'s contract).
-        unsafe { (self.vtable.start)(self, start_error) }
+        unsafe { (self.vtable.start)(self.0, start_error) }
     }
 
     /// See [`GBodyVTable::abandon`].
     pub(crate) fn abandon(&self) -> bool {
         // SAFETY: as in `start`.
-        unsafe { (self.vtable.abandon)(self) }
+        unsafe { (self.vtable.abandon)(self.0) }
     }
 
     /// Wakes the G: leaves a token if it runs; if it is parked, makes it
@@ -244,9 +244,8 @@ impl G {
     }
 
     /// The G whose context slot (`sp`) is at `slot`: the switch has the
-    /// slot at hand, and its G's header costs a few instructions more to
-    /// reach through a `GRef` (the allocation's layout is read from its
-    /// vtable).
+    /// slot at hand, and reaching the header through a `GRef` would cost a
+    /// load more.
     ///
     /// # Safety
     /// `slot` must be `g.sp.get()` of a G that outlives the returned

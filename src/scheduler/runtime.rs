@@ -150,6 +150,7 @@ impl Builder {
             None => env::flag(env::PREEMPT)?.unwrap_or(true),
         };
         env::check_lazy_knobs()?;
+        super::cell_cache::set_enabled(env::flag(env::CELL_CACHE)?.unwrap_or(true));
         super::stack_overflow::install_handler();
         super::panic_hook::install();
         crate::sys::malloc::tune_once();

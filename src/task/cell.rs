@@ -69,11 +69,12 @@ where
     }
 
     /// # Safety
-    /// `g` is the header of a live `Cell<F, T>`.
-    unsafe fn from_header(g: &G) -> &Self {
+    /// `g` is the header of a live `Cell<F, T>`, with the provenance of the
+    /// cell (a `GRef`'s pointer), and the cell outlives `'a`.
+    unsafe fn from_header<'a>(g: NonNull<G>) -> &'a Self {
         // SAFETY: the header is the cell's first field (repr(C)), and the
-        // cell lives as long as the header (the caller's contract).
-        unsafe { &*(g as *const G).cast::<Self>() }
+        // pointer covers the whole live cell (the caller's contract).
+        unsafe { g.cast::<Self>().as_ref() }
     }
 
     fn take_f(&self) -> Option<F> {
@@ -87,8 +88,8 @@ where
     /// [`GBodyVTable::start`].
     ///
     /// # Safety
-    /// `g` is the header of a live `Cell<F, T>`.
-    unsafe fn start(g: &G, start_error: Option<io::Error>) {
+    /// `g` is a `GRef`'s pointer to the header of a live `Cell<F, T>`.
+    unsafe fn start(g: NonNull<G>, start_error: Option<io::Error>) {
         // SAFETY: the caller's contract.
         let cell = unsafe { Self::from_header(g) };
         let Some(f) = cell.take_f() else { return };
@@ -118,8 +119,8 @@ where
     /// [`GBodyVTable::abandon`].
     ///
     /// # Safety
-    /// `g` is the header of a live `Cell<F, T>`.
-    unsafe fn abandon(g: &G) -> bool {
+    /// `g` is a `GRef`'s pointer to the header of a live `Cell<F, T>`.
+    unsafe fn abandon(g: NonNull<G>) -> bool {
         // SAFETY: the caller's contract.
         let cell = unsafe { Self::from_header(g) };
         let f = cell.take_f();
@@ -132,7 +133,7 @@ where
     /// [`GBodyVTable::destroy`].
     ///
     /// # Safety
-    /// `g` is the header of a `Cell<F, T>` made by `new` that nothing
+    /// `g` is the header of a `Cell<F, T>` made by `make` that nothing
     /// references any more.
     unsafe fn destroy(g: NonNull<G>) {
         let p = g.cast::<Self>();
