@@ -133,6 +133,9 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         cells: UnsafeCell::new(Default::default()),
     };
     CURRENT.with(|c| c.set(&m));
+    // Declared after `m`, so dropped before it, on every way out of here
+    // (unwinding too): nothing on this thread may find a dead M.
+    let _unset = UnsetCurrent;
     // See `trace::session::turn_on`: our handle is listed (before this
     // thread started); the session stores the mode, fences, walks.
     std::sync::atomic::fence(Ordering::SeqCst);
@@ -147,10 +150,7 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
         }
         // A new spare: std's thread start-up (which allocates) is over,
         // so take a spare slot, then wait (off the idle list) for a P.
-        None if !m.rt.spare_ready(&m.handle) => {
-            CURRENT.with(|c| c.set(std::ptr::null()));
-            return;
-        }
+        None if !m.rt.spare_ready(&m.handle) => return,
         None => loop {
             match m.handle.wait(None, None) {
                 Wake::P(p, spinning) => {
@@ -158,10 +158,7 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
                     m.set_spinning_handed(spinning);
                     break;
                 }
-                _ if m.rt.is_shutdown() => {
-                    CURRENT.with(|c| c.set(std::ptr::null()));
-                    return;
-                }
+                _ if m.rt.is_shutdown() => return,
                 _ => {}
             }
         },
@@ -169,7 +166,15 @@ pub(crate) fn m_main(rt: Arc<Shared>, handle: Arc<MHandle>, p: Option<PPtr>, spi
     while let Some(g) = m.find_runnable() {
         m.execute(g);
     }
-    CURRENT.with(|c| c.set(std::ptr::null()));
+}
+
+/// Clears CURRENT as `m_main` ends: its M goes right after.
+struct UnsetCurrent;
+
+impl Drop for UnsetCurrent {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(std::ptr::null()));
+    }
 }
 
 impl M {
