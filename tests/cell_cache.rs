@@ -54,11 +54,32 @@ fn allocations_for_spawns(cache: &str) -> usize {
     n
 }
 
+/// The same, spawned and joined from this OS thread (`Runtime::spawn`):
+/// cells come from this thread's own cache, which the worker's batches
+/// refill.
+fn allocations_for_spawns_from_a_thread() -> usize {
+    let rt = greenrt::Builder::new().workers(1).build().unwrap();
+    for _ in 0..10 {
+        rt.spawn(|| ()).join().unwrap();
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for i in 0..SPAWNS {
+        let payload = [i as u8; 100];
+        let got = rt.spawn(move || payload[99]).join().unwrap();
+        assert_eq!(got, i as u8);
+    }
+    ALLOCATIONS.load(Ordering::Relaxed) - before
+}
+
 #[test]
 fn finished_green_threads_memory_is_reused_unless_the_cache_is_off() {
     let cached = allocations_for_spawns("on");
     let uncached = allocations_for_spawns("off");
-    eprintln!("allocations for {SPAWNS} spawns: cache on {cached}, off {uncached}");
+    let from_thread = allocations_for_spawns_from_a_thread();
+    eprintln!(
+        "allocations for {SPAWNS} spawns: cache on {cached}, off {uncached}, \
+         from an OS thread {from_thread}"
+    );
     // Off: one cell allocated per spawn, at least.
     assert!(
         uncached >= SPAWNS,
@@ -68,6 +89,13 @@ fn finished_green_threads_memory_is_reused_unless_the_cache_is_off() {
     assert!(
         cached < SPAWNS / 10,
         "{cached} allocations for {SPAWNS} spawns with the cache on"
+    );
+    // Spawning from an OS thread: the worker hands finished cells back in
+    // batches through the depot (bounded by the batches before the first
+    // reaches it, and the run queue's own blocks).
+    assert!(
+        from_thread < SPAWNS / 4,
+        "{from_thread} allocations for {SPAWNS} spawns from an OS thread"
     );
     // A bad value fails the build, naming the variable.
     std::env::set_var("GREENRT_CELL_CACHE", "sometimes");

@@ -14,14 +14,17 @@
 //! batch back, so one lock is taken per [`BATCH`] cells crossing between
 //! workers. What does not fit in the depot goes back to malloc, so the
 //! cache holds at most `LOCAL_MAX` cells per class per M plus
-//! `DEPOT_BATCHES × BATCH` per class in all.
+//! `DEPOT_BATCHES × BATCH` per class in all. A thread that is not an M
+//! (spawning with `Runtime::spawn`, say) keeps a cache of its own in a
+//! thread-local, exchanged with the depot the same way.
 //!
 //! Cells of up to [`CLASSES`] × [`CLASS_BYTES`] bytes and alignment up to
 //! [`ALIGN`] are cached (a cell is the G header plus the closure and the
-//! result slot: a few hundred bytes for most); others, and any cell
-//! allocated or freed off an M, use the global allocator directly.
+//! result slot: a few hundred bytes for most); others use the global
+//! allocator directly.
 
 use std::alloc::{self, Layout};
+use std::cell::RefCell;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -81,13 +84,15 @@ pub(crate) struct CellCache {
 
 impl Default for CellCache {
     fn default() -> CellCache {
-        CellCache {
-            lists: [List::EMPTY; CLASSES],
-        }
+        CellCache::EMPTY
     }
 }
 
 impl CellCache {
+    const EMPTY: CellCache = CellCache {
+        lists: [List::EMPTY; CLASSES],
+    };
+
     fn pop(&mut self, class: usize) -> Option<NonNull<u8>> {
         let list = &mut self.lists[class];
         if list.len == 0 {
@@ -231,17 +236,36 @@ impl Depot {
     }
 }
 
-/// Runs `f` on this thread's M's cache, with preemption held off: a green
-/// thread preempted inside would hold the depot's lock while other
-/// workers spawn, and leave its M's lists half-changed under the
-/// preemption path, which runs on the same thread. None off an M, or with
-/// the cache off.
+thread_local! {
+    /// The cache of a thread that is not an M (one that spawns with
+    /// `Runtime::spawn`, or drops the last reference to a finished green
+    /// thread): such a thread never runs green threads, so its
+    /// thread-local stays its own.
+    static THREAD_CACHE: RefCell<CellCache> = const { RefCell::new(CellCache::EMPTY) };
+}
+
+/// Runs `f` on the running M's cache, or off an M on this thread's own.
+/// None with the cache off, or once this thread's cache is gone (its
+/// thread-local destructors have run).
+///
+/// On an M, preemption is held off: a green thread preempted inside would
+/// hold the depot's lock while other workers spawn, and leave its M's
+/// lists half-changed under the preemption path, which runs on the same
+/// thread.
 #[inline(always)]
 fn with_cache<R>(f: impl FnOnce(&mut CellCache) -> R) -> Option<R> {
     if DISABLED.load(Ordering::Relaxed) {
         return None;
     }
-    let m = current_m()?;
+    let Some(m) = current_m() else {
+        // Not a green thread (those run on Ms only), so no switch can move
+        // this code to another thread's thread-local. The borrow cannot
+        // fail (nothing here re-enters the cache); if it did, malloc.
+        return THREAD_CACHE
+            .try_with(|c| c.try_borrow_mut().ok().map(|mut c| f(&mut c)))
+            .ok()
+            .flatten();
+    };
     let _np = NoPreemptScope::for_g(m.curg.get());
     // SAFETY: `m` is still this thread's M: a green thread preempted
     // between `current_m` and the scope keeps its OS thread (and so its M)
