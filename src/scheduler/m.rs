@@ -100,6 +100,7 @@ pub(crate) fn current_m() -> Option<&'static M> {
 
 /// The running G of this thread, or null (async-signal-safe: the TLS slot
 /// is const-initialised and has no destructor).
+#[inline]
 pub(crate) fn current_g_raw() -> *const G {
     current_m().map_or(std::ptr::null(), |m| m.curg.get())
 }

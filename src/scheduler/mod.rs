@@ -364,7 +364,10 @@ pub(crate) fn alloc_stack(rt: &Arc<Shared>, size: usize) -> std::io::Result<crat
     crate::stack::Stack::new(size)
 }
 
-/// The running G's header, or null (for `preempt::disable`).
+/// The running G's header, or null (for `preempt::disable`). Inlined, so
+/// that only the thread-local read itself (`m::current`, never inlined)
+/// is a call: every no-preempt scope starts here.
+#[inline]
 pub(crate) fn current_g_ptr() -> *const G {
     m::current_g_raw()
 }

@@ -23,9 +23,11 @@ use crate::stack::StackCache;
 /// pairs per worker missed the 1 MiB L2 about 3 times per round trip
 /// (callgrind's cache simulation), at 64 about 1.2 times.
 const MAX_LIFO_STREAK: u32 = 64;
-/// ... but only while the streak is quick: the clock is read at its
-/// [`SLOW_STREAK_CHECK`]th G and every as many after, and a streak that
-/// took longer than this since that first reading ends there. Go lets the
+/// ... but only while the streak is quick: its age is checked at its
+/// [`SLOW_STREAK_CHECK`]th G and every as many after (the clock is read
+/// at the first check, and later only when the time-stamp counter cannot
+/// rule the bound out), and a streak that took longer than this since
+/// that first reading ends there. Go lets the
 /// next slot inherit the time slice (up to 10 ms); tokio stops at 3 Gs. A
 /// pair computing between hand-offs keeps the queue waiting for at most 16
 /// of its turns, while one that only hands off (64 of them take a few
@@ -51,7 +53,7 @@ pub(crate) struct P {
     runnext: Cell<Option<GRef>>,
     lifo_streak: Cell<u32>,
     /// When the current streak reached its first check (monotonic ns).
-    streak_start: Cell<u64>,
+    streak_start: Cell<(u64, u64)>,
     pub(crate) stacks: RefCell<StackCache>,
     rng: Cell<u64>,
     /// This P's metrics, batched (see `metrics`).
@@ -77,7 +79,7 @@ impl P {
             runq,
             runnext: Cell::new(None),
             lifo_streak: Cell::new(0),
-            streak_start: Cell::new(0),
+            streak_start: Cell::new((0, 0)),
             stacks: RefCell::new(StackCache::new(STACK_CACHE_PER_P)),
             rng: Cell::new(
                 0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
@@ -157,12 +159,21 @@ impl P {
         if streak == 0 || streak % SLOW_STREAK_CHECK != 0 {
             return true;
         }
-        let now = crate::sys::clock::now();
+        let tsc = crate::trace::ticks();
         if streak == SLOW_STREAK_CHECK {
-            self.streak_start.set(now);
+            self.streak_start.set((crate::sys::clock::now(), tsc));
             return true;
         }
-        now.saturating_sub(self.streak_start.get()) < SLOW_STREAK_NS
+        let (start, then) = self.streak_start.get();
+        // The time-stamp counter ticks at least once a nanosecond (see
+        // `M::timer_may_be_due`): fewer ticks than the bound since the
+        // streak's first check means a quick streak without reading the
+        // clock, which a streak of bare hand-offs never needs again (each
+        // check but the first was 3% of a channel ping-pong's time).
+        if tsc.checked_sub(then).is_some_and(|t| t < SLOW_STREAK_NS) {
+            return true;
+        }
+        crate::sys::clock::now().saturating_sub(start) < SLOW_STREAK_NS
     }
 
     /// Drains every queued G (used at shutdown).
