@@ -309,7 +309,7 @@
 //! | `GREENRT_PREEMPT` | boolean | preemption on (default) or off, when `Builder::preemption` is not called |
 //! | `GREENRT_IO_URING` | boolean | off: file operations never use io_uring (each is a blocking syscall, the worker handed to another thread meanwhile); on (default): io_uring where the kernel allows |
 //! | `GREENRT_GUARD` | `mprotect` or `auto` | how stack guard pages are made: `auto` (default) uses guard regions (`MADV_GUARD_INSTALL`) where the kernel has them, `mprotect` forces one extra mapping per stack |
-//! | `GREENRT_CELL_CACHE` | boolean | off: a green thread's memory goes straight back to the allocator when it ends (for valgrind or a quarantining allocator, which then see use of freed cells); on (default): each worker keeps freed cells for its next spawns (see "Allocators"). Read at each runtime's build, for the whole process |
+//! | `GREENRT_CELL_CACHE` | boolean | off: a green thread's memory goes straight back to the allocator when it ends (for valgrind or a quarantining allocator, which then see use of freed cells); on (default): each worker (and each other thread that spawns or ends green threads) keeps freed cells for its next spawns (see "Allocators"). Read at each runtime's build, for the whole process |
 //! | `GREENRT_UDP_GSO` | boolean | off: `UdpSocket::send_segments` never uses UDP segmentation offload (sendmmsg(2) instead) and `max_gso_segments()` is 1; on (default): GSO where the kernel has it. Read once, at the first use |
 //! | `GREENRT_TRACE` | `path[,path]` (`.json`, `.svg`) | records a trace from the runtime's build to its drop, written to each path on drop |
 //! | `GREENRT_SCHEDTRACE` | milliseconds | prints a line of scheduler state to stderr every that many milliseconds (like Go's `schedtrace`) |

@@ -12,11 +12,14 @@
 //! (no lock, no atomic); an M with more than [`LOCAL_MAX`] cells of a class
 //! moves a batch of [`BATCH`] to the depot, and an M with none takes a
 //! batch back, so one lock is taken per [`BATCH`] cells crossing between
-//! workers. What does not fit in the depot goes back to malloc, so the
-//! cache holds at most `LOCAL_MAX` cells per class per M plus
-//! `DEPOT_BATCHES × BATCH` per class in all. A thread that is not an M
-//! (spawning with `Runtime::spawn`, say) keeps a cache of its own in a
-//! thread-local, exchanged with the depot the same way.
+//! workers. A thread that is not an M (spawning with `Runtime::spawn`,
+//! dropping a last `JoinHandle`, or a runtime's own threads outside their
+//! scheduler loop) keeps a cache of its own in a thread-local, exchanged
+//! with the depot the same way and released to malloc as the thread
+//! exits. What does not fit in the depot goes back to malloc, so the
+//! caches hold at most `LOCAL_MAX` cells per class per thread that has
+//! spawned or freed a cell (an M or not), plus `DEPOT_BATCHES × BATCH`
+//! per class in all.
 //!
 //! Cells of up to [`CLASSES`] × [`CLASS_BYTES`] bytes and alignment up to
 //! [`ALIGN`] are cached (a cell is the G header plus the closure and the

@@ -32,12 +32,13 @@ const MAX_LIFO_STREAK: u32 = 1024;
 /// ... but only while the streak is quick: its age is checked at its
 /// [`SLOW_STREAK_CHECK`]th G and every as many after (the clock is read
 /// at the first check, and later only when the time-stamp counter cannot
-/// rule the bound out), and a streak that took longer than this since
+/// rule the deadline out), and a streak that took longer than this since
 /// that first reading ends there. Go lets the
 /// next slot inherit the time slice (up to 10 ms); tokio stops at 3 Gs. A
 /// pair computing between hand-offs keeps the queue waiting for at most 16
-/// of its turns (or 50 µs), while one that only hands off keeps its caches
-/// for 50 µs, and streaks shorter than 8 never read the clock.
+/// of its turns if its first 8 took over 50 µs, otherwise for about 50 µs
+/// plus up to 8 turns, while one that only hands off keeps its caches for
+/// 50 µs, and streaks shorter than 8 never read the clock.
 const SLOW_STREAK_NS: u64 = 50_000;
 /// How often (in Gs from the next slot) a streak's age is checked: a
 /// clock read costs about as much as a quick hand-off.
@@ -57,8 +58,10 @@ pub(crate) struct P {
     pub(crate) runq: Worker<GRef>,
     runnext: Cell<Option<GRef>>,
     lifo_streak: Cell<u32>,
-    /// When the current streak reached its first check (monotonic ns).
-    streak_start: Cell<(u64, u64)>,
+    /// The current streak's clock: when it reached its first check, and
+    /// the last clock reading with the time-stamp counter then (monotonic
+    /// ns, ns, ticks; see `streak_is_quick`).
+    streak_clock: Cell<(u64, u64, u64)>,
     pub(crate) stacks: RefCell<StackCache>,
     rng: Cell<u64>,
     /// This P's metrics, batched (see `metrics`).
@@ -84,7 +87,7 @@ impl P {
             runq,
             runnext: Cell::new(None),
             lifo_streak: Cell::new(0),
-            streak_start: Cell::new((0, 0)),
+            streak_clock: Cell::new((0, 0, 0)),
             stacks: RefCell::new(StackCache::new(STACK_CACHE_PER_P)),
             rng: Cell::new(
                 0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
@@ -166,19 +169,28 @@ impl P {
         }
         let tsc = crate::trace::ticks();
         if streak == SLOW_STREAK_CHECK {
-            self.streak_start.set((crate::sys::clock::now(), tsc));
+            let now = crate::sys::clock::now();
+            self.streak_clock.set((now, now, tsc));
             return true;
         }
-        let (start, then) = self.streak_start.get();
+        let (start, ns, then) = self.streak_clock.get();
+        let deadline = start.saturating_add(SLOW_STREAK_NS);
         // The time-stamp counter ticks at least once a nanosecond (see
-        // `M::timer_may_be_due`): fewer ticks than the bound since the
-        // streak's first check means a quick streak without reading the
-        // clock, which a streak of bare hand-offs never needs again (each
-        // check but the first was 3% of a channel ping-pong's time).
-        if tsc.checked_sub(then).is_some_and(|t| t < SLOW_STREAK_NS) {
+        // `M::timer_may_be_due`): the last clock reading plus the ticks
+        // since bounds the time from above, so while that bound is before
+        // the deadline the streak is quick without a clock read (a
+        // counter that went back, another CPU's, reads the clock). Each
+        // read moves the bound closer by the counter's rate in GHz: a
+        // streak of bare hand-offs, which runs to its deadline, reads the
+        // clock a few times, not at every check (those reads were 3% of a
+        // channel ping-pong's time).
+        let bound = ns.saturating_add(tsc.checked_sub(then).unwrap_or(u64::MAX));
+        if bound < deadline {
             return true;
         }
-        crate::sys::clock::now().saturating_sub(start) < SLOW_STREAK_NS
+        let now = crate::sys::clock::now();
+        self.streak_clock.set((start, now, tsc));
+        now < deadline
     }
 
     /// Drains every queued G (used at shutdown).

@@ -28,7 +28,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    /// The cell, allocated (from the running M's `cell_cache`) and built in
+    /// The cell, allocated (from this thread's `cell_cache`) and built in
     /// place: a reference to its G, and where its joiner finds the result
     /// (valid while a `GRef` to the G lives). Building a few hundred bytes
     /// on the stack and copying them into the allocation cost 8% of a
