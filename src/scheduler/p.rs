@@ -21,14 +21,11 @@ use crate::stack::StackCache;
 /// keep their stacks, G headers and channel in cache for many round trips
 /// before the queue's next pair gets its turn: at 8, 1 000 ping-ponging
 /// pairs per worker missed the 1 MiB L2 about 3 times per round trip
-/// (callgrind's cache simulation), at 64 about 1.2 times. Bare hand-offs
-/// take about 100 ns each, so at 1 024 the streak's time bound below ends
-/// it first (after about 500): like Go's next slot, which inherits the
-/// time slice, a streak is bounded by time, and the count only backs the
-/// clock up. (From 64 to 1 024: `ping_pong_sustained`, 100 round trips a
-/// pair, went from 12.7 to 10.7 ms, 0.72 to 0.68 of tokio's time, its
-/// unbounded variant from 1.05 to 0.91.)
-const MAX_LIFO_STREAK: u32 = 1024;
+/// (callgrind's cache simulation), at 64 about 1.2 times. (At 1 024,
+/// bounded by the 50 µs below instead, `ping_pong_sustained` ran about
+/// 15% faster, but `tests/net_fairness.rs` failed 2 of 6 full-suite runs
+/// under two busy loops, against 0 of 3 at 64: reverted.)
+const MAX_LIFO_STREAK: u32 = 64;
 /// ... but only while the streak is quick: its age is checked at its
 /// [`SLOW_STREAK_CHECK`]th G and every as many after (the clock is read
 /// at the first check, and later only when the time-stamp counter cannot
@@ -36,9 +33,9 @@ const MAX_LIFO_STREAK: u32 = 1024;
 /// that first reading ends there. Go lets the
 /// next slot inherit the time slice (up to 10 ms); tokio stops at 3 Gs. A
 /// pair computing between hand-offs keeps the queue waiting for at most 16
-/// of its turns if its first 8 took over 50 µs, otherwise for about 50 µs
-/// plus up to 8 turns, while one that only hands off keeps its caches for
-/// 50 µs, and streaks shorter than 8 never read the clock.
+/// of its turns, while one that only hands off (64 of them take a few
+/// microseconds) keeps its caches, and streaks shorter than 8 never read
+/// the clock.
 const SLOW_STREAK_NS: u64 = 50_000;
 /// How often (in Gs from the next slot) a streak's age is checked: a
 /// clock read costs about as much as a quick hand-off.
