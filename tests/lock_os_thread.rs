@@ -44,6 +44,16 @@ impl Watch {
     }
 }
 
+/// `n` additions of this program's own code, where a SIGURG can preempt
+/// the green thread running it.
+fn spin_in_own_code(n: u64) {
+    let mut x = 0u64;
+    for i in 0..n {
+        x = std::hint::black_box(x.wrapping_add(i));
+    }
+    std::hint::black_box(x);
+}
+
 /// A locked green thread blocks 100 times (sleep, channel receive, mutex,
 /// yield) and resumes on its OS thread every time; observers never run
 /// there meanwhile, but do run (its worker went on without it).
@@ -144,7 +154,13 @@ fn preempted_locked_green_thread_keeps_its_thread() {
             greenrt::spawn(move || {
                 while !watch.done.load(Ordering::Acquire) {
                     watch.observe();
-                    std::hint::spin_loop();
+                    // Mostly this program's own code between the gettid
+                    // calls, as in the spinner below: a loop of little but
+                    // gettid is nearly always in libc (or just back from
+                    // the kernel there) when a SIGURG lands, where it is
+                    // not preempted, so the spinner waited seconds for
+                    // its P (up to 38 s in a debug build).
+                    spin_in_own_code(1_000);
                 }
             })
         };
@@ -166,11 +182,7 @@ fn preempted_locked_green_thread_keeps_its_thread() {
                     // preempt it (not gettid's or the clock's, in libc and
                     // the vDSO, where it cannot: a loop of only those
                     // calls was too rarely preempted in a debug build).
-                    let mut x = 0u64;
-                    for i in 0..10_000u64 {
-                        x = std::hint::black_box(x.wrapping_add(i));
-                    }
-                    std::hint::black_box(x);
+                    spin_in_own_code(10_000);
                     if tid() != mine {
                         moved += 1;
                     }
