@@ -1,5 +1,5 @@
 //! Loom model checks of the scheduler's lock-free protocols (run with
-//! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`; see
+//! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`, or `.ci/loom`; see
 //! docs/DESIGN.md, "Model checking"). Each test drives the runtime's own
 //! protocol code (`PreemptedQueue`, `Handoff`, the idle-P halves,
 //! `SpareSlots`; `ParkState` in `loom_park_tests.rs`), generic over or apart from the heavy types
