@@ -74,6 +74,7 @@ fn overloaded_echo_connections_each_get_a_fair_share_of_round_trips() {
         counts
     });
     let (min, max) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
+    eprintln!("round trips per connection: {min} to {max}");
     assert!(max >= 20, "too few round trips to judge: at most {max}");
     assert!(
         4 * min >= max,
