@@ -412,3 +412,36 @@ fn a_wait_that_ends_early_disarms_its_timer() {
         );
     });
 }
+
+/// A fired timer marks its green thread so the wait's end skips the
+/// wheel; the mark must not outlive that wait: the same green thread's
+/// next timed wait, ended early, still disarms its own timer.
+#[test]
+fn a_wait_after_a_fired_timer_still_disarms_its_timer() {
+    block_on(2, || {
+        let long = Duration::from_secs(600);
+        let (tx, rx) = greenrt::sync::mpsc::channel::<u32>();
+        let (slept_tx, slept_rx) = greenrt::sync::mpsc::channel::<()>();
+        let waiter = greenrt::spawn(move || {
+            // Timers that fire: a sleep, and a recv_timeout that runs out.
+            greenrt::sleep(Duration::from_millis(2));
+            assert!(rx.recv_timeout(Duration::from_millis(2)).is_err());
+            slept_tx.send(()).unwrap();
+            // Then one answered in time.
+            rx.recv_timeout(long)
+        });
+        slept_rx.recv().unwrap();
+        assert_eq!(
+            armed_settles_at(1),
+            1,
+            "the waiting recv_timeout has no timer"
+        );
+        tx.send(7).unwrap();
+        assert_eq!(waiter.join().unwrap(), Ok(7));
+        assert_eq!(
+            armed_settles_at(0),
+            0,
+            "the wait after a fired timer left its own timer armed"
+        );
+    });
+}

@@ -2,7 +2,7 @@
 
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::sys::sync::AtomicPtr;
@@ -150,6 +150,12 @@ pub(crate) struct G {
     refs: AtomicUsize,
     /// State (with the wake-up token) and cancel mark.
     park: ParkState,
+    /// Set by the timer wheel, under its lock, when it fires the timer this
+    /// G armed (`timers::add_timer` clears it): the G's deadline has passed
+    /// and its wheel node is gone, so the wait's end neither disarms it
+    /// (no wheel lock) nor reads the clock. Fits the padding before
+    /// `nopreempt`, on the line a wake-up touches anyway.
+    pub(crate) timer_fired: AtomicBool,
     /// While non-zero the G must not be preempted: it is in runtime code
     /// (or under `preempt::disable`). Read by the SIGURG handler.
     pub(crate) nopreempt: AtomicU32,
@@ -226,6 +232,7 @@ impl G {
             name,
             rt,
             park: ParkState::new(),
+            timer_fired: AtomicBool::new(false),
             sp: UnsafeCell::new(std::ptr::null_mut()),
             parked_ref: UnsafeCell::new(None),
             top: UnsafeCell::new(std::ptr::null_mut()),

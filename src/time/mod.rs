@@ -66,7 +66,9 @@ pub fn sleep(dur: Duration) {
         drop(g);
         return scheduler::yield_now();
     }
-    sleep_to(g, deadline_after(dur));
+    // `dur` is not zero, so the deadline is still ahead: no second clock
+    // read before the first wait.
+    sleep_to(g, deadline_after(dur), true);
 }
 
 /// Puts the current green thread to sleep until `deadline` (returns at
@@ -87,11 +89,13 @@ pub fn sleep_until(deadline: Instant) {
         let _section = scheduler::BlockingSection::enter();
         return std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
     }
-    sleep_to(g, deadline_at(deadline));
+    sleep_to(g, deadline_at(deadline), false);
 }
 
 /// Parks `g`, the running green thread, until `deadline` (monotonic ns).
-fn sleep_to(g: scheduler::GRef, deadline: u64) {
+/// Parks `g` (the caller) until `deadline`; `ahead`: the caller knows the
+/// deadline has not passed yet.
+fn sleep_to(g: scheduler::GRef, deadline: u64, ahead: bool) {
     if !scheduler::park::blocks_green() {
         // Locked to its OS thread (`task::lock_os_thread`): block it.
         drop(g);
@@ -100,8 +104,15 @@ fn sleep_to(g: scheduler::GRef, deadline: u64) {
         }
         return;
     }
-    while now() < deadline {
-        let _timer = scheduler::add_timer(deadline, &g);
+    let mut ahead = ahead;
+    while ahead || now() < deadline {
+        ahead = false;
+        let timer = scheduler::add_timer(deadline, &g);
         scheduler::park(scheduler::BlockReason::Timer);
+        if timer.fired() {
+            // Fired only once the clock passed the deadline: no need to
+            // read it again.
+            return;
+        }
     }
 }

@@ -7,7 +7,7 @@
 
 mod wheel;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_deque::Injector;
@@ -74,6 +74,9 @@ impl TimerQueue {
         let mut w = self.wheel.lock();
         let mut readied = 0;
         w.poll(now, |g| {
+            // Under the lock, with the node released: the G's `Armed`
+            // may now end without the lock (see `G::timer_fired`).
+            g.timer_fired.store(true, Ordering::Release);
             if let Some(g) = g.wake() {
                 if super::tracing::on(&g.rt) {
                     super::tracing::runnable(&g);
@@ -102,10 +105,28 @@ impl TimerQueue {
 pub(crate) struct Armed<'a> {
     queue: &'a TimerQueue,
     key: Key,
+    /// The arming G's `timer_fired`.
+    fired: &'a AtomicBool,
+}
+
+impl Armed<'_> {
+    /// Whether the wheel fired this timer: its deadline has passed (a
+    /// timer fires only once the clock is past its tick), and it is
+    /// disarmed already.
+    pub(crate) fn fired(&self) -> bool {
+        self.fired.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for Armed<'_> {
     fn drop(&mut self) {
+        // Fired: its node went back to the wheel when it fired. The mark
+        // was set under the wheel's lock, and a G arms one timer at a
+        // time (cleared in `add_timer` before the next), so a stale mark
+        // from an earlier timer cannot be seen here.
+        if self.fired() {
+            return;
+        }
         let _np = crate::preempt::no_preempt();
         self.queue.cancel(self.key);
     }
@@ -113,7 +134,8 @@ impl Drop for Armed<'_> {
 
 /// Arms a timer that unparks `g` once the clock passes `when` (monotonic
 /// ns), on the current P's wheel (or P 0's when called off the runtime's
-/// Ms), until the returned guard drops.
+/// Ms), until the returned guard drops. Only `g` itself arms its timers,
+/// one at a time (a wait's guard drops before the next wait arms).
 pub(crate) fn add_timer(when: u64, g: &GRef) -> Armed<'_> {
     let _np = crate::preempt::no_preempt();
     let rt = &g.rt;
@@ -124,9 +146,17 @@ pub(crate) fn add_timer(when: u64, g: &GRef) -> Armed<'_> {
         }
     }
     let queue = &rt.timers[id];
+    // Before the node is listed: the wheel's lock orders this before the
+    // poll that may fire it (and any earlier timer's mark was seen, or
+    // its poll serialised with our disarm, before this store).
+    g.timer_fired.store(false, Ordering::Relaxed);
     let (key, fires_at) = queue.add(when, g.clone());
     rt.timer_added(fires_at);
-    Armed { queue, key }
+    Armed {
+        queue,
+        key,
+        fired: &g.timer_fired,
+    }
 }
 
 impl Shared {
