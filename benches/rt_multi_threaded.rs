@@ -36,6 +36,10 @@
 //! - `skynet`: 1 000 000 leaf tasks in a tree of fan-out 10; each inner
 //!   task spawns its 10 children and sums their results through their
 //!   join handles (greenrt children get 16 KiB stacks).
+//! - `sleep_churn`: the bench thread spawns 10 000 tasks that each sleep
+//!   1 ms ten times, then count down; the last signals the bench thread.
+//!   Mostly arming, firing and waking timers: 100 000 of them, in
+//!   batches of about 10 000 a millisecond.
 //!
 //! Signals to the bench thread go over a `std::sync::mpsc::sync_channel`
 //! with spare capacity, so sending never blocks a worker.
@@ -69,6 +73,8 @@ mod alternate;
 mod messaging;
 #[path = "rt_multi_threaded/spawning.rs"]
 mod spawning;
+#[path = "rt_multi_threaded/timers.rs"]
+mod timers;
 
 /// Worker threads of both runtimes.
 const WORKERS: usize = 2;
@@ -85,7 +91,7 @@ pub struct Workload {
     tokio: fn(&tokio::runtime::Runtime),
 }
 
-const WORKLOADS: [Workload; 8] = [
+const WORKLOADS: [Workload; 9] = [
     spawning::SPAWN_MANY,
     spawning::YIELD_MANY,
     messaging::PING_PONG,
@@ -94,6 +100,7 @@ const WORKLOADS: [Workload; 8] = [
     messaging::MUTEX_HANDOFF,
     spawning::CHAINED_SPAWN,
     spawning::SKYNET,
+    timers::SLEEP_CHURN,
 ];
 
 fn greenrt_rt() -> greenrt::Runtime {
