@@ -92,9 +92,8 @@ pub fn sleep_until(deadline: Instant) {
     sleep_to(g, deadline_at(deadline), false);
 }
 
-/// Parks `g`, the running green thread, until `deadline` (monotonic ns).
-/// Parks `g` (the caller) until `deadline`; `ahead`: the caller knows the
-/// deadline has not passed yet.
+/// Parks `g`, the running green thread, until `deadline` (monotonic ns);
+/// `ahead`: the caller knows the deadline has not passed yet.
 fn sleep_to(g: scheduler::GRef, deadline: u64, ahead: bool) {
     if !scheduler::park::blocks_green() {
         // Locked to its OS thread (`task::lock_os_thread`): block it.
