@@ -152,3 +152,97 @@ fn upstream_reset_buffered() {
         reset_mid_transfer(buffered_opts(), false)
     });
 }
+
+// ---------------------------------------------------------------------
+// A failed copy resets both peers.
+// ---------------------------------------------------------------------
+
+/// Whether `s` closes with a reset (`SO_LINGER` on, zero timeout).
+fn resets_on_close(s: &impl std::os::fd::AsFd) -> bool {
+    let l = nix::sys::socket::getsockopt(s, nix::sys::socket::sockopt::Linger).unwrap();
+    l.l_onoff != 0 && l.l_linger == 0
+}
+
+/// The upstream trickles data, the client reads it and sends nothing,
+/// and the proxy's read of the client times out: the copy fails, and
+/// must leave both sockets set to close with a reset, so that the
+/// upstream, still sending, learns at once that the connection is gone.
+///
+/// Without the reset, a rare interleaving left the upstream blocked for
+/// 60 s (`client_reset_buffered` hung about once in 500 runs under load):
+/// the copy's `shutdown(Both)` raced a read that emptied the proxy's
+/// receive queue, and once shut down for reading Linux no longer opens
+/// the receive window (`tcp_cleanup_rbuf`); the close, with nothing
+/// unread, was then a graceful one, and the upstream's data waited in
+/// zero-window probes until the orphaned socket timed out
+/// (`tcp_fin_timeout`). That race cannot be forced from here, so this
+/// checks the socket option, and that the upstream's writes fail soon.
+fn failed_copy_resets_the_upstream(opts: CopyOptions) {
+    use std::time::{Duration, Instant};
+    let (up_addr, up) = upstream(move |s| {
+        let mut w = s.try_clone().unwrap();
+        // A write blocked for this long counts as failed (and ends the
+        // test rather than hang it).
+        w.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        let reader = std::thread::spawn(move || drain_until_closed(&s));
+        let chunk = vec![7u8; 16 * 1024];
+        while w.write_all(&chunk).is_ok() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let failed = Instant::now();
+        let _ = reader.join();
+        failed
+    });
+    let rt = common::runtime(2);
+    let listener = greenrt::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = listener.local_addr().unwrap();
+    let proxy = rt.spawn(move || {
+        let (mut client, _) = listener.accept().unwrap();
+        let mut up = greenrt::net::TcpStream::connect(up_addr).unwrap();
+        // The client never sends: its direction fails on this timeout.
+        client
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let r = greenrt::io::copy_bidirectional_with(&mut client, &mut up, opts);
+        let resets = (resets_on_close(&client), resets_on_close(&up));
+        drop((client, up));
+        (r, resets, Instant::now())
+    });
+    let client = std::net::TcpStream::connect(proxy_addr).unwrap();
+    let reader = std::thread::spawn(move || drain_until_closed(&client));
+    let (r, resets, closed) = proxy.join().unwrap();
+    let err = r.expect_err("the client's direction times out");
+    let _ = reader.join();
+    let failed = up.join().unwrap();
+    let after = failed.saturating_duration_since(closed);
+    println!(
+        "{:?}: the copy failed ({err}); the upstream's writes failed {after:?} after the proxy closed",
+        opts.get_mode()
+    );
+    assert_eq!(
+        resets,
+        (true, true),
+        "(client, upstream) set to close with a reset after the failed copy"
+    );
+    assert!(
+        after < Duration::from_secs(10),
+        "the upstream kept sending into the closed proxy socket for {after:?}"
+    );
+    drop(rt);
+}
+
+#[test]
+fn a_failed_copy_leaves_both_sockets_to_close_with_a_reset_buffered() {
+    let _serial = serial();
+    with_timeout(common::TIMEOUT, || {
+        failed_copy_resets_the_upstream(buffered_opts())
+    });
+}
+
+#[test]
+fn a_failed_copy_leaves_both_sockets_to_close_with_a_reset_spliced() {
+    let _serial = serial();
+    with_timeout(common::TIMEOUT, || {
+        failed_copy_resets_the_upstream(splice_opts())
+    });
+}

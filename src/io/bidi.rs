@@ -14,7 +14,8 @@ use crate::task::JoinHandle;
 /// Copies a → b and b → a until both directions end. A direction that
 /// reaches end of stream shuts down its destination's write half (its peer
 /// sees end of stream); one that fails shuts down both sockets entirely,
-/// so the other direction ends too, and its error is returned.
+/// so the other direction ends too, and its error is returned; both then
+/// close with a reset.
 pub(crate) fn bidirectional(
     a: Endpoint<'_>,
     b: Endpoint<'_>,
@@ -23,7 +24,12 @@ pub(crate) fn bidirectional(
     // Which direction failed first (1: a → b, 2: b → a): its error is the
     // cause; the other's is a consequence of the shutdown.
     let first_failure = AtomicU8::new(0);
+    // Both sockets also close with a reset (see `Endpoint::abort_on_close`):
+    // the peer of the side that did not fail may be waiting to send into
+    // a window the shut-down socket never reopens.
     let cancel = || {
+        a.abort_on_close();
+        b.abort_on_close();
         let _ = a.shutdown(Shutdown::Both);
         let _ = b.shutdown(Shutdown::Both);
     };

@@ -233,7 +233,11 @@ fn file_source<R>(reader: &mut R) -> Option<&mut dyn Any> {
 /// half-close), and the other direction goes on. If either direction
 /// fails (e.g. a connection reset), both sockets are shut down entirely,
 /// so the other direction ends as well, and the first error is returned.
-/// The sockets stay open; dropping them closes them.
+/// The sockets stay open; dropping them closes them, then with a reset
+/// (`SO_LINGER` 0): after a failure each peer learns at once that the
+/// connection is gone, rather than wait on a half-closed socket (a peer
+/// blocked sending into it would otherwise wait up to the kernel's
+/// `tcp_fin_timeout`, 60 s).
 ///
 /// From a green thread, one direction runs on a helper green thread; from
 /// an OS thread, on a scoped helper OS thread.

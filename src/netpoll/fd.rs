@@ -2,7 +2,7 @@
 //! loop every socket operation goes through.
 
 use std::io;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use super::{Interest, PollDesc};
@@ -134,6 +134,15 @@ impl NetFd {
         let fd = self.fd.take().expect("NetFd used after into_owned");
         super::deregister(fd.as_raw_fd(), self.pd);
         fd
+    }
+}
+
+impl AsFd for NetFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd
+            .as_ref()
+            .expect("NetFd used after into_owned")
+            .as_fd()
     }
 }
 

@@ -134,6 +134,21 @@ impl<'a> Endpoint<'a> {
         Ok(())
     }
 
+    /// Makes the socket's close abortive (`SO_LINGER` on with a zero
+    /// timeout): closing it then sends a reset, whatever its queues hold.
+    /// For a copy that failed: after `shutdown(Both)`, Linux stops
+    /// reopening the receive window, so a peer that had filled it waits in
+    /// zero-window probes until the closed socket times out (60 s by
+    /// default, `tcp_fin_timeout`) unless unread bytes make the close a
+    /// reset anyway. Not a socket (tests use eventfds): nothing to do.
+    pub(crate) fn abort_on_close(&self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        let _ = nix::sys::socket::setsockopt(self.fd, nix::sys::socket::sockopt::Linger, &linger);
+    }
+
     /// shutdown(2). Wakes green threads parked on the socket: a reader
     /// sees end of stream, a writer an error.
     pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
