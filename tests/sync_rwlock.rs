@@ -11,21 +11,54 @@ use std::time::{Duration, Instant};
 use common::{block_on, guarded, runtime};
 use greenrt::sync::RwLock;
 
+/// Readers share: four green threads on two workers each take the read
+/// lock and hold it until all four hold it at once (with exclusive
+/// readers the fourth would never get in).
 #[test]
-fn readers_share_and_writers_exclude() {
+fn readers_share() {
+    block_on(2, || {
+        const READERS: usize = 4;
+        let lock = Arc::new(RwLock::new(7usize));
+        let holding = Arc::new(AtomicUsize::new(0));
+        let hs: Vec<_> = (0..READERS)
+            .map(|_| {
+                let (lock, holding) = (lock.clone(), holding.clone());
+                greenrt::spawn(move || {
+                    let g = lock.read().unwrap();
+                    holding.fetch_add(1, Ordering::SeqCst);
+                    let start = Instant::now();
+                    while holding.load(Ordering::SeqCst) < READERS {
+                        assert!(
+                            start.elapsed() < Duration::from_secs(10),
+                            "only {} of {READERS} readers got in together",
+                            holding.load(Ordering::SeqCst)
+                        );
+                        greenrt::yield_now();
+                    }
+                    *g
+                })
+            })
+            .collect();
+        for h in hs {
+            assert_eq!(h.join().unwrap(), 7);
+        }
+    });
+}
+
+/// Writers exclude readers and each other, with readers and writers
+/// contending. (Whether readers overlap here depends on timing: with
+/// writer preference, a waiting writer holds new readers back, so
+/// `readers_share` checks sharing on its own.)
+#[test]
+fn writers_exclude() {
     block_on(2, || {
         let lock = Arc::new(RwLock::new(0usize));
         let readers_in = Arc::new(AtomicUsize::new(0));
-        let max_readers = Arc::new(AtomicUsize::new(0));
         let writer_in = Arc::new(AtomicBool::new(false));
         let hs: Vec<_> = (0..40)
             .map(|i| {
-                let (lock, readers_in, max_readers, writer_in) = (
-                    lock.clone(),
-                    readers_in.clone(),
-                    max_readers.clone(),
-                    writer_in.clone(),
-                );
+                let (lock, readers_in, writer_in) =
+                    (lock.clone(), readers_in.clone(), writer_in.clone());
                 greenrt::spawn(move || {
                     for _ in 0..50 {
                         if i % 4 == 0 {
@@ -38,8 +71,7 @@ fn readers_share_and_writers_exclude() {
                             writer_in.store(false, Ordering::SeqCst);
                         } else {
                             let g = lock.read().unwrap();
-                            let n = readers_in.fetch_add(1, Ordering::SeqCst) + 1;
-                            max_readers.fetch_max(n, Ordering::SeqCst);
+                            readers_in.fetch_add(1, Ordering::SeqCst);
                             assert!(!writer_in.load(Ordering::SeqCst), "writer with reader");
                             let _ = *g;
                             greenrt::yield_now();
@@ -53,10 +85,6 @@ fn readers_share_and_writers_exclude() {
             h.join().unwrap();
         }
         assert_eq!(*lock.read().unwrap(), 10 * 50);
-        assert!(
-            max_readers.load(Ordering::SeqCst) > 1,
-            "readers never overlapped"
-        );
     });
 }
 
