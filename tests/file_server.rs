@@ -149,8 +149,17 @@ fn make_tree(name: &str) -> PathBuf {
     std::fs::write(dir.join("sub/inner.bin"), noise(5000, 1)).unwrap();
     // Crosses the 1 MiB threshold and two 1 MiB chunks; unaligned size.
     std::fs::write(dir.join("odd.bin"), noise(2 * (1 << 20) + 12345, 2)).unwrap();
-    std::fs::write(dir.parent().unwrap().join(format!("{name}-secret")), b"no").unwrap();
+    std::fs::write(secret_path(&dir), b"no").unwrap();
     dir
+}
+
+/// A file beside the tree, which traversal must not reach: named after
+/// the tree (so per process, like it), since one test process's cleanup
+/// must not remove another's.
+fn secret_path(root: &std::path::Path) -> PathBuf {
+    let mut name = root.file_name().unwrap().to_os_string();
+    name.push("-secret");
+    root.with_file_name(name)
 }
 
 #[test]
@@ -202,7 +211,8 @@ fn file_server_example() {
     assert_eq!(get(&server, "/sub", "").status, 404);
     let r = request(&mut server.connect(), "POST", "/hello.txt", "");
     assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
-    let secret = "file_server_root-secret";
+    let secret_file = secret_path(&root);
+    let secret = secret_file.file_name().unwrap().to_str().unwrap();
     for target in [
         format!("/../{secret}"),
         format!("/sub/../../{secret}"),
@@ -213,7 +223,7 @@ fn file_server_example() {
         assert_eq!(r.status, 400, "{target}");
         assert_eq!(r.header("connection"), Some("close"), "{target}");
     }
-    std::os::unix::fs::symlink(root.parent().unwrap().join(secret), root.join("link")).unwrap();
+    std::os::unix::fs::symlink(&secret_file, root.join("link")).unwrap();
     assert_eq!(get(&server, "/link", "").status, 403);
 
     // Keep-alive: two requests on one connection, then Connection: close.
@@ -230,7 +240,7 @@ fn file_server_example() {
 
     drop(server);
     let _ = std::fs::remove_dir_all(&root);
-    let _ = std::fs::remove_file(root.parent().unwrap().join(secret));
+    let _ = std::fs::remove_file(&secret_file);
 }
 
 #[test]
@@ -257,5 +267,5 @@ fn file_server_report_after_requests() {
     assert!(line("odd.bin").contains("direct"), "{out}");
     assert!(line("hello.txt").contains("1/1"), "{out}");
     let _ = std::fs::remove_dir_all(&root);
-    let _ = std::fs::remove_file(root.parent().unwrap().join("file_server_report-secret"));
+    let _ = std::fs::remove_file(secret_path(&root));
 }
