@@ -103,14 +103,15 @@ fn sleep_to(g: scheduler::GRef, deadline: u64, ahead: bool) {
         }
         return;
     }
-    let mut ahead = ahead;
-    while ahead || now() < deadline {
-        ahead = false;
+    if !ahead && now() >= deadline {
+        return;
+    }
+    loop {
         let timer = scheduler::add_timer(deadline, &g);
         scheduler::park(scheduler::BlockReason::Timer);
-        if timer.fired() {
-            // Fired only once the clock passed the deadline: no need to
-            // read it again.
+        // A timer fires only once the clock has passed its deadline: no
+        // need to read the clock then.
+        if timer.fired() || now() >= deadline {
             return;
         }
     }
