@@ -318,13 +318,9 @@ pub(crate) fn guard_hit(addr: usize) -> Option<&'static [u8]> {
 /// the P had to take one from the pool.
 const STACK_REFILL: usize = 16;
 
-/// Stacks mapped at once when a P's cache and the runtime's pool have
-/// none (`Stack::new_many`): a P's cache's worth. Each mmap takes the
-/// address space's lock for writing, which stalls the other workers'
-/// page faults (a million sleepers spawned: 4.0–4.6 s in all with 64,
-/// 4.4–4.7 s with 16, `benches/scale.rs` cell sleep 10^6, 3 runs each;
-/// with batched guards, 2.7–2.9 s with 64, 3.2–3.7 s with 256, 2.6–3.2 s
-/// with 32, 4 runs each of a scratch copy of that cell).
+/// Stacks made at once when a P's cache and the runtime's pool have none
+/// (`Stack::new_many`, carved from the runtime's `StackReserve`): a P's
+/// cache's worth, their guards installed in one system call.
 const STACK_MAP_BATCH: usize = 64;
 
 /// A stack of `size` usable bytes: from the current P's cache, the
@@ -349,7 +345,7 @@ pub(crate) fn alloc_stack(rt: &Arc<Shared>, size: usize) -> std::io::Result<crat
             drop(pool);
             // Green threads are starting faster than others finish: map
             // a few stacks at once, the rest for the next ones.
-            let s = crate::stack::Stack::new_many(size, STACK_MAP_BATCH, |s| {
+            let s = crate::stack::Stack::new_many(size, STACK_MAP_BATCH, &rt.stack_reserve, |s| {
                 if let Err(s) = cache.put(s) {
                     rt.stacks.lock().put(s);
                 }

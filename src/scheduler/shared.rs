@@ -19,7 +19,7 @@ use super::preempted::PreemptedQueue;
 use super::registry::Registry;
 use super::spares::SpareSlots;
 use super::timers::TimerQueue;
-use crate::stack::StackPool;
+use crate::stack::{StackPool, StackReserve};
 use crate::sys::sync::AtomicUsize;
 use crate::sys::FutexLock;
 
@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     /// Deadline the timer-watching idle M sleeps until (u64::MAX: none).
     pub(crate) watch_until: AtomicU64,
     pub(crate) stacks: Mutex<StackPool>,
+    /// Address space mapped ahead for new stacks (`Stack::new_many`).
+    pub(crate) stack_reserve: StackReserve,
     next_gid: AtomicU64,
     all_ps: Box<[PPtr]>,
     /// Per P, for sysmon: the schedule tick (bumped per G run) and the M
@@ -149,6 +151,7 @@ impl Shared {
             shutdown: AtomicBool::new(false),
             watch_until: AtomicU64::new(u64::MAX),
             stacks: Mutex::new(StackPool::new()),
+            stack_reserve: StackReserve::new(),
             next_gid: AtomicU64::new(1),
             all_ps: ps.into_boxed_slice(),
             ticks: (0..workers).map(|_| Padded(AtomicU32::new(0))).collect(),

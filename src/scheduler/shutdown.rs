@@ -150,6 +150,7 @@ impl Shared {
         // keep its M waiting for good.
         self.release_preempted();
         crate::stack::clear_pool(&self.stacks);
+        self.stack_reserve.release();
     }
 
     /// A queued G will never run: its joiner learns it was cancelled.

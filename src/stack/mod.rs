@@ -1,8 +1,11 @@
 //! Green-thread stacks: mmap'd, guarded, committed lazily, pooled.
 //!
-//! Each stack is one anonymous private mapping with a guard page at its low
-//! end. Pages are committed by the kernel on first touch, so a 256 KiB stack
-//! that only ever uses 8 KiB costs 8 KiB of memory. Finished stacks go back
+//! Each stack is an anonymous private mapping of its own, or its own range
+//! of one (`Stack::new_many` carves batches from a runtime's `reserve`),
+//! with a guard page at its low end; either way it is unmapped alone.
+//! Pages are committed by the kernel on first touch (a batch's top pages
+//! up front), so a 256 KiB stack that only ever uses 8 KiB costs 8 KiB
+//! of memory. Finished stacks go back
 //! to a pool (per P, then the runtime's; see `pool`), so spawning and
 //! exiting make no system call while the pool has stacks.
 //!
@@ -19,12 +22,14 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use nix::sys::mman::{self, MapFlags, ProtFlags};
 
-mod guard_batch;
 mod list;
+mod page_batch;
 mod pool;
+mod reserve;
 
 pub(crate) use pool::TRIM_INTERVAL_NS;
 pub(crate) use pool::{clear as clear_pool, trim as trim_pool, StackCache, StackPool};
+pub(crate) use reserve::StackReserve;
 
 /// Default usable stack size of a green thread.
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
@@ -78,54 +83,48 @@ impl Stack {
         Ok(stack)
     }
 
-    /// Maps `count` stacks of `size` usable bytes in one `mmap` (each its
-    /// own guarded stack, unmappable alone) and returns the first; the
-    /// others go to `extra`. One mapping call instead of `count` when many
-    /// green threads start at once: each `mmap` takes the process's
-    /// memory-map lock for writing, which the other workers' page faults
-    /// then wait for. Only where guards are guard regions (the stacks stay
-    /// one VMA); with mprotect guards, and if the big mapping fails, one
-    /// stack is mapped as by [`Stack::new`]. Allocates nothing.
+    /// Makes up to `count` stacks of `size` usable bytes (each its own
+    /// guarded stack, unmappable alone) from address space `reserve` has
+    /// mapped ahead, and returns the first; the others go to `extra`. No
+    /// `mmap` per stack or per batch when many green threads start at
+    /// once (see `reserve` for why that matters). Only where guards are
+    /// guard regions (the stacks stay one VMA); with mprotect guards, and
+    /// if the reserve cannot map, one stack is mapped as by
+    /// [`Stack::new`]. Allocates nothing.
     pub(crate) fn new_many(
         size: usize,
         count: usize,
+        reserve: &StackReserve,
         mut extra: impl FnMut(Stack),
     ) -> io::Result<Stack> {
         if count <= 1 || guard_mode() != GuardMode::Madvise {
             return Stack::new(size);
         }
         let len = round_up(size.max(MIN_STACK_SIZE), PAGE) + GUARD_LEN;
-        let Some(total) = len.checked_mul(count).and_then(NonZeroUsize::new) else {
-            return Stack::new(size);
-        };
-        // SAFETY: as in `new`.
-        let mapped = unsafe {
-            mman::mmap_anonymous(
-                None,
-                total,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
-            )
-        };
-        let Ok(base) = mapped else {
+        let Some((base, count)) = reserve.carve(len, count) else {
             return Stack::new(size);
         };
         MAPPED.fetch_add(count, Ordering::Relaxed);
-        let base = base.cast::<u8>();
-        // Each Stack owns its `len` bytes of the mapping from here on
-        // (munmap of part of a mapping unmaps just that part).
+        // Each Stack owns its `len` bytes of the carved range from here
+        // on (munmap of part of a mapping unmaps just that part).
         let mut stacks = (0..count).map(|i| Stack {
-            // i * len < total, inside the mapping just made.
+            // i * len < count * len: inside the carved range.
             base: NonNull::new(base.as_ptr().wrapping_add(i * len)).expect("inside a mapping"),
             len,
         });
-        // Guards in one system call per `guard_batch::MAX_BATCH` stacks
+        // Guards in one system call per `page_batch::MAX_BATCH` stacks
         // where the kernel takes a vector of ranges; the rest (all, on
         // older kernels) one by one below.
         // SAFETY: stack i's guard page is `[base + i * len, + GUARD_LEN)`,
-        // in the mapping just made, which nothing else uses yet.
-        let guarded = unsafe { guard_batch::install(base.as_ptr(), len, count) };
-        let first = stacks.next().expect("count > 1");
+        // in the range just carved (ours alone), which nothing uses yet.
+        let guarded = unsafe { page_batch::install_guards(base.as_ptr(), len, count) };
+        // Each of these stacks is about to run a green thread, which
+        // touches its top page first: commit those pages in the same
+        // batched way instead of a page fault each.
+        // SAFETY: stack i is `[base + i * len, + len)`, in the range just
+        // carved (read-write, ours alone); nothing uses it yet.
+        unsafe { page_batch::populate_tops(base.as_ptr(), len, count) };
+        let first = stacks.next().expect("carve gives at least one");
         if guarded == 0 {
             if let Err(e) = first.install_guard() {
                 // Unmap the others too (each as its Stack drops).
