@@ -52,9 +52,10 @@ pub(crate) struct Stack {
     len: usize,
 }
 
-// SAFETY: `base` only names a private anonymous mapping that this Stack
-// owns alone (made in `new`, unmapped in `drop`); nothing in it is tied to
-// the thread that mapped it, so ownership may move to another thread.
+// SAFETY: `base` only names a range of private anonymous memory that this
+// Stack owns alone (mapped by `new` or carved by `new_many`, unmapped in
+// `drop`); nothing in it is tied to the thread that mapped it, so
+// ownership may move to another thread.
 unsafe impl Send for Stack {}
 
 impl Stack {
@@ -120,10 +121,12 @@ impl Stack {
         let guarded = unsafe { page_batch::install_guards(base.as_ptr(), len, count) };
         // Each of these stacks is about to run a green thread, which
         // touches its top page first: commit those pages in the same
-        // batched way instead of a page fault each.
+        // batched way instead of a page fault each (those with their
+        // guards: a kernel that refused the batched guards refuses this
+        // too, and their stacks get faulted in as before).
         // SAFETY: stack i is `[base + i * len, + len)`, in the range just
         // carved (read-write, ours alone); nothing uses it yet.
-        unsafe { page_batch::populate_tops(base.as_ptr(), len, count) };
+        unsafe { page_batch::populate_tops(base.as_ptr(), len, guarded) };
         let first = stacks.next().expect("carve gives at least one");
         if guarded == 0 {
             if let Err(e) = first.install_guard() {
@@ -204,8 +207,9 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        // SAFETY: `[base, base + len)` is exactly the mapping `new` made,
-        // owned by this Stack alone; the runtime drops a Stack only when no
+        // SAFETY: `[base, base + len)` is exactly the range `new` mapped or
+        // `new_many` carved, owned by this Stack alone (unmapping part of a
+        // mapping unmaps just that part); the runtime drops a Stack only when no
         // green thread runs on it any more (a finished G's, or a pooled one).
         let _ = unsafe { mman::munmap(self.base.cast(), self.len) };
         MAPPED.fetch_sub(1, Ordering::Relaxed);

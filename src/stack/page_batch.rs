@@ -165,6 +165,12 @@ mod tests {
 
     use super::super::{Stack, GUARD_LEN, PAGE};
 
+    /// Held by the tests that read or fake the `*_UNSUPPORTED` flags, so
+    /// that one test's simulated refusal does not change what another
+    /// sees (new_many populates only the stacks whose guards the batch
+    /// installed).
+    static FLAGS: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
     /// Whether the calling process can read `len` bytes at `addr`: asked
     /// of the kernel (`process_vm_readv` on ourselves), which answers
     /// EFAULT for a guard page instead of raising a signal.
@@ -196,13 +202,17 @@ mod tests {
 
     #[test]
     fn each_stack_of_a_batch_starts_with_only_its_top_page_committed() {
+        let _flags = FLAGS.lock();
         let mut stacks = Vec::new();
         let reserve = super::super::StackReserve::new();
         let first =
             Stack::new_many(16 * 1024, 100, &reserve, |s| stacks.push(s)).expect("map stacks");
         stacks.push(first);
-        if super::POPULATE_UNSUPPORTED.load(Ordering::Relaxed) {
-            eprintln!("skipped: process_madvise(MADV_POPULATE_WRITE) refused here");
+        if super::POPULATE_UNSUPPORTED.load(Ordering::Relaxed) || stacks.len() < 100 {
+            eprintln!(
+                "skipped: no batch of stacks here (mprotect guards), or \
+                 process_madvise(MADV_POPULATE_WRITE) refused"
+            );
             return;
         }
         for s in &stacks {
@@ -243,6 +253,7 @@ mod tests {
 
     #[test]
     fn every_stack_of_a_batch_has_its_guard_and_usable_pages() {
+        let _flags = FLAGS.lock();
         check_a_batch();
         if super::GUARDS_UNSUPPORTED.load(Ordering::Relaxed) {
             eprintln!("process_madvise refused here: the guards were installed one by one");
@@ -254,6 +265,7 @@ mod tests {
     /// through the batched path meanwhile, which is as correct).
     #[test]
     fn a_refused_batch_falls_back_to_one_guard_per_stack() {
+        let _flags = FLAGS.lock();
         let was = super::GUARDS_UNSUPPORTED.swap(true, Ordering::Relaxed);
         check_a_batch();
         super::GUARDS_UNSUPPORTED.store(was, Ordering::Relaxed);

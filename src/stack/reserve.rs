@@ -15,20 +15,30 @@
 //! time — the first [`FIRST_CHUNK`] bytes, each next chunk twice the last,
 //! up to [`MAX_CHUNK`] — and carves batches of stacks from it without a
 //! system call. The chunk is `MAP_NORESERVE` and untouched, so it costs
-//! address space only: no memory, no commit charge, no page tables. Each
-//! stack carved from it still owns its own range (its `Drop` unmaps just
-//! that), so pooling and trimming work as before. What is not carved is
-//! unmapped when the runtime shuts down ([`StackReserve::release`]) or
-//! drops.
+//! address space only: no memory, no page tables, and no commit charge
+//! under the kernel's default overcommit policy. Under strict accounting
+//! (`vm.overcommit_memory=2`, where `MAP_NORESERVE` is ignored and the
+//! whole chunk would count against the commit limit) the reserve maps
+//! just the batch asked for, as does a reserve whose big chunk the
+//! kernel refused (an address-space limit). Chunks are `MADV_NOHUGEPAGE`:
+//! with transparent huge pages set to `always`, a stack's first touch in
+//! a 2 MiB block of the chunk that no guard page has given a page table
+//! yet would otherwise fault in a whole huge page. Each stack carved from
+//! it still owns its own range (its `Drop` unmaps just that), so pooling
+//! and trimming work as before. What is not carved is unmapped when the
+//! runtime shuts down ([`StackReserve::release`]) or drops.
 
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 
-use nix::sys::mman::{self, MapFlags, ProtFlags};
+use nix::sys::mman::{self, MapFlags, MmapAdvise, ProtFlags};
 use parking_lot::Mutex;
 
-/// Size of a runtime's first chunk (64 stacks of the default size).
-const FIRST_CHUNK: usize = 16 << 20;
+use super::{DEFAULT_STACK_SIZE, GUARD_LEN};
+
+/// Size of a runtime's first chunk: 64 stacks of the default size (a
+/// P's batch).
+const FIRST_CHUNK: usize = 64 * (DEFAULT_STACK_SIZE + GUARD_LEN);
 /// Largest chunk: about 4 000 stacks of the default size per `mmap`.
 const MAX_CHUNK: usize = 1 << 30;
 
@@ -50,12 +60,22 @@ struct Chunk {
 }
 
 impl StackReserve {
-    pub(crate) const fn new() -> StackReserve {
+    /// An empty reserve; it maps its first chunk when first carved. Reads
+    /// the kernel's overcommit policy (once, here: not on the scheduler's
+    /// paths, where reading a file could allocate).
+    pub(crate) fn new() -> StackReserve {
+        let strict = super::read_number("/proc/sys/vm/overcommit_memory") == Some(2);
+        StackReserve::with_chunks(if strict { 0 } else { FIRST_CHUNK })
+    }
+
+    /// A reserve whose first chunk is `first` bytes (0: map only each
+    /// batch, never ahead).
+    fn with_chunks(first: usize) -> StackReserve {
         StackReserve {
             chunk: Mutex::new(Chunk {
                 next: 0,
                 end: 0,
-                grow: FIRST_CHUNK,
+                grow: first,
                 #[cfg(test)]
                 unmapped: 0,
             }),
@@ -68,17 +88,30 @@ impl StackReserve {
     /// chunk can be mapped (the caller maps its stacks another way).
     /// `len` is a multiple of the page size.
     pub(crate) fn carve(&self, len: usize, count: usize) -> Option<(NonNull<u8>, usize)> {
+        let count = count.max(1);
         let mut c = self.chunk.lock();
         if c.end - c.next < len {
             c.unmap_rest();
             let batch = len.checked_mul(count)?;
-            // Where the kernel counts even MAP_NORESERVE mappings against
-            // a commit limit (`vm.overcommit_memory=2`), a big chunk may
-            // be refused where the batch alone is not.
-            let (start, size) = map(c.grow.max(batch)).or_else(|| map(batch))?;
+            let (start, size) = if c.grow > 0 {
+                match map(c.grow.max(batch)) {
+                    Some(chunk) => {
+                        c.grow = (c.grow * 2).min(MAX_CHUNK);
+                        chunk
+                    }
+                    // Refused (an address-space or commit limit): map
+                    // each batch from now on, one `mmap` each, as without
+                    // a reserve, rather than try a big one every time.
+                    None => {
+                        c.grow = 0;
+                        map(batch)?
+                    }
+                }
+            } else {
+                map(batch)?
+            };
             c.next = start;
             c.end = start + size;
-            c.grow = (c.grow * 2).min(MAX_CHUNK);
         }
         let n = ((c.end - c.next) / len).min(count);
         let start = c.next;
@@ -106,6 +139,9 @@ fn map(size: usize) -> Option<(usize, usize)> {
         )
     }
     .ok()?;
+    // SAFETY: the advice only changes how the kernel may back this fresh
+    // mapping (no huge pages), not its contents or access.
+    let _ = unsafe { mman::madvise(start, size, MmapAdvise::MADV_NOHUGEPAGE) };
     Some((start.as_ptr() as usize, size))
 }
 
@@ -142,7 +178,7 @@ mod tests {
 
     #[test]
     fn batches_are_carved_adjacent_from_one_chunk() {
-        let r = StackReserve::new();
+        let r = StackReserve::with_chunks(FIRST_CHUNK);
         let len = 65 * PAGE;
         let (a, n) = r.carve(len, 10).expect("carve");
         assert_eq!(n, 10);
@@ -159,7 +195,7 @@ mod tests {
 
     #[test]
     fn a_batch_takes_what_is_left_then_a_new_chunk_is_mapped() {
-        let r = StackReserve::new();
+        let r = StackReserve::with_chunks(FIRST_CHUNK);
         let len = 3 * PAGE;
         let fit = FIRST_CHUNK / len;
         let (a, n) = r.carve(len, fit - 2).expect("carve");
@@ -184,7 +220,7 @@ mod tests {
 
     #[test]
     fn release_unmaps_what_was_not_carved() {
-        let r = StackReserve::new();
+        let r = StackReserve::with_chunks(FIRST_CHUNK);
         let len = 4 * PAGE;
         let (a, _) = r.carve(len, 1).expect("carve");
         r.release();
@@ -201,8 +237,28 @@ mod tests {
     }
 
     #[test]
+    fn without_chunks_each_batch_is_mapped_alone() {
+        // 0: strict overcommit accounting; 1 << 62: a first chunk the
+        // kernel refuses, after which the reserve stops trying.
+        for first in [0, 1 << 62] {
+            let r = StackReserve::with_chunks(first);
+            let len = 5 * PAGE;
+            for _ in 0..3 {
+                let (a, n) = r.carve(len, 7).expect("carve");
+                assert_eq!(n, 7, "first chunk {first:#x}");
+                let c = r.chunk.lock();
+                assert_eq!((c.next, c.end), (c.end, a.as_ptr() as usize + 7 * len));
+                assert_eq!(c.grow, 0, "first chunk {first:#x}: still growing");
+                drop(c);
+                // SAFETY: the carved range is this test's.
+                unsafe { mman::munmap(a.cast(), 7 * len).unwrap() };
+            }
+        }
+    }
+
+    #[test]
     fn chunks_grow_to_the_cap() {
-        let r = StackReserve::new();
+        let r = StackReserve::with_chunks(FIRST_CHUNK);
         let len = FIRST_CHUNK;
         let mut sizes = Vec::new();
         for _ in 0..8 {
