@@ -329,8 +329,19 @@ mod tests {
 
     const SIZE: usize = 16 * 1024;
 
+    /// `n` stacks, carved from one reserve where guards are guard
+    /// regions, so they lie next to each other (as a runtime's do)
+    /// whatever other tests map meanwhile; one mapping each otherwise.
     fn stacks(n: usize) -> Vec<Stack> {
-        (0..n).map(|_| Stack::new(SIZE).unwrap()).collect()
+        let reserve = super::super::StackReserve::new();
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let want = (n - out.len()).min(64);
+            let first = Stack::new_many(SIZE, want, &reserve, |s| out.push(s)).unwrap();
+            out.push(first);
+        }
+        out.truncate(n);
+        out
     }
 
     #[test]
