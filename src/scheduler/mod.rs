@@ -318,9 +318,11 @@ pub(crate) fn guard_hit(addr: usize) -> Option<&'static [u8]> {
 /// the P had to take one from the pool.
 const STACK_REFILL: usize = 16;
 
-/// Stacks made at once when a P's cache and the runtime's pool have none
-/// (`Stack::new_many`, carved from the runtime's `StackReserve`): a P's
-/// cache's worth, their guards installed in one system call.
+/// Most stacks made at once when a P's cache and the runtime's pool have
+/// none (`Stack::new_many`, carved from the runtime's `StackReserve`): a
+/// P's cache's worth, their guards installed and their top pages
+/// committed in one system call each. A P's batches start smaller and
+/// double up to this (`StackCache::next_batch`).
 const STACK_MAP_BATCH: usize = 64;
 
 /// A stack of `size` usable bytes: from the current P's cache, the
@@ -345,7 +347,8 @@ pub(crate) fn alloc_stack(rt: &Arc<Shared>, size: usize) -> std::io::Result<crat
             drop(pool);
             // Green threads are starting faster than others finish: map
             // a few stacks at once, the rest for the next ones.
-            let s = crate::stack::Stack::new_many(size, STACK_MAP_BATCH, &rt.stack_reserve, |s| {
+            let batch = cache.next_batch(STACK_MAP_BATCH);
+            let s = crate::stack::Stack::new_many(size, batch, &rt.stack_reserve, |s| {
                 if let Err(s) = cache.put(s) {
                     rt.stacks.lock().put(s);
                 }

@@ -53,7 +53,14 @@ const COLD_SEARCH: usize = 16;
 /// by the M holding the P (no lock).
 pub(crate) struct StackCache {
     free: Vec<Stack>,
+    /// Stacks the next `Stack::new_many` on this P makes (see
+    /// [`StackCache::next_batch`]).
+    batch: usize,
 }
+
+/// A P's first batch of new stacks; each next one is twice as many, up to
+/// the caller's cap.
+const FIRST_BATCH: usize = 8;
 
 impl StackCache {
     /// A cache of at most `cap` stacks, its room reserved now (see the
@@ -61,7 +68,21 @@ impl StackCache {
     pub(crate) fn new(cap: usize) -> StackCache {
         StackCache {
             free: Vec::with_capacity(cap),
+            batch: FIRST_BATCH,
         }
+    }
+
+    /// How many stacks to make at once now that this P's cache and the
+    /// runtime's pool are empty: 8 the first time, twice the last after
+    /// that, up to `cap`. Each stack made comes with its top page
+    /// committed, so a P that needs a few stacks (a small program) keeps
+    /// few spare ones resident, and one that keeps running dry (green
+    /// threads starting faster than others finish) soon makes them `cap`
+    /// at a time, one pair of system calls per batch.
+    pub(crate) fn next_batch(&mut self, cap: usize) -> usize {
+        let n = self.batch.min(cap);
+        self.batch = (self.batch * 2).min(cap.max(FIRST_BATCH));
+        n
     }
 
     /// Stacks cached.
@@ -364,6 +385,15 @@ mod tests {
         assert!(pool.take(SIZE).is_none());
         assert_eq!(pool.take(2 * SIZE).unwrap().size(), 2 * SIZE);
         assert_eq!(pool.len(), 0);
+    }
+
+    #[test]
+    fn a_p_makes_few_stacks_at_first_and_doubles_up_to_the_cap() {
+        let mut c = StackCache::new(64);
+        let got: Vec<usize> = (0..6).map(|_| c.next_batch(64)).collect();
+        assert_eq!(got, [8, 16, 32, 64, 64, 64]);
+        let mut small = StackCache::new(4);
+        assert_eq!([small.next_batch(4), small.next_batch(4)], [4, 4]);
     }
 
     #[test]
