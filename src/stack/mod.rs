@@ -5,9 +5,9 @@
 //! with a guard page at its low end; either way it is unmapped alone.
 //! Pages are committed by the kernel on first touch (a batch's top pages
 //! up front), so a 256 KiB stack that only ever uses 8 KiB costs 8 KiB
-//! of memory. Finished stacks go back
-//! to a pool (per P, then the runtime's; see `pool`), so spawning and
-//! exiting make no system call while the pool has stacks.
+//! of memory. Finished stacks go back to a pool (per P, then the
+//! runtime's; see `pool`), so spawning and exiting make no system call
+//! while the pool has stacks.
 //!
 //! The guard page is installed with `MADV_GUARD_INSTALL` (Linux 6.13+),
 //! which marks page-table entries without splitting the mapping: adjacent
