@@ -345,7 +345,7 @@ pub(crate) fn alloc_stack(rt: &Arc<Shared>, size: usize) -> std::io::Result<crat
                 return Ok(s);
             }
             drop(pool);
-            // Green threads are starting faster than others finish: map
+            // Green threads are starting faster than others finish: make
             // a few stacks at once, the rest for the next ones.
             let batch = cache.next_batch(STACK_MAP_BATCH);
             let s = crate::stack::Stack::new_many(size, batch, &rt.stack_reserve, |s| {

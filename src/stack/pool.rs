@@ -81,7 +81,7 @@ impl StackCache {
     /// at a time, one pair of system calls per batch.
     pub(crate) fn next_batch(&mut self, cap: usize) -> usize {
         let n = self.batch.min(cap);
-        self.batch = (self.batch * 2).min(cap.max(FIRST_BATCH));
+        self.batch = (n * 2).min(cap);
         n
     }
 

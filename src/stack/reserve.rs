@@ -93,22 +93,20 @@ impl StackReserve {
         if c.end - c.next < len {
             c.unmap_rest();
             let batch = len.checked_mul(count)?;
-            let (start, size) = if c.grow > 0 {
-                match map(c.grow.max(batch)) {
-                    Some(chunk) => {
-                        c.grow = (c.grow * 2).min(MAX_CHUNK);
-                        chunk
-                    }
-                    // Refused (an address-space or commit limit): map
-                    // each batch from now on, one `mmap` each, as without
-                    // a reserve, rather than try a big one every time.
-                    None => {
-                        c.grow = 0;
-                        map(batch)?
-                    }
+            let ahead = c.grow.max(batch);
+            let (start, size) = match (c.grow > 0).then(|| map(ahead)).flatten() {
+                Some(start) => {
+                    c.grow = (c.grow * 2).min(MAX_CHUNK);
+                    (start, ahead)
                 }
-            } else {
-                map(batch)?
+                // No chunks (strict accounting), or this one refused (an
+                // address-space or commit limit): map each batch from now
+                // on, one `mmap` each, as without a reserve, rather than
+                // try a big one every time.
+                None => {
+                    c.grow = 0;
+                    (map(batch)?, batch)
+                }
             };
             c.next = start;
             c.end = start + size;
@@ -126,8 +124,8 @@ impl StackReserve {
     }
 }
 
-/// Maps `size` bytes of fresh address space: `(start, size)`.
-fn map(size: usize) -> Option<(usize, usize)> {
+/// Maps `size` bytes of fresh address space and returns where.
+fn map(size: usize) -> Option<usize> {
     // SAFETY: a fresh anonymous private mapping with no address hint
     // cannot alias or replace any existing memory.
     let start = unsafe {
@@ -142,7 +140,7 @@ fn map(size: usize) -> Option<(usize, usize)> {
     // SAFETY: the advice only changes how the kernel may back this fresh
     // mapping (no huge pages), not its contents or access.
     let _ = unsafe { mman::madvise(start, size, MmapAdvise::MADV_NOHUGEPAGE) };
-    Some((start.as_ptr() as usize, size))
+    Some(start.as_ptr() as usize)
 }
 
 impl Chunk {
