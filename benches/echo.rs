@@ -29,8 +29,12 @@
 //! a warm-up sample then 10 rounds of one sample per server in rotating
 //! order. Reported per cell and server: the median requests/s, the median
 //! ratio to tokio over the rounds, the median over samples of each
-//! latency percentile, and the server process's CPU time and context
-//! switches per request (all its threads, from /proc).
+//! latency percentile, the server process's CPU time and context
+//! switches per request (all its threads, from /proc), and the load
+//! client's own CPU time per request and how busy its thread was. On a
+//! 2-CPU machine a busy client near 100% caps the requests/s whatever the
+//! server does: a cheaper server then shows as lower server CPU per
+//! request, not as more requests.
 //! `ECHO_BENCH_SERVERS` lists the servers (default `greenrt,tokio`;
 //! `greenrt@BINARY` runs another build's greenrt server, for a
 //! before/after in one run; see `server::SERVERS_ENV`).
@@ -179,21 +183,24 @@ fn server_only() {
     );
     println!(
         "| cell | server | req/s | / tokio (median of rounds) | latency p50 / p99 / max ms | \
-         server CPU µs per request | server context switches per request |"
+         server CPU µs per request | server context switches per request | \
+         client CPU µs per request | client busy |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (name, connections, size) in cells {
         let figs = server::cell(&servers, connections, size);
         for (s, f) in servers.iter().zip(&figs) {
             let ratio = tokio.map_or(f64::NAN, |t| server::ratio(f, &figs[t]));
             println!(
-                "| {name} | {} | {:.0} | {:.2} | {} | {:.1} | {:.3} |",
+                "| {name} | {} | {:.0} | {:.2} | {} | {:.1} | {:.3} | {:.1} | {:.0}% |",
                 s.label,
                 f.median_rps(),
                 ratio,
                 Percentiles::median_of(&f.latencies).fmt_ms(),
                 f.cpu_us(),
                 f.switches(),
+                f.client_cpu_us(),
+                f.client_busy() * 100.0,
             );
         }
     }

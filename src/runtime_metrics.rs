@@ -53,6 +53,7 @@ pub struct RuntimeMetrics {
     pub(crate) idle_threads: usize,
     pub(crate) spinning_threads: usize,
     pub(crate) netpoll_waiters: usize,
+    pub(crate) netpoll_polls: u64,
     pub(crate) file_ops_in_flight: usize,
     pub(crate) stacks_pooled: usize,
     pub(crate) stacks_cold: usize,
@@ -223,6 +224,15 @@ impl RuntimeMetrics {
     /// is shared by every runtime of the process, so this is too.
     pub fn netpoll_waiters(&self) -> usize {
         self.netpoll_waiters
+    }
+
+    /// Calls to epoll_wait the netpoller has made so far, blocking or not,
+    /// over every runtime of the process (the netpoller is shared). With
+    /// a request counter of your own it gives the polls per request: a
+    /// worker that runs out of work polls once, and under load one poll
+    /// brings in many ready sockets.
+    pub fn netpoll_polls(&self) -> u64 {
+        self.netpoll_polls
     }
 
     /// File operations queued on or submitted to the io_uring rings and

@@ -178,6 +178,10 @@ pub struct Figures {
     requests: f64,
     cpu: f64,
     switches: u64,
+    /// The load client's own CPU time (its one thread) and the samples'
+    /// wall-clock time, seconds.
+    client_cpu: f64,
+    wall: f64,
 }
 
 impl Figures {
@@ -191,6 +195,15 @@ impl Figures {
     /// Server context switches per request over all samples.
     pub fn switches(&self) -> f64 {
         self.switches as f64 / self.requests
+    }
+    /// The load client's CPU µs per request over all samples.
+    pub fn client_cpu_us(&self) -> f64 {
+        self.client_cpu / self.requests * 1e6
+    }
+    /// How busy the load client's thread was over the samples (1.0: a
+    /// whole CPU). Near 1.0 the client, not the server, caps requests/s.
+    pub fn client_busy(&self) -> f64 {
+        self.client_cpu / self.wall
     }
 }
 
@@ -218,7 +231,9 @@ pub fn cell(servers: &[Server], connections: usize, size: usize) -> Vec<Figures>
                 (i + n - j) % n
             };
             let before = servers[k].usage();
+            let (client_before, start) = (thread_cpu(), std::time::Instant::now());
             let (r, mut latencies) = run(&mut loads[k]);
+            let (client_after, wall) = (thread_cpu(), start.elapsed().as_secs_f64());
             let after = servers[k].usage();
             let f = &mut figs[k];
             f.rps.push(r);
@@ -227,9 +242,23 @@ pub fn cell(servers: &[Server], connections: usize, size: usize) -> Vec<Figures>
                 .push(Percentiles::of(&mut latencies).unwrap_or_default());
             f.cpu += after.0 - before.0;
             f.switches += after.1 - before.1;
+            f.client_cpu += client_after - client_before;
+            f.wall += wall;
         }
     }
     figs
+}
+
+/// The calling thread's CPU time, seconds (the load client is one thread).
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; the clock id is a constant.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(r, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 /// Median over rounds of `a`'s requests/s over `b`'s.

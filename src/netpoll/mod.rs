@@ -58,6 +58,8 @@ static POLLER: OnceLock<Poller> = OnceLock::new();
 static BLOCKED: AtomicBool = AtomicBool::new(false);
 /// When epoll_wait last returned (monotonic ns).
 static LAST_POLL: AtomicU64 = AtomicU64::new(0);
+/// epoll_wait calls so far (for metrics: `RuntimeMetrics::netpoll_polls`).
+static POLLS: AtomicU64 = AtomicU64::new(0);
 
 fn poller() -> io::Result<&'static Poller> {
     if let Some(p) = POLLER.get() {
@@ -176,6 +178,7 @@ fn epoll_wait(epfd: RawFd, events: &mut [libc::epoll_event], timeout_ns: Option<
     static NO_PWAIT2: AtomicBool = AtomicBool::new(false);
     let max = events.len() as libc::c_int;
     let ptr = events.as_mut_ptr();
+    POLLS.fetch_add(1, Ordering::Relaxed);
     if !NO_PWAIT2.load(Ordering::Relaxed) {
         let ts = timeout_ns.map(crate::sys::timespec_from_ns);
         let ts_ptr = crate::sys::timespec_ptr(&ts);
@@ -276,6 +279,12 @@ pub(crate) fn poll_budget(free: usize) -> Option<usize> {
 /// operation's completion), over every runtime (for metrics).
 pub(crate) fn waiters() -> usize {
     waiters::WAITERS.load(Ordering::Relaxed)
+}
+
+/// epoll_wait calls the netpoller made so far, over every runtime (for
+/// metrics).
+pub(crate) fn polls() -> u64 {
+    POLLS.load(Ordering::Relaxed)
 }
 
 /// Does any green thread wait for I/O?

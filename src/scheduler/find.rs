@@ -266,12 +266,30 @@ impl M {
         if self.resume_preempted() {
             return None;
         }
+        // With every other P idle there is nothing to steal (see
+        // `every_other_p_idle`), and unless this M must leave the poller
+        // to other runtimes (`poll_for_others`), its stop is about to wait
+        // in the netpoller: a poll without blocking first would be a
+        // second epoll_wait for the same wait. When the M ran dry because
+        // its G parked for a reply, that poll finds nothing and the
+        // blocking one follows (two system calls where one does); when
+        // events are ready, the blocking poll returns them at once. (Go
+        // polls twice here; tokio's idle worker goes straight to its
+        // driver.) With other Ps busy the poll stays: it takes ready
+        // events without giving up the P.
+        let alone = self.every_other_p_idle();
+        if alone && !self.poll_for_others.get() {
+            return None;
+        }
         // Green threads whose fds became ready: run them here (unless the
         // poll at the top just looked).
         if !polled_this_tick && self.run_netpolled() {
             if let Some(g) = p.pop() {
                 return Some(g);
             }
+        }
+        if alone {
+            return None;
         }
         // Spin (steal) only while fewer than half of the busy Ps' Ms do.
         let busy = self
@@ -290,6 +308,13 @@ impl M {
             self.rt.nmspinning.fetch_add(1, Ordering::SeqCst);
         }
         self.steal(p)
+    }
+
+    /// Whether every P but ours is idle. An idle P's queue is empty (one
+    /// over the active limit had its Gs moved to the global queue, see
+    /// `cpu_limit`), so there is nothing to steal.
+    fn every_other_p_idle(&self) -> bool {
+        self.rt.npidle.load(Ordering::Relaxed) + 1 >= self.rt.cpu_limit.active()
     }
 
     /// If a preempted G waits, hands our P to the M that holds it (a

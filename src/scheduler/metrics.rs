@@ -215,6 +215,7 @@ pub(crate) fn snapshot(rt: &Shared) -> RuntimeMetrics {
         idle_threads,
         spinning_threads: rt.nmspinning.load(Relaxed),
         netpoll_waiters: crate::netpoll::waiters(),
+        netpoll_polls: crate::netpoll::polls(),
         file_ops_in_flight: crate::netpoll::uring::in_flight(),
         stacks_pooled,
         stacks_cold,
