@@ -126,3 +126,174 @@ fn direct_read_loop_ends_at_an_unaligned_end_of_file() {
     });
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Green threads writing through one shared `&File` (position-based
+/// writes): every write gets its own stretch of the file, as write(2) on
+/// a shared file gives; then green threads reading through one `&File`
+/// get every byte exactly once. io_uring's "at the file position" offset
+/// moves the position without read(2)'s lock: the writes overlapped
+/// (a file short of what was written) and the readers read the same
+/// bytes twice.
+#[test]
+fn green_threads_sharing_a_buffered_file_each_write_and_read_their_own_bytes() {
+    const THREADS: u8 = 4;
+    const WRITES: usize = 500;
+    const LEN: usize = 100;
+    let path = temp_path("shared-buffered.dat");
+    let rt = common::runtime(2);
+    let path2 = path.clone();
+    let (len, counts) = rt.block_on(move || {
+        let f = std::sync::Arc::new(greenrt::fs::File::create(&path2).unwrap());
+        let writers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let f = f.clone();
+                greenrt::spawn(move || {
+                    for _ in 0..WRITES {
+                        (&*f).write_all(&[b'a' + t; LEN]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let len = f.metadata().unwrap().len();
+        f.sync_all().unwrap();
+        let f = std::sync::Arc::new(greenrt::fs::File::open(&path2).unwrap());
+        // Out of the page cache, so the reads go through the ring.
+        // SAFETY: a plain syscall on an open fd.
+        unsafe {
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&*f),
+                0,
+                0,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        let readers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let f = f.clone();
+                greenrt::spawn(move || {
+                    let mut counts = [0usize; 256];
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        match (&*f).read(&mut buf).unwrap() {
+                            0 => break counts,
+                            n => buf[..n].iter().for_each(|&b| counts[b as usize] += 1),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut counts = [0usize; 256];
+        for r in readers {
+            for (c, n) in counts.iter_mut().zip(r.join().unwrap()) {
+                *c += n;
+            }
+        }
+        (len, counts)
+    });
+    assert_eq!(
+        len,
+        (THREADS as usize * WRITES * LEN) as u64,
+        "bytes in the file"
+    );
+    for t in 0..THREADS {
+        assert_eq!(
+            counts[(b'a' + t) as usize],
+            WRITES * LEN,
+            "bytes of writer {t} read back"
+        );
+    }
+    assert_eq!(
+        counts.iter().sum::<usize>(),
+        len as usize,
+        "bytes read in all"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// The same for a direct file, whose position greenrt reads, uses and
+/// moves itself: the writers all wrote at the same offsets.
+#[test]
+fn green_threads_sharing_a_direct_file_each_write_their_own_blocks() {
+    const THREADS: u8 = 4;
+    const WRITES: usize = 50;
+    let path = temp_path("shared-direct.dat");
+    let rt = common::runtime(1);
+    let path2 = path.clone();
+    rt.block_on(move || {
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .direct(true)
+            .open(&path2)
+            .unwrap();
+        let a = f.direct_alignment().unwrap();
+        let f = std::sync::Arc::new(f);
+        let writers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let f = f.clone();
+                greenrt::spawn(move || {
+                    let mut buf = AlignedBuf::new(4096, a.memory);
+                    buf.fill(b'a' + t);
+                    for _ in 0..WRITES {
+                        (&*f).write_all(&buf).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+    });
+    let back = std::fs::read(&path).unwrap();
+    assert_eq!(
+        back.len(),
+        THREADS as usize * WRITES * 4096,
+        "bytes in the file"
+    );
+    for t in 0..THREADS {
+        let n = back.iter().filter(|&&b| b == b'a' + t).count();
+        assert_eq!(n, WRITES * 4096, "bytes of writer {t}");
+    }
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// pread(2) and pwrite(2) refuse an offset past `i64::MAX` (EINVAL), as
+/// std's `read_at` and `write_at` report; as -1 it meant "at the file
+/// position" to the kernel, which read and wrote there and moved it.
+#[test]
+fn read_at_and_write_at_past_i64_max_are_invalid_input_and_leave_the_position() {
+    let path = temp_path("huge-offset.dat");
+    std::fs::write(&path, b"0123456789").unwrap();
+    let rt = common::runtime(1);
+    let path2 = path.clone();
+    rt.block_on(move || {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path2)
+            .unwrap();
+        f.seek(SeekFrom::Start(2)).unwrap();
+        for offset in [u64::MAX, i64::MAX as u64 + 1] {
+            let mut buf = [0u8; 4];
+            let e = f.read_at(&mut buf, offset).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::InvalidInput,
+                "read_at {offset}"
+            );
+            let e = f.write_at(b"XY", offset).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::InvalidInput,
+                "write_at {offset}"
+            );
+            assert_eq!(f.stream_position().unwrap(), 2);
+        }
+    });
+    assert_eq!(std::fs::read(&path).unwrap(), b"0123456789");
+    std::fs::remove_file(&path).unwrap();
+}

@@ -5,10 +5,12 @@ use std::io::{self, IoSlice, IoSliceMut, Read, Seek, SeekFrom, Write};
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::align::{self, Alignment};
 use super::ops::{self, blocking, Pos};
 use super::OpenOptions;
+use crate::sync::Mutex;
 
 /// An open file, like [`std::fs::File`], whose operations block only the
 /// calling green thread: on a worker they go through io_uring (or, where
@@ -21,13 +23,21 @@ use super::OpenOptions;
 ///
 /// `Read`, `Write` and `Seek` are implemented for `File` and `&File` and
 /// share the file position, as std's are; `read_at` and `write_at`
-/// neither use nor move it.
+/// neither use nor move it. Reads, writes and seeks through the position
+/// take turns, as read(2) and write(2) do on a shared file: green threads
+/// reading one `&File` at once each get their own bytes, and writers
+/// their own stretch of the file. That holds for this `File` and its
+/// [`try_clone`](File::try_clone)s; another process, or an fd duplicated
+/// outside greenrt, moving the same position meanwhile is not kept out.
 pub struct File {
     fd: OwnedFd,
     direct: Option<Alignment>,
     dontcache: bool,
     /// Opened with O_APPEND: writes through the position go to the end.
     append: bool,
+    /// Held across every use of the file position (see `at_position`),
+    /// shared with `try_clone`s (which share the position).
+    position_lock: Arc<Mutex<()>>,
 }
 
 impl File {
@@ -41,6 +51,7 @@ impl File {
             direct,
             dontcache,
             append: flags >= 0 && flags & libc::O_APPEND != 0,
+            position_lock: Arc::default(),
         }
     }
 
@@ -147,7 +158,40 @@ impl File {
         Ok(r as u64)
     }
 
+    /// Runs `op` holding the position lock when it uses the file
+    /// position (and refuses an offset the kernel cannot take). io_uring reads and writes "at the file position" (offset
+    /// -1) load and store it without the lock read(2) takes, and a direct
+    /// file's position is read, used and moved in three steps here
+    /// (`resolve`, `advance`): without the lock two green threads would
+    /// read the same bytes, or write over each other's. A green thread
+    /// waiting for the lock parks (`sync::Mutex`); nothing ever panics
+    /// while holding it, so poisoning is ignored (a cancelled green
+    /// thread unwinds through it).
+    fn at_position<T>(&self, asked: Pos, op: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        match asked {
+            // pread(2) and pwrite(2) say EINVAL; as -1 the kernel would
+            // take it for "at the file position".
+            Pos::At(o) if i64::try_from(o).is_err() => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("file offset {o} is past the largest a file can have (i64::MAX)"),
+            )),
+            Pos::At(_) => op(),
+            Pos::Current => {
+                let _turn = self.position_lock.lock().unwrap_or_else(|e| e.into_inner());
+                op()
+            }
+        }
+    }
+
     fn read_pos(&self, buf: &mut [u8], asked: Pos) -> io::Result<usize> {
+        self.at_position(asked, || self.read_pos_locked(buf, asked))
+    }
+
+    fn write_pos(&self, buf: &[u8], asked: Pos) -> io::Result<usize> {
+        self.at_position(asked, || self.write_pos_locked(buf, asked))
+    }
+
+    fn read_pos_locked(&self, buf: &mut [u8], asked: Pos) -> io::Result<usize> {
         let pos = self.resolve(asked)?;
         if self.read_ends_here(asked, pos)? {
             return Ok(0);
@@ -165,7 +209,7 @@ impl File {
         Ok(n)
     }
 
-    fn write_pos(&self, buf: &[u8], asked: Pos) -> io::Result<usize> {
+    fn write_pos_locked(&self, buf: &[u8], asked: Pos) -> io::Result<usize> {
         let pos = self.resolve(asked)?;
         self.check(buf.as_ptr() as usize, buf.len(), pos)?;
         let n = self.explain(ops::write(self.fd.as_raw_fd(), buf, pos, self.rw_flags()))?;
@@ -283,6 +327,7 @@ impl File {
             direct: self.direct,
             dontcache: self.dontcache,
             append: self.append,
+            position_lock: self.position_lock.clone(),
         })
     }
 
@@ -344,12 +389,14 @@ impl Seek for &File {
             SeekFrom::End(o) => (o, libc::SEEK_END),
             SeekFrom::Current(o) => (o, libc::SEEK_CUR),
         };
-        // SAFETY: lseek on our own open fd; it never blocks.
-        let r = unsafe { libc::lseek(self.fd.as_raw_fd(), off, whence) };
-        if r < 0 {
-            return Err(crate::sys::last_os_error());
-        }
-        Ok(r as u64)
+        self.at_position(Pos::Current, || {
+            // SAFETY: lseek on our own open fd; it never blocks.
+            let r = unsafe { libc::lseek(self.fd.as_raw_fd(), off, whence) };
+            if r < 0 {
+                return Err(crate::sys::last_os_error());
+            }
+            Ok(r as u64)
+        })
     }
 }
 
