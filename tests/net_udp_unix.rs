@@ -289,3 +289,25 @@ fn conversions_options_and_nonblocking() {
         assert!(msg.contains("cannot register"), "{msg}");
     });
 }
+
+/// A writer parked on a full Unix stream wakes when its own side shuts
+/// down writing, through another handle, with `BrokenPipe` (as std's
+/// blocking write does). epoll reports nothing for that on a Unix socket
+/// (a TCP socket says EPOLLOUT), so the writer stayed parked for ever.
+#[test]
+fn a_writer_parked_on_a_full_unix_stream_wakes_when_its_side_shuts_writing() {
+    on_runtime(2, || {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let a = std::sync::Arc::new(a);
+        let a2 = a.clone();
+        let writer = greenrt::spawn(move || (&*a2).write_all(&vec![0u8; 64 << 20]));
+        // Long enough for the writer to fill the buffer and park.
+        greenrt::sleep(Duration::from_millis(100));
+        a.shutdown(std::net::Shutdown::Write).unwrap();
+        let r = writer
+            .join_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("the writer is still parked 10 s after the shutdown"))
+            .unwrap();
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+    });
+}

@@ -184,6 +184,13 @@ impl PollDesc {
         woken
     }
 
+    /// Wakes the waiters `ready` concerns as an event saying it would,
+    /// for a change epoll does not report (see `NetFd::wake_writers`).
+    pub(crate) fn notify_now(&self, ready: Readiness) -> usize {
+        let gen = self.state.lock().gen;
+        self.notify(gen, ready).wake_all()
+    }
+
     /// Waits until an edge for `interest` arrives (or has arrived since the
     /// last wait), the descriptor is closed, or `deadline` (monotonic ns)
     /// passes. The caller must be able to park (a green thread), and must

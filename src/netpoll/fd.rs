@@ -91,6 +91,17 @@ impl NetFd {
 
     /// Read edges so far (see `PollDesc::read_edges`), taken just before
     /// a read's syscall for [`NetFd::note_read`].
+    /// Wakes the green threads parked to write, to try again: after a
+    /// Unix stream's own side shut down writing, for which epoll reports
+    /// nothing (`unix_poll` says neither EPOLLOUT nor EPOLLHUP, where
+    /// `tcp_poll` says EPOLLOUT), and their next write fails with EPIPE.
+    pub(crate) fn wake_writers(&self) {
+        self.pd.notify_now(super::desc::Readiness {
+            write: true,
+            ..Default::default()
+        });
+    }
+
     pub(crate) fn read_edges(&self) -> u32 {
         self.pd.read_edges()
     }

@@ -79,9 +79,21 @@ impl UnixStream {
     }
 
     /// Shuts down the read half, the write half, or both; green threads
-    /// parked on the socket through any handle wake up.
+    /// parked on the socket through any handle wake up: a reader sees end
+    /// of file, a writer [`BrokenPipe`](io::ErrorKind::BrokenPipe).
+    ///
+    /// The peer's `shutdown(Read)` is the one change epoll does not
+    /// report on a Unix stream: a writer parked on a full buffer then
+    /// stays parked until the peer reads, closes, or shuts down both
+    /// halves (std's blocking write fails at once with `BrokenPipe`).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.std().shutdown(how)
+        self.std().shutdown(how)?;
+        if how != Shutdown::Read {
+            // epoll says nothing of our own write shutdown on a Unix
+            // socket: wake the writers ourselves (see `wake_writers`).
+            self.sock.net_fd().wake_writers();
+        }
+        Ok(())
     }
 
     /// Deregisters the socket and returns it as a std stream, left in
