@@ -293,3 +293,42 @@ fn values_created_by_another_locals_destructor_are_dropped_on_the_green_thread()
         "the value set during exit was dropped off the green thread"
     );
 }
+
+fn recursive_init() -> Cell<u32> {
+    // Uses its own key while it runs.
+    Cell::new(RECURSIVE.with(|k| k.get()) + 1)
+}
+
+fn initialised_from_another() -> Cell<u32> {
+    Cell::new(A.with(Cell::get).into())
+}
+
+greenrt::task_local! {
+    static RECURSIVE: Cell<u32> = recursive_init();
+    static FROM_ANOTHER: Cell<u32> = initialised_from_another();
+}
+
+/// An initialiser that uses its own key panics with a message saying so
+/// (as `LocalKey::with` documents). It used to start a second value each
+/// time, recursing until the green thread's stack overflowed (an abort),
+/// and one that re-entered only once made two values, the inner one
+/// hiding updates made through the outer.
+#[test]
+fn an_initialiser_using_its_own_key_panics_and_others_may_use_other_keys() {
+    block_on(1, || {
+        let h = greenrt::spawn(|| RECURSIVE.with(|k| k.get()));
+        let payload = h.join().unwrap_err();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        assert!(msg.contains("recursive initialisation"), "message: {msg:?}");
+        // An initialiser using another key is fine, and the key works
+        // again after a failed initialisation on another green thread.
+        A.with(|a| a.set(7));
+        assert_eq!(FROM_ANOTHER.with(Cell::get), 7);
+        FROM_ANOTHER.with(|v| v.set(v.get() + 10));
+        assert_eq!(FROM_ANOTHER.with(Cell::get), 17);
+    });
+}

@@ -15,6 +15,32 @@ use crate::scheduler::{self, G};
 #[derive(Default)]
 pub(crate) struct LocalMap {
     entries: Vec<(usize, Box<dyn Any>)>,
+    /// Keys whose initialiser is running: one that uses its own key
+    /// again panics (see `LocalKey::with`) rather than make a second
+    /// value that hides the first.
+    initialising: Vec<usize>,
+}
+
+/// Runs `f` on the running green thread's locals. `f` must not call
+/// anything that could use them (no `with`, no initialiser, no
+/// destructor), so its `&mut` is the only reference into the map.
+fn with_map<R>(f: impl FnOnce(&mut LocalMap) -> R) -> R {
+    scheduler::with_current_g(|g| {
+        let g = g.unwrap_or_else(|| panic!("greenrt::task_local accessed outside a green thread"));
+        // SAFETY: only the running G touches its own locals, and the
+        // caller's `f` makes no other reference into them while it runs.
+        f(unsafe { &mut *g.locals.get() })
+    })
+}
+
+/// Takes the key off the list of keys being initialised when the
+/// initialiser returns or unwinds.
+struct Initialising(usize);
+
+impl Drop for Initialising {
+    fn drop(&mut self) {
+        with_map(|map| map.initialising.retain(|&k| k != self.0));
+    }
 }
 
 /// A key for green-thread-local values; made by [`task_local!`](crate::task_local).
@@ -33,36 +59,38 @@ impl<T: 'static> LocalKey<T> {
     /// on first use.
     ///
     /// # Panics
-    /// Outside a green thread, or when `f` (re)enters `with` on the same
-    /// key while the value is being created.
+    /// Outside a green thread, or when the value's initialiser uses the
+    /// same key (recursive initialisation; std's thread-locals may instead
+    /// run the initialiser again).
     pub fn with<R>(&'static self, f: impl FnOnce(&T) -> R) -> R {
         let key = self as *const LocalKey<T> as usize;
-        let value: *const T = scheduler::with_current_g(|g| {
-            let g =
-                g.unwrap_or_else(|| panic!("greenrt::task_local accessed outside a green thread"));
-            // SAFETY: only the running G touches its own locals, and no
-            // reference into the map outlives this closure except the
-            // boxed value's address, which is stable until the G exits.
-            let map = unsafe { &mut *g.locals.get() };
-            map.entries
+        let (found, recursive) = with_map(|map| {
+            let found = map
+                .entries
                 .iter()
                 .find(|(k, _)| *k == key)
-                .map(|(_, v)| v.downcast_ref::<T>().expect("key type") as *const T)
-        })
-        .unwrap_or_else(|| {
+                .map(|(_, v)| v.downcast_ref::<T>().expect("key type") as *const T);
+            let recursive = found.is_none() && map.initialising.contains(&key);
+            if found.is_none() && !recursive {
+                map.initialising.push(key);
+            }
+            (found, recursive)
+        });
+        assert!(
+            !recursive,
+            "greenrt::task_local: the initialiser of a task-local value used that same value \
+             (recursive initialisation)"
+        );
+        let value: *const T = found.unwrap_or_else(|| {
+            let initialising = Initialising(key);
+            // The initialiser may use other locals (a `with` of its own).
             let v: Box<dyn Any> = Box::new((self.init)());
-            scheduler::with_current_g(|g| {
-                let g = g.expect("still on the green thread");
-                // SAFETY: `g` is the running G, and only it touches its own
-                // `locals`; no other reference into the map is live (the
-                // lookup's ended with its closure, and `init`, which may
-                // itself call `with`, ran before this one). The `&mut` ends
-                // with this closure; `ptr` points into the Box, not the Vec.
-                let map = unsafe { &mut *g.locals.get() };
-                let ptr = v.downcast_ref::<T>().expect("key type") as *const T;
-                map.entries.push((key, v));
-                ptr
-            })
+            drop(initialising);
+            let ptr = v.downcast_ref::<T>().expect("key type") as *const T;
+            // The `&mut` ends with the closure; `ptr` points into the
+            // Box, not the Vec.
+            with_map(|map| map.entries.push((key, v)));
+            ptr
         });
         // SAFETY: the boxed value lives until the G exits (entries are
         // never removed before), and the G is running this code.
