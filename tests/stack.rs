@@ -442,3 +442,31 @@ fn os_thread_overflow_is_still_reported_with_a_runtime_installed() {
         describe(&out)
     );
 }
+
+/// A stack size too large to round up to whole pages is refused with
+/// `InvalidInput`, by `task::Builder::spawn` and by the runtime's
+/// `Builder::build` (std's thread builder says EINVAL). It wrapped round
+/// to 0, and the green thread got the 16 KiB minimum and overflowed it.
+#[test]
+fn a_stack_size_too_large_to_map_is_invalid_input() {
+    for size in [usize::MAX, usize::MAX - 4094, isize::MAX as usize] {
+        let e = greenrt::Builder::new()
+            .stack_size(size)
+            .build()
+            .err()
+            .unwrap_or_else(|| panic!("a runtime with {size}-byte stacks was built"));
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    }
+    let rt = greenrt::Builder::new().workers(1).build().unwrap();
+    rt.block_on(|| {
+        for size in [usize::MAX, usize::MAX - 4094, isize::MAX as usize] {
+            let e = greenrt::task::Builder::new()
+                .stack_size(size)
+                .spawn(|| ())
+                .err()
+                .unwrap_or_else(|| panic!("a green thread with a {size}-byte stack spawned"));
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+            assert!(e.to_string().contains("larger than can be mapped"), "{e}");
+        }
+    });
+}

@@ -161,7 +161,7 @@ impl Builder {
             quota,
             quota_source,
             workers,
-            stack_size: stack::normalize_size(self.stack_size),
+            stack_size: stack::normalize_size(self.stack_size)?,
             thread_name: self.thread_name,
             preempt: (wanted && preempt::init()).then_some(self.quantum),
         };

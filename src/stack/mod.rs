@@ -386,7 +386,20 @@ pub(crate) fn mappings_per_stack() -> usize {
     }
 }
 
-/// Rounds a requested stack size the way `Stack::new` will.
-pub(crate) fn normalize_size(size: usize) -> usize {
-    round_up(size.max(MIN_STACK_SIZE), PAGE)
+/// Rounds a requested stack size the way `Stack::new` will; a size too
+/// large to round up, or to map with its guard, is `InvalidInput` (std's
+/// thread builder says EINVAL too).
+pub(crate) fn normalize_size(size: usize) -> io::Result<usize> {
+    size.max(MIN_STACK_SIZE)
+        .checked_next_multiple_of(PAGE)
+        .filter(|&s| {
+            s.checked_add(GUARD_LEN)
+                .is_some_and(|len| len <= isize::MAX as usize)
+        })
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a green thread stack of {size} bytes is larger than can be mapped"),
+            )
+        })
 }

@@ -108,7 +108,7 @@ impl Builder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let size = stack::normalize_size(self.stack_size.unwrap_or(rt.cfg.stack_size));
+        let size = stack::normalize_size(self.stack_size.unwrap_or(rt.cfg.stack_size))?;
         // Where stacks cost kernel mappings, map now so the caller gets the
         // error; otherwise bind one when the green thread first runs.
         let stack = if stack::mappings_per_stack() > 1 {
