@@ -15,7 +15,7 @@ use std::io::{self, IoSliceMut, Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use greenrt::net::TcpListener;
+use greenrt::net::{TcpListener, TcpStream};
 use net_util::{localhost, on_runtime, pattern, tcp_pair};
 
 /// A short read lets the next read wait for readiness without a syscall
@@ -176,5 +176,32 @@ fn streamed_small_chunks_all_arrive() {
         for w in writers {
             w.join().unwrap();
         }
+    });
+}
+
+/// A read into an empty buffer returns Ok(0) at once, as readv(2) on a
+/// socket does, whatever the reads before it: after a read that filled
+/// its buffer (which switches TCP_INQ on) it went through recvmsg(2) and
+/// waited for data, failing with `WouldBlock` at the read timeout.
+#[test]
+fn an_empty_read_returns_at_once_before_and_after_a_full_read() {
+    on_runtime(1, || {
+        let (mut a, mut b) = tcp_pair();
+        b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let empty_read_at_once = |b: &mut TcpStream| {
+            let t = Instant::now();
+            assert_eq!(b.read(&mut []).unwrap(), 0);
+            assert_eq!(b.read_vectored(&mut [IoSliceMut::new(&mut [])]).unwrap(), 0);
+            assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        };
+        empty_read_at_once(&mut b);
+        a.write_all(b"1234").unwrap();
+        b.read_exact(&mut [0u8; 4]).unwrap();
+        empty_read_at_once(&mut b);
+        // And the data after it is all there.
+        a.write_all(b"5678").unwrap();
+        let mut got = [0u8; 4];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"5678");
     });
 }

@@ -218,6 +218,12 @@ impl Socket {
     /// without a syscall that would fail (see `NetFd::read_stream`).
     #[inline(always)]
     fn read_stream(&self, bufs: &mut [IoSliceMut<'_>], len: usize) -> io::Result<usize> {
+        // Nothing asked: Ok(0) at once, as readv(2) and read(2) on a
+        // socket return it, whatever the socket's state (recvmsg(2), the
+        // TCP_INQ path, would wait for a byte).
+        if len == 0 {
+            return Ok(0);
+        }
         let with_inq = self.inq.is_on();
         let mut op = |fd| {
             if with_inq {
@@ -225,12 +231,8 @@ impl Socket {
             }
             // One buffer (every `Read::read`): recv(2), which the kernel
             // serves more cheaply than readv(2) (no iovec to import, no
-            // file-position lock: `fdget_pos`). An empty one is Ok(0) at
-            // once, as readv(2) returns it; recv(2) would say EAGAIN.
+            // file-position lock: `fdget_pos`).
             if let [buf] = bufs {
-                if buf.is_empty() {
-                    return Ok((0, false));
-                }
                 // SAFETY: `buf` is valid for writes of its length.
                 return cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) })
                     .map(|n| (n, false));

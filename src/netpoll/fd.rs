@@ -76,7 +76,8 @@ impl NetFd {
         len: usize,
         mut op: impl FnMut(RawFd) -> io::Result<(usize, bool)>,
     ) -> io::Result<usize> {
-        // A read into an empty buffer returns at once, as with std.
+        // A read into an empty buffer returns at once (the caller does
+        // not get here with one: see `Socket::read_stream`).
         if len > 0 && self.is_drained() {
             self.wait(Interest::Read, deadline)?;
         }
