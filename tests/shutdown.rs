@@ -266,3 +266,44 @@ fn green_thread_blocked_in_a_std_syscall_unwinds_when_it_returns() {
         assert!(is_cancelled(&*h.join().unwrap_err()));
     });
 }
+
+/// A green thread holding its runtime's last handle drops it: the drop
+/// returns at once (the shutdown runs on a thread of its own) and the
+/// green thread, cancelled, unwinds at its next blocking call. The drop
+/// waited out the whole shutdown timeout for its own caller, then
+/// detached it with a message about a straggler.
+#[test]
+fn a_green_thread_dropping_its_own_runtime_returns_at_once_and_is_cancelled() {
+    use std::sync::mpsc as std_mpsc;
+    use std::time::{Duration, Instant};
+    let rt = std::sync::Arc::new(greenrt::Builder::new().workers(2).build().unwrap());
+    let (go_tx, go_rx) = std_mpsc::channel::<()>();
+    let (report_tx, report_rx) = std_mpsc::channel::<Result<Duration, &str>>();
+    let mine = rt.clone();
+    rt.spawn(move || {
+        go_rx.recv().unwrap();
+        let t = Instant::now();
+        drop(mine);
+        report_tx.send(Ok(t.elapsed())).unwrap();
+        // Cancelled: this unwinds (dropping `report_tx`).
+        greenrt::sleep(Duration::from_secs(5));
+        report_tx
+            .send(Err("still running after the sleep"))
+            .unwrap();
+    });
+    drop(rt);
+    go_tx.send(()).unwrap();
+    let took = report_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the drop returned")
+        .unwrap();
+    assert!(
+        took < Duration::from_millis(500),
+        "dropping the runtime from its own green thread took {took:?}"
+    );
+    assert_eq!(
+        report_rx.recv_timeout(Duration::from_secs(4)),
+        Err(std_mpsc::RecvTimeoutError::Disconnected),
+        "the green thread was not cancelled at its next blocking call"
+    );
+}

@@ -307,6 +307,11 @@ impl Runtime {
     /// slot, like a plain thread, and unwinds at its next blocking call.
     /// The function reports how many were detached on stderr.
     ///
+    /// On one of the runtime's own green threads (which then held its
+    /// last handle, or called this), it returns at once: a thread of its
+    /// own shuts the runtime down, and the caller, cancelled with the
+    /// rest, unwinds at its next blocking call.
+    ///
     /// Afterwards every thread, fd and stack mapping the runtime made has
     /// been returned, except those of detached green threads (returned
     /// when they end) and the process-wide netpoller's epoll and eventfd,
@@ -332,6 +337,9 @@ impl Runtime {
         if std::mem::replace(&mut self.stopped, true) {
             return;
         }
+        if self.stop_elsewhere(timeout) {
+            return;
+        }
         if let Some(mut t) = self.schedtrace.take() {
             t.stop();
         }
@@ -354,6 +362,39 @@ impl Runtime {
             let _ = t.join();
         }
         crate::trace::on_drop(&self.shared);
+    }
+}
+
+impl Runtime {
+    /// On one of this runtime's own green threads the shutdown cannot
+    /// wait for its caller (it would wait out the whole timeout and then
+    /// detach it): a thread of its own runs it, and the caller, cancelled
+    /// with every other green thread, unwinds at its next blocking call.
+    /// Returns false (the caller stops the runtime itself) elsewhere, or
+    /// if no thread could be started.
+    fn stop_elsewhere(&mut self, timeout: Duration) -> bool {
+        if !super::current_runtime().is_some_and(|rt| Arc::ptr_eq(&rt, &self.shared)) {
+            return false;
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<Runtime>();
+        let started = std::thread::Builder::new()
+            .name("greenrt-shutdown".into())
+            .spawn(move || {
+                if let Ok(rt) = rx.recv() {
+                    rt.shutdown_timeout(timeout);
+                }
+            });
+        if started.is_err() {
+            return false;
+        }
+        let rest = Runtime {
+            shared: self.shared.clone(),
+            sysmon: self.sysmon.take(),
+            errands: self.errands.take(),
+            schedtrace: self.schedtrace.take(),
+            stopped: false,
+        };
+        tx.send(rest).is_ok()
     }
 }
 
