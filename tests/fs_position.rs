@@ -297,3 +297,47 @@ fn read_at_and_write_at_past_i64_max_are_invalid_input_and_leave_the_position() 
     assert_eq!(std::fs::read(&path).unwrap(), b"0123456789");
     std::fs::remove_file(&path).unwrap();
 }
+
+/// A FIFO opened for reading and writing, shared by two green threads:
+/// one reads (and waits for data), the other writes. The position lock of
+/// regular files was held through the waiting read, so the writer waited
+/// for it for ever; a FIFO has no position to share.
+#[test]
+fn a_shared_fifo_can_be_written_while_a_green_thread_waits_to_read_it() {
+    let path = temp_path("shared.fifo");
+    let _ = std::fs::remove_file(&path);
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a plain syscall on a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let rt = common::runtime(2);
+    let path2 = path.clone();
+    let got = rt.block_on(move || {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path2)
+            .unwrap();
+        let f = std::sync::Arc::new(f);
+        let r = f.clone();
+        let reader = greenrt::spawn(move || {
+            let mut buf = [0u8; 5];
+            (&*r).read_exact(&mut buf).unwrap();
+            buf
+        });
+        greenrt::sleep(std::time::Duration::from_millis(50));
+        let writer = {
+            let f = f.clone();
+            greenrt::spawn(move || (&*f).write_all(b"hello").unwrap())
+        };
+        writer
+            .join_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("the writer waited 10 s behind the waiting reader"))
+            .unwrap();
+        reader
+            .join_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("the reader got nothing in 10 s"))
+            .unwrap()
+    });
+    assert_eq!(&got, b"hello");
+    std::fs::remove_file(&path).unwrap();
+}

@@ -25,10 +25,12 @@ use crate::sync::Mutex;
 /// share the file position, as std's are; `read_at` and `write_at`
 /// neither use nor move it. Reads, writes and seeks through the position
 /// take turns, as read(2) and write(2) do on a shared file: green threads
-/// reading one `&File` at once each get their own bytes, and writers
-/// their own stretch of the file. That holds for this `File` and its
-/// [`try_clone`](File::try_clone)s; another process, or an fd duplicated
-/// outside greenrt, moving the same position meanwhile is not kept out.
+/// reading one regular `&File` at once each get their own bytes, and
+/// writers their own stretch of the file. That holds for this `File` and
+/// its [`try_clone`](File::try_clone)s; another process, an fd
+/// duplicated outside greenrt, or a [`greenrt::io::copy`](crate::io::copy)
+/// from the file (sendfile(2), which takes no lock either) moving the
+/// same position meanwhile is not kept out.
 pub struct File {
     fd: OwnedFd,
     direct: Option<Alignment>,
@@ -36,8 +38,11 @@ pub struct File {
     /// Opened with O_APPEND: writes through the position go to the end.
     append: bool,
     /// Held across every use of the file position (see `at_position`),
-    /// shared with `try_clone`s (which share the position).
+    /// shared with `try_clone`s (which share the position). Only for a
+    /// regular file (`positioned`), where the kernel keeps read(2) and
+    /// write(2) in turn too.
     position_lock: Arc<Mutex<()>>,
+    positioned: bool,
 }
 
 impl File {
@@ -46,12 +51,21 @@ impl File {
     pub(super) fn from_parts(fd: OwnedFd, direct: Option<Alignment>, dontcache: bool) -> File {
         // SAFETY: F_GETFL on our open fd; no memory involved.
         let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        // SAFETY: all-zero is a valid `stat` (integers only).
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat on our open fd fills `st`, a valid, writable stat.
+        let stat_ok = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0;
         File {
             fd,
             direct,
             dontcache,
             append: flags >= 0 && flags & libc::O_APPEND != 0,
             position_lock: Arc::default(),
+            // A FIFO, tty or device has no position to share, and a read
+            // there may wait for ever: holding the lock through it would
+            // keep a writer on the same file out (as the kernel's own
+            // lock is for regular files only).
+            positioned: !stat_ok || st.st_mode & libc::S_IFMT == libc::S_IFREG,
         }
     }
 
@@ -176,6 +190,7 @@ impl File {
                 format!("file offset {o} is past the largest a file can have (i64::MAX)"),
             )),
             Pos::At(_) => op(),
+            Pos::Current if !self.positioned => op(),
             Pos::Current => {
                 let _turn = self.position_lock.lock().unwrap_or_else(|e| e.into_inner());
                 op()
@@ -328,6 +343,7 @@ impl File {
             dontcache: self.dontcache,
             append: self.append,
             position_lock: self.position_lock.clone(),
+            positioned: self.positioned,
         })
     }
 

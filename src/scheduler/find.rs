@@ -266,8 +266,8 @@ impl M {
         if self.resume_preempted() {
             return None;
         }
-        // With every other P idle there is nothing to steal (see
-        // `every_other_p_idle`), and unless this M must leave the poller
+        // With every other P idle and their queues empty there is
+        // nothing to steal (see `nothing_elsewhere`), and unless this M must leave the poller
         // to other runtimes (`poll_for_others`), its stop is about to wait
         // in the netpoller: a poll without blocking first would be a
         // second epoll_wait for the same wait. When the M ran dry because
@@ -277,7 +277,7 @@ impl M {
         // polls twice here; tokio's idle worker goes straight to its
         // driver.) With other Ps busy the poll stays: it takes ready
         // events without giving up the P.
-        let alone = self.every_other_p_idle();
+        let alone = self.nothing_elsewhere();
         if alone && !self.poll_for_others.get() {
             return None;
         }
@@ -310,11 +310,18 @@ impl M {
         self.steal(p)
     }
 
-    /// Whether every P but ours is idle. An idle P's queue is empty (one
-    /// over the active limit had its Gs moved to the global queue, see
-    /// `cpu_limit`), so there is nothing to steal.
-    fn every_other_p_idle(&self) -> bool {
-        self.rt.npidle.load(Ordering::Relaxed) + 1 >= self.rt.cpu_limit.active()
+    /// Whether every P but ours is idle and there is nothing to steal.
+    /// Both are asked: an idle P may still have Gs queued (`handoff_p`
+    /// lists a blocking M's P idle before an M takes it, and a P over the
+    /// active limit is listed idle with its Gs, see `cpu_limit`), and
+    /// Ps over a lowered limit may still be busy; an M that skipped the
+    /// steal then could leave those Gs unrun.
+    fn nothing_elsewhere(&self) -> bool {
+        nothing_elsewhere(
+            self.rt.npidle.load(Ordering::SeqCst),
+            self.rt.cpu_limit.active(),
+            self.rt.stealers.iter().map(|s| s.is_empty()),
+        )
     }
 
     /// If a preempted G waits, hands our P to the M that holds it (a
@@ -454,5 +461,37 @@ impl M {
         }
         let next = self.rt.next_timer();
         next != u64::MAX && next <= crate::sys::clock::now()
+    }
+}
+
+/// `M::nothing_elsewhere`'s test: `npidle` of `active` Ps idle (ours is
+/// not), and every run queue empty (`queues_empty`, ours included: the
+/// caller found its own empty).
+fn nothing_elsewhere(
+    npidle: usize,
+    active: usize,
+    mut queues_empty: impl Iterator<Item = bool>,
+) -> bool {
+    npidle + 1 >= active && queues_empty.all(|empty| empty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nothing_elsewhere;
+
+    /// An idle P can still hold Gs (a P handed on at a blocking call, or
+    /// one over the active limit): an M that saw only "every other P
+    /// idle" skipped the steal and parked, and the Gs waited until a P
+    /// happened to go to an M that ran that one (for ever, in a review's
+    /// reproduction, the idle list handing out the other P each time).
+    #[test]
+    fn an_idle_p_with_queued_gs_leaves_something_to_steal() {
+        assert!(nothing_elsewhere(1, 2, [true, true].into_iter()));
+        assert!(!nothing_elsewhere(1, 2, [true, false].into_iter()));
+        assert!(!nothing_elsewhere(0, 2, [true, true].into_iter()));
+        assert!(nothing_elsewhere(0, 1, [true].into_iter()));
+        // More Ps than the active limit: one above it may be busy and
+        // queue Gs until its M next schedules.
+        assert!(!nothing_elsewhere(1, 2, [true, true, false].into_iter()));
     }
 }
