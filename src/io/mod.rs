@@ -181,27 +181,69 @@ where
     W: Write,
 {
     let mut sent = 0;
-    if let Some(dst) = recognise::endpoint(&*writer)? {
+    let dst = recognise::endpoint(&*writer)?;
+    if let Some(dst) = &dst {
         if let Some(src) = recognise::endpoint(&*reader)? {
-            return copy_sockets(&src, &dst, opts);
+            return copy_sockets(&src, dst, opts);
         }
-        if let Some(r) = take::copy_from_take(reader, &dst, opts) {
+        if let Some(r) = take::copy_from_take(reader, dst, opts) {
             return r;
         }
         if let Some(file) = file_source(reader) {
-            match file::send(file, &dst, opts)? {
+            match file::send(file, dst, opts)? {
                 file::Outcome::NotAFile => {}
                 file::Outcome::Done(n) => return Ok(n),
                 file::Outcome::Refused(n) => sent = n,
             }
         }
     }
+    // The rest reads and writes through std's traits, except that a
+    // greenrt socket on either side goes through its endpoint, which
+    // waits for readiness in non-blocking mode too (the module docs'
+    // promise; the socket's own `read` and `write` would say WouldBlock).
+    let mut dst_io;
+    let writer: &mut dyn Write = match dst {
+        Some(d) => {
+            dst_io = EndpointIo(d);
+            &mut dst_io
+        }
+        None => writer,
+    };
     if let Some(file) = file_source(reader) {
         if let Some(r) = file::copy_direct(file, writer, opts.buffer_size) {
             return r;
         }
     }
+    let src = recognise::endpoint(&*reader)?;
+    let mut src_io;
+    let reader: &mut dyn Read = match src {
+        Some(s) => {
+            src_io = EndpointIo(s);
+            &mut src_io
+        }
+        None => reader,
+    };
     Ok(sent + buffered::copy_generic(reader, writer, opts.buffer_size)?)
+}
+
+/// A greenrt stream socket read or written through its [`Endpoint`].
+struct EndpointIo<'a>(Endpoint<'a>);
+
+impl Read for EndpointIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf, false)
+    }
+}
+
+impl Write for EndpointIo<'_> {
+    /// All of `buf` (the copy loop writes all of each read anyway).
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(buf).map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `reader` as `Any` if it is one of the file types `file` knows (a

@@ -1,0 +1,54 @@
+//! `greenrt::io::copy` waits on a greenrt socket put in non-blocking mode
+//! whatever the other side is (the `io` module docs' promise): it went
+//! through the socket's own `read`/`write`, which say `WouldBlock`, when
+//! the other side was not a greenrt socket or a buffered file.
+
+mod common;
+mod net_util;
+
+use std::io::{Cursor, Read, Write};
+use std::time::Duration;
+
+use net_util::{on_runtime, tcp_pair};
+
+/// 20 MiB from a `Cursor` into a non-blocking socket whose peer starts
+/// reading only after 100 ms: the copy waits while the socket is full.
+#[test]
+fn a_copy_into_a_non_blocking_socket_waits_for_room() {
+    const LEN: usize = 20 << 20;
+    on_runtime(2, || {
+        let (mut client, mut server) = tcp_pair();
+        client.set_nonblocking(true).unwrap();
+        let reader = greenrt::spawn(move || {
+            greenrt::sleep(Duration::from_millis(100));
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).unwrap();
+            got
+        });
+        let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+        let n = greenrt::io::copy(&mut Cursor::new(data.clone()), &mut client).unwrap();
+        assert_eq!(n, LEN as u64);
+        drop(client);
+        assert!(reader.join().unwrap() == data, "the peer got other bytes");
+    });
+}
+
+/// From a non-blocking socket into a `Vec`: the copy waits for data that
+/// comes 50 ms later, and runs to the end of the stream.
+#[test]
+fn a_copy_out_of_a_non_blocking_socket_waits_for_data() {
+    on_runtime(2, || {
+        let (mut client, mut server) = tcp_pair();
+        server.set_nonblocking(true).unwrap();
+        let writer = greenrt::spawn(move || {
+            greenrt::sleep(Duration::from_millis(50));
+            client.write_all(b"hello").unwrap();
+            greenrt::sleep(Duration::from_millis(50));
+            client.write_all(b", world").unwrap();
+        });
+        let mut got = Vec::new();
+        let n = greenrt::io::copy(&mut server, &mut got).unwrap();
+        assert_eq!((n, &got[..]), (12, &b"hello, world"[..]));
+        writer.join().unwrap();
+    });
+}
