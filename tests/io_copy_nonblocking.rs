@@ -98,3 +98,32 @@ fn a_copy_from_a_direct_file_into_a_non_blocking_socket_waits_for_room() {
     });
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A `Take` of a non-blocking socket into a `Vec`: the copy waits for
+/// data, stops at the limit (the rest stays in the socket) and the limit
+/// shrinks by what it took.
+#[test]
+fn a_copy_of_a_take_of_a_non_blocking_socket_waits_and_keeps_to_the_limit() {
+    let _serial = serial();
+    on_runtime(2, || {
+        let (mut client, server) = tcp_pair();
+        server.set_nonblocking(true).unwrap();
+        let writer = greenrt::spawn(move || {
+            greenrt::sleep(Duration::from_millis(50));
+            client.write_all(b"hello").unwrap();
+            greenrt::sleep(Duration::from_millis(50));
+            client.write_all(b", world and the rest").unwrap();
+            client
+        });
+        let mut got = Vec::new();
+        let mut take = (&server).take(12);
+        let n = greenrt::io::copy(&mut take, &mut got).unwrap();
+        assert_eq!((n, &got[..], take.limit()), (12, &b"hello, world"[..], 0));
+        let client = writer.join().unwrap();
+        drop(client);
+        let mut rest = Vec::new();
+        server.set_nonblocking(false).unwrap();
+        (&server).read_to_end(&mut rest).unwrap();
+        assert_eq!(&rest[..], b" and the rest");
+    });
+}

@@ -214,6 +214,9 @@ where
             return r;
         }
     }
+    if let Some(r) = take::copy_take_to(reader, writer, opts.buffer_size) {
+        return r.map(|n| sent + n);
+    }
     let src = recognise::endpoint(&*reader)?;
     let mut src_io;
     let reader: &mut dyn Read = match src {
