@@ -19,6 +19,17 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A green thread that starts reading `server` to its end after 100 ms
+/// (so the copy into its peer meets a full socket), returning the bytes.
+fn read_all_later(mut server: greenrt::net::TcpStream) -> greenrt::JoinHandle<Vec<u8>> {
+    greenrt::spawn(move || {
+        greenrt::sleep(Duration::from_millis(100));
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).unwrap();
+        got
+    })
+}
+
 /// 20 MiB from a `Cursor` into a non-blocking socket whose peer starts
 /// reading only after 100 ms: the copy waits while the socket is full.
 #[test]
@@ -26,14 +37,9 @@ fn a_copy_into_a_non_blocking_socket_waits_for_room() {
     const LEN: usize = 20 << 20;
     let _serial = serial();
     on_runtime(2, || {
-        let (mut client, mut server) = tcp_pair();
+        let (mut client, server) = tcp_pair();
         client.set_nonblocking(true).unwrap();
-        let reader = greenrt::spawn(move || {
-            greenrt::sleep(Duration::from_millis(100));
-            let mut got = Vec::new();
-            server.read_to_end(&mut got).unwrap();
-            got
-        });
+        let reader = read_all_later(server);
         let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
         let n = greenrt::io::copy(&mut Cursor::new(data.clone()), &mut client).unwrap();
         assert_eq!(n, LEN as u64);
@@ -78,14 +84,9 @@ fn a_copy_from_a_direct_file_into_a_non_blocking_socket_waits_for_room() {
     // Not fd-checked: the first direct read opens the process-wide
     // io_uring rings, which stay open.
     common::runtime(2).block_on(move || {
-        let (mut client, mut server) = tcp_pair();
+        let (mut client, server) = tcp_pair();
         client.set_nonblocking(true).unwrap();
-        let reader = greenrt::spawn(move || {
-            greenrt::sleep(Duration::from_millis(100));
-            let mut got = Vec::new();
-            server.read_to_end(&mut got).unwrap();
-            got
-        });
+        let reader = read_all_later(server);
         let mut f = greenrt::fs::OpenOptions::new()
             .read(true)
             .direct(true)

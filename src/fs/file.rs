@@ -1,7 +1,7 @@
 //! An open file whose reads and writes park only the green thread.
 
 use std::fmt;
-use std::io::{self, IoSlice, IoSliceMut, Read, Seek, SeekFrom, Write};
+use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -181,7 +181,11 @@ impl File {
     /// waiting for the lock parks (`sync::Mutex`); nothing ever panics
     /// while holding it, so poisoning is ignored (a cancelled green
     /// thread unwinds through it).
-    fn at_position<T>(&self, asked: Pos, op: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    pub(super) fn at_position<T>(
+        &self,
+        asked: Pos,
+        op: impl FnOnce() -> io::Result<T>,
+    ) -> io::Result<T> {
         match asked {
             // pread(2) and pwrite(2) say EINVAL; as -1 the kernel would
             // take it for "at the file position".
@@ -198,11 +202,11 @@ impl File {
         }
     }
 
-    fn read_pos(&self, buf: &mut [u8], asked: Pos) -> io::Result<usize> {
+    pub(super) fn read_pos(&self, buf: &mut [u8], asked: Pos) -> io::Result<usize> {
         self.at_position(asked, || self.read_pos_locked(buf, asked))
     }
 
-    fn write_pos(&self, buf: &[u8], asked: Pos) -> io::Result<usize> {
+    pub(super) fn write_pos(&self, buf: &[u8], asked: Pos) -> io::Result<usize> {
         self.at_position(asked, || self.write_pos_locked(buf, asked))
     }
 
@@ -358,92 +362,6 @@ impl File {
 
 fn eof() -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, "failed to fill whole buffer")
-}
-
-impl Read for &File {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.read_pos(buf, Pos::Current)
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        let buf = bufs
-            .iter_mut()
-            .find(|b| !b.is_empty())
-            .map_or(&mut [][..], |b| &mut **b);
-        self.read(buf)
-    }
-}
-
-impl Write for &File {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_pos(buf, Pos::Current)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let buf = bufs
-            .iter()
-            .find(|b| !b.is_empty())
-            .map_or(&[][..], |b| &**b);
-        self.write(buf)
-    }
-
-    /// Nothing is buffered in user space.
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Seek for &File {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let (off, whence) = match pos {
-            SeekFrom::Start(o) => (
-                i64::try_from(o).map_err(|_| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "seek offset too large")
-                })?,
-                libc::SEEK_SET,
-            ),
-            SeekFrom::End(o) => (o, libc::SEEK_END),
-            SeekFrom::Current(o) => (o, libc::SEEK_CUR),
-        };
-        self.at_position(Pos::Current, || {
-            // SAFETY: lseek on our own open fd; it never blocks.
-            let r = unsafe { libc::lseek(self.fd.as_raw_fd(), off, whence) };
-            if r < 0 {
-                return Err(crate::sys::last_os_error());
-            }
-            Ok(r as u64)
-        })
-    }
-}
-
-impl Read for File {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        (&*self).read_vectored(bufs)
-    }
-}
-
-impl Write for File {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&*self).write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Seek for File {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        (&*self).seek(pos)
-    }
 }
 
 impl fmt::Debug for File {

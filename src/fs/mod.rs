@@ -29,6 +29,7 @@
 
 mod align;
 mod file;
+mod file_io;
 mod ops;
 mod options;
 mod residency;
