@@ -205,3 +205,53 @@ fn an_empty_read_returns_at_once_before_and_after_a_full_read() {
         assert_eq!(&got, b"5678");
     });
 }
+
+/// A vectored read of more slices than one readv(2) takes (IOV_MAX,
+/// 1024) fills only the first 1024: that is a full read of those, not a
+/// short one. It was taken for short (the length of every slice was
+/// compared), the socket marked drained, and the next read waited for an
+/// edge that never came, with the rest of the data queued.
+#[test]
+fn a_vectored_read_of_more_than_iov_max_slices_leaves_no_data_behind() {
+    use greenrt::os::unix::net::UnixStream;
+    const LEN: usize = 2000;
+    fn read_all_one_byte_slices(s: &mut impl Read) -> Vec<usize> {
+        let mut bytes = vec![0u8; LEN];
+        let (mut total, mut reads) = (0, Vec::new());
+        while total < LEN {
+            let mut slices: Vec<IoSliceMut> =
+                bytes[total..].chunks_mut(1).map(IoSliceMut::new).collect();
+            match s.read_vectored(&mut slices) {
+                Ok(n) => {
+                    assert!(n > 0, "end of stream after {total} bytes");
+                    reads.push(n);
+                    total += n;
+                }
+                Err(e) => panic!("{e} after {total} of {LEN} bytes, the rest queued"),
+            }
+        }
+        assert_eq!(bytes, pattern(LEN, 3));
+        reads
+    }
+    on_runtime(1, || {
+        // The reader parks first; the data then comes in one write.
+        fn write_later<W: Write + Send + 'static>(mut w: W) -> greenrt::JoinHandle<W> {
+            greenrt::spawn(move || {
+                greenrt::sleep(Duration::from_millis(30));
+                w.write_all(&pattern(LEN, 3)).unwrap();
+                w // kept open: no end of stream
+            })
+        }
+        let (a, mut b) = tcp_pair();
+        b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let writer = write_later(a);
+        assert_eq!(read_all_one_byte_slices(&mut b), [1024, LEN - 1024]);
+        drop(writer.join().unwrap());
+
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let writer = write_later(a);
+        assert_eq!(read_all_one_byte_slices(&mut b), [1024, LEN - 1024]);
+        drop(writer.join().unwrap());
+    });
+}

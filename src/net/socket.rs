@@ -15,7 +15,7 @@ use super::addr::SockAddr;
 use super::inq::{self, InqState};
 use crate::netpoll::{timeout_as_would_block, Interest, NetFd};
 pub(crate) use crate::sys::{cvt, cvt_size};
-use crate::sys::{iov_count, retry_eintr};
+use crate::sys::{iov_count, retry_eintr, IOV_MAX};
 use crate::time;
 
 /// A registered socket with the per-handle settings std keeps in the
@@ -304,7 +304,9 @@ impl Socket {
     /// readv(2) on a stream socket.
     #[inline]
     pub(crate) fn read_vectored_stream(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        let len = bufs.iter().map(|b| b.len()).sum();
+        // Only the first IOV_MAX buffers are passed: a read that fills
+        // them is full, not short (a short one marks the socket drained).
+        let len = bufs.iter().take(IOV_MAX).map(|b| b.len()).sum();
         self.read_stream(bufs, len)
     }
 

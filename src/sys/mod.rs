@@ -90,10 +90,13 @@ pub(crate) fn retry_eintr<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Resul
     }
 }
 
-/// At most IOV_MAX buffers per call (the rest wait for the next call, as
-/// with any short transfer).
+/// The most buffers one readv(2)/writev(2)/sendmsg(2) takes (IOV_MAX on
+/// Linux); the rest wait for the next call, as with any short transfer.
+pub(crate) const IOV_MAX: usize = 1024;
+
+/// How many of `n` buffers one call passes: at most [`IOV_MAX`].
 pub(crate) fn iov_count(n: usize) -> libc::c_int {
-    n.min(1024) as libc::c_int
+    n.min(IOV_MAX) as libc::c_int
 }
 
 /// The system's page size in bytes.
