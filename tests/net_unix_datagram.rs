@@ -258,3 +258,43 @@ fn a_send_to_a_queue_full_of_other_senders_datagrams_still_goes_through() {
         std::fs::remove_file(&path).unwrap();
     });
 }
+
+/// An abstract name may fill `sun_path` but for its leading NUL (107
+/// bytes; it needs no terminating NUL), as std takes it: connecting and
+/// sending to one was refused as too long.
+#[test]
+fn the_longest_abstract_names_can_be_connected_and_sent_to() {
+    use std::io::{Read, Write};
+    let name = |tag: &str| {
+        let mut n = format!("greenrt-{tag}-{}-", std::process::id()).into_bytes();
+        n.resize(107, b'x');
+        SocketAddr::from_abstract_name(&n).unwrap()
+    };
+    greenrt::run(move || {
+        let addr = name("stream");
+        let listener = greenrt::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+        let mut c = greenrt::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
+        let (mut s, _) = listener.accept().unwrap();
+        c.write_all(b"long").unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"long");
+
+        let to = name("datagram");
+        let d = UnixDatagram::bind_addr(&to).unwrap();
+        let sender = UnixDatagram::unbound().unwrap();
+        assert_eq!(sender.send_to_addr(b"long", &to).unwrap(), 4);
+        assert_eq!(d.recv(&mut buf).unwrap(), 4);
+        sender.connect_addr(&to).unwrap();
+        assert_eq!(sender.send(b"long").unwrap(), 4);
+        assert_eq!(d.recv(&mut buf).unwrap(), 4);
+
+        // A path needs room for its terminating NUL: 108 bytes is too long.
+        let path = format!("/tmp/{}", "p".repeat(103));
+        assert_eq!(path.len(), 108);
+        let e = greenrt::os::unix::net::UnixStream::connect(&path).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        let e = sender.send_to(b"x", &path).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    });
+}

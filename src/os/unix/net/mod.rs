@@ -61,6 +61,14 @@ struct UnixAddr {
 /// Offset of `sun_path` in sockaddr_un.
 use crate::net::addr::PATH_OFFSET;
 
+/// std's error for a path or name that does not fit in `sun_path`.
+fn too_long() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "path must be shorter than SUN_LEN",
+    )
+}
+
 impl UnixAddr {
     /// The address of a socket file (std's rules: no NUL bytes, shorter
     /// than `sun_path`).
@@ -71,6 +79,10 @@ impl UnixAddr {
                 io::ErrorKind::InvalidInput,
                 "paths must not contain interior null bytes",
             ));
+        }
+        // The terminating NUL must fit too.
+        if bytes.len() >= mem::size_of::<libc::sockaddr_un>() - PATH_OFFSET {
+            return Err(too_long());
         }
         let mut a = UnixAddr::with_name(bytes)?;
         if !bytes.is_empty() {
@@ -96,16 +108,14 @@ impl UnixAddr {
         ))
     }
 
-    /// `bytes` in sun_path, length counting exactly `bytes`.
+    /// `bytes` in sun_path, length counting exactly `bytes` (an abstract
+    /// name, NUL first, may fill sun_path: it has no terminating NUL).
     fn with_name(bytes: &[u8]) -> io::Result<UnixAddr> {
         // SAFETY: all-zero is a valid sockaddr_un.
         let mut addr: libc::sockaddr_un = unsafe { mem::zeroed() };
         addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        if bytes.len() >= addr.sun_path.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "path must be shorter than SUN_LEN",
-            ));
+        if bytes.len() > addr.sun_path.len() {
+            return Err(too_long());
         }
         for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
             *dst = *src as libc::c_char;
