@@ -66,6 +66,13 @@
 //! `IntoRawFd` and `From<_> for OwnedFd` deregister and hand the fd back
 //! still in non-blocking mode. `FromRawFd` panics if the fd cannot be
 //! registered (see its documentation).
+//!
+//! O_NONBLOCK belongs to the open socket, which every `try_clone` shares:
+//! while greenrt handles to a socket remain, leave a std copy of it (from
+//! `into_std` on a clone, or `AsFd`) non-blocking. Switched to blocking,
+//! it makes the greenrt handles' reads and writes block in the kernel,
+//! an OS thread each, past their timeouts (std's timeouts live in the
+//! kernel, greenrt's in the handle).
 
 pub(crate) mod addr;
 mod inq;
