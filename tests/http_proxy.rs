@@ -209,6 +209,13 @@ fn malformed_head_is_400_and_closed() {
             b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            // Digits only (RFC 9110 8.6): Rust's parse takes a sign, an
+            // upstream may not, and the two would frame the body apart.
+            b"POST / HTTP/1.1\r\nContent-Length: +0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            // The same for a chunk size; the fault is the client's (not a
+            // 502), though the head went upstream already.
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n+0\r\n\r\n",
         ] {
             let mut c = connect(addr);
             c.get_mut().write_all(bad).unwrap();

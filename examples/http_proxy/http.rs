@@ -197,6 +197,17 @@ pub fn parse_response(data: &[u8], to_head: bool) -> io::Result<Option<(Head, us
     Ok(Some((head, len)))
 }
 
+/// A number of digits in `radix` and nothing else: no sign, no space,
+/// not empty (RFC 9110 and 9112; `str::parse` would take a `+`, and a
+/// proxy must frame a body as strictly as any upstream). None if it is
+/// not one or overflows.
+fn parse_digits(text: &[u8], radix: u32) -> Option<u64> {
+    if text.is_empty() || !text.iter().all(|&b| (b as char).is_digit(radix)) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(text).ok()?, radix).ok()
+}
+
 /// The framing and connection handling the headers ask for.
 fn classify(headers: &[httparse::Header<'_>], http10: bool) -> io::Result<Head> {
     let mut head = Head {
@@ -216,10 +227,8 @@ fn classify(headers: &[httparse::Header<'_>], http10: bool) -> io::Result<Head> 
         let name = h.name.to_ascii_lowercase();
         match name.as_str() {
             "content-length" => {
-                let n = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| invalid("bad Content-Length"))?;
+                let n = parse_digits(value.trim().as_bytes(), 10)
+                    .ok_or_else(|| invalid("bad Content-Length"))?;
                 if length.is_some_and(|l| l != n) {
                     return Err(invalid("conflicting Content-Length"));
                 }
@@ -336,10 +345,8 @@ pub fn relay_chunked(
     loop {
         let line = buf.line(src)?;
         let size_text = line.split(|&b| b == b';').next().unwrap_or(&[]);
-        let size = std::str::from_utf8(size_text)
-            .ok()
-            .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
-            .ok_or_else(|| invalid("bad chunk size"))?;
+        let size =
+            parse_digits(size_text.trim_ascii(), 16).ok_or_else(|| invalid("bad chunk size"))?;
         out.extend_from_slice(&line);
         out.extend_from_slice(b"\r\n");
         if size == 0 {

@@ -126,8 +126,14 @@ pub fn handle(mut client: TcpStream, peer: SocketAddr, config: &Config) -> io::R
             // Answered here: the upstream sees no Expect, only the body.
             client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
+        // A malformed request body (InvalidData: sockets never give it)
+        // is the client's fault, answered 400, not 502.
+        let mut bad_body = false;
         let mut response = send_head(&request.lines, request.body, &mut from_client, up)
-            .and_then(|rest| http::relay_body(rest, &mut from_client, &mut client, up, config.opts))
+            .and_then(|rest| {
+                http::relay_body(rest, &mut from_client, &mut client, up, config.opts)
+                    .inspect_err(|e| bad_body = e.kind() == io::ErrorKind::InvalidData)
+            })
             .and_then(|()| read_response(up, &mut from_upstream, &mut client, &request));
         if let Err(e) = &response {
             // A kept upstream connection the upstream closed while it was
@@ -143,6 +149,7 @@ pub fn handle(mut client: TcpStream, peer: SocketAddr, config: &Config) -> io::R
         }
         let response = match response {
             Ok(r) => r,
+            Err(e) if bad_body => return Err(refuse(&mut client, e)),
             Err(e) => {
                 let _ = client.write_all(BAD_GATEWAY);
                 return Err(e);
