@@ -114,6 +114,37 @@ fn green_thread_blocked_in_std_does_not_stop_its_worker() {
     });
 }
 
+/// A green thread making system calls back to back that the kernel
+/// finishes rather than interrupts (reads of /dev/zero here; std file
+/// I/O alike) is in the kernel when sysmon's signals come: each is
+/// delivered as the call returns, in libc, where it may not be preempted
+/// and which is not a blocked call either. It kept its worker for
+/// seconds (4 sleeps of 1 ms in 2 s); such a signal now retakes the P.
+#[test]
+fn green_thread_looping_on_uninterrupted_system_calls_does_not_stop_its_worker() {
+    exclusive(|| {
+        let (n, took, st) = progress_while_blocked(|| {
+            use std::io::Read;
+            let mut zero = std::fs::File::open("/dev/zero").unwrap();
+            let mut buf = vec![1u8; 1 << 20];
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(500) {
+                zero.read_exact(&mut buf).unwrap();
+                black_box(&buf);
+            }
+        });
+        println!(
+            "hand-off, reads of /dev/zero: {n} sleeps of 1 ms done during {:.0} ms; {st:?}",
+            ms(took)
+        );
+        assert!(
+            n >= 25,
+            "only {n} 1 ms sleeps completed on the worker while a green thread read \
+             /dev/zero for {took:?}: its P was not handed off ({st:?})"
+        );
+    });
+}
+
 // ---------------------------------------------------------------------
 // Preempted, not retaken: one green thread at a time per worker.
 // ---------------------------------------------------------------------

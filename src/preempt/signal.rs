@@ -124,20 +124,25 @@ extern "C" fn on_sigurg(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut
             return;
         }
     }
-    if level >= scheduler::RETAKE && blocked_in_syscall(uc) && target.retake_p() {
+    if level >= scheduler::RETAKE && in_syscall(uc) && target.retake_p() {
         trampoline::count_retake();
     }
 }
 
-/// Was the thread blocked in a system call (not computing in libc or the
-/// vDSO)? Only then is its P retaken: a computing green thread is
-/// preempted when a signal lands in its own code. When a signal interrupts
-/// a blocking syscall, the kernel either rewinds rip to the `syscall`
-/// instruction (to restart it) or returns -EINTR just after it.
-fn blocked_in_syscall(uc: &libc::ucontext_t) -> bool {
+/// Was the thread in a system call when the signal came (not computing in
+/// libc or the vDSO)? Only then is its P retaken: a computing green thread
+/// is preempted when a signal lands in its own code. When a signal
+/// interrupts a blocking syscall, the kernel either rewinds rip to the
+/// `syscall` instruction (to restart it) or returns -EINTR just after it.
+/// A call the kernel does not interrupt (a read of a regular file or of
+/// /dev/zero) runs to its end with the signal pending, which is then
+/// delivered just after the `syscall` instruction whatever the call
+/// returned: the thread spent the time since sysmon's request (at least
+/// the grace period, at the RETAKE level) in the kernel, or in calls
+/// back to back, and is as stuck for its P as a blocked one.
+fn in_syscall(uc: &libc::ucontext_t) -> bool {
     const SYSCALL: [u8; 2] = [0x0f, 0x05];
     let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
-    let rax = uc.uc_mcontext.gregs[libc::REG_RAX as usize];
     let offset = rip % 4096;
     // SAFETY: rip is where the thread was executing, so its page is mapped
     // and readable code (greenrt assumes no execute-only mappings);
@@ -146,7 +151,7 @@ fn blocked_in_syscall(uc: &libc::ucontext_t) -> bool {
     if offset <= 4094 && unsafe { ptr::read_unaligned(rip as *const [u8; 2]) } == SYSCALL {
         return true;
     }
-    if offset < 2 || rax != -(libc::EINTR as i64) {
+    if offset < 2 {
         return false;
     }
     // SAFETY: offset >= 2, so rip - 2 and rip - 1 lie in rip's own page,
