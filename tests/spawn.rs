@@ -394,3 +394,41 @@ fn several_runtimes_side_by_side_and_channels_between_them() {
     });
     assert_eq!(sum, (0..2000u64).sum::<u64>());
 }
+
+/// A detached green thread's result whose destructor panics aborts the
+/// process with a message, as std does for a thread's result: the result
+/// is dropped by the worker that finished the green thread, and the
+/// panic unwound out of that worker's scheduler, which died with it and
+/// left the runtime hanging.
+#[test]
+fn a_result_panicking_on_drop_aborts_the_process() {
+    const TEST: &str = "a_result_panicking_on_drop_aborts_the_process";
+    struct PanicOnDrop;
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            panic!("result drop panic");
+        }
+    }
+    if common::child_tag().is_some() {
+        let rt = greenrt::Builder::new().workers(1).build().unwrap();
+        rt.block_on(|| {
+            drop(greenrt::spawn(|| PanicOnDrop));
+            greenrt::sleep(Duration::from_millis(100));
+        });
+        println!("block_on returned");
+        return;
+    }
+    let out = common::run_child(TEST, "child", &[], Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(libc::SIGABRT),
+        "{}",
+        common::describe(&out)
+    );
+    assert!(
+        stderr.contains("result panicked on drop"),
+        "{}",
+        common::describe(&out)
+    );
+}

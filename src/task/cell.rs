@@ -138,11 +138,20 @@ where
     unsafe fn destroy(g: NonNull<G>) {
         let p = g.cast::<Self>();
         // SAFETY: the cell is fully built and unreferenced (the caller's
-        // contract): drop it, then give its memory back to where `new`
-        // took it from, with the same layout.
-        unsafe {
-            std::ptr::drop_in_place(p.as_ptr());
-            cell_cache::free(p.cast(), Layout::new::<Self>());
+        // contract): drop it in place, once.
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+            std::ptr::drop_in_place(p.as_ptr())
+        }));
+        if dropped.is_err() {
+            // The result (or a panic payload) panicked in its destructor.
+            // As std does for a thread's result: nothing can take the
+            // panic (the last reference may be dropped by a worker's
+            // scheduler, which must not unwind), so abort, saying why.
+            eprintln!("greenrt: a green thread's result panicked on drop; aborting");
+            std::process::abort();
         }
+        // SAFETY: the cell is dropped; give its memory back to where `new`
+        // took it from, with the same layout.
+        unsafe { cell_cache::free(p.cast(), Layout::new::<Self>()) };
     }
 }

@@ -81,7 +81,9 @@ impl<T> Packet<T> {
 
 /// An owned permission to join a green thread (wait for it to finish).
 ///
-/// Dropping the handle detaches the green thread. Like
+/// Dropping the handle detaches the green thread; its result is then
+/// dropped when it finishes, and a result (or panic payload) whose
+/// destructor panics aborts the process, as std's does. Like
 /// `std::thread::JoinHandle`, `join` returns `Err` with the panic payload
 /// if the green thread panicked; the runtime itself is unaffected.
 pub struct JoinHandle<T> {
