@@ -307,3 +307,71 @@ fn a_green_thread_dropping_its_own_runtime_returns_at_once_and_is_cancelled() {
         "the green thread was not cancelled at its next blocking call"
     );
 }
+
+/// `shutdown_timeout(Duration::MAX)` waits without a limit, as greenrt's
+/// other timeouts take `Duration::MAX`: it panicked adding the timeout
+/// to the clock, after marking the runtime stopped, which left its
+/// threads and green threads running for good.
+#[test]
+fn a_shutdown_timeout_of_duration_max_waits_without_a_limit() {
+    common::guarded(|| {
+        let rt = greenrt::Builder::new().workers(1).build().unwrap();
+        let unwound = Arc::new(AtomicBool::new(false));
+        struct Mark(Arc<AtomicBool>);
+        impl Drop for Mark {
+            fn drop(&mut self) {
+                self.0.store(true, SeqCst);
+            }
+        }
+        let mark = Mark(unwound.clone());
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let h = rt.spawn(move || {
+            let _mark = mark;
+            started_tx.send(()).unwrap();
+            greenrt::sleep(Duration::from_secs(3600));
+        });
+        started.recv().unwrap();
+        rt.shutdown_timeout(Duration::MAX);
+        assert!(unwound.load(SeqCst), "the sleeper did not unwind");
+        assert!(h.join().is_err());
+    });
+}
+
+/// Parked green threads all unwind, however many, even with a short
+/// timeout: the timeout is for green threads that reach no blocking call,
+/// and the wait goes on while green threads keep finishing. With a fixed
+/// deadline, those that had no turn by then were abandoned in their run
+/// queue: destructors not run, `greenrt::sync` locks never released,
+/// stacks leaked.
+#[test]
+fn every_parked_green_thread_unwinds_however_many_and_however_short_the_timeout() {
+    const N: usize = 50_000;
+    common::guarded(|| {
+        let rt = greenrt::Builder::new().workers(2).build().unwrap();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        struct Count(Arc<AtomicUsize>);
+        impl Drop for Count {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, SeqCst);
+            }
+        }
+        let started = Arc::new(AtomicUsize::new(0));
+        for _ in 0..N {
+            let (count, started) = (Count(dropped.clone()), started.clone());
+            rt.spawn(move || {
+                let _count = count;
+                started.fetch_add(1, SeqCst);
+                greenrt::sleep(Duration::from_secs(3600));
+            });
+        }
+        while started.load(SeqCst) < N {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        rt.shutdown_timeout(Duration::from_millis(1));
+        assert_eq!(
+            dropped.load(SeqCst),
+            N,
+            "green threads abandoned without unwinding"
+        );
+    });
+}

@@ -295,6 +295,13 @@ pub(crate) fn current_is_cancelled() -> bool {
 #[inline(never)]
 pub(crate) fn unwind_cancelled() {
     if !std::thread::panicking() {
+        if cfg!(panic = "abort") {
+            // resume_unwind would abort without a word.
+            eprintln!(
+                "greenrt: a green thread was cancelled by its runtime's shutdown, and \
+                 cancellation unwinds, which panic = \"abort\" cannot: aborting"
+            );
+        }
         std::panic::resume_unwind(Box::new(crate::task::Cancelled::new()));
     }
 }

@@ -194,7 +194,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 /// A greenrt runtime: a set of worker OS threads running green threads.
 ///
 /// Dropping the runtime shuts it down as
-/// [`shutdown_timeout`](Runtime::shutdown_timeout) does, waiting at most
+/// [`shutdown_timeout`](Runtime::shutdown_timeout) does, with
 /// [`DEFAULT_SHUTDOWN_TIMEOUT`] (one second).
 pub struct Runtime {
     shared: Arc<Shared>,
@@ -286,8 +286,8 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// Shuts the runtime down, waiting at most `timeout` for its green
-    /// threads to finish.
+    /// Shuts the runtime down, letting its green threads unwind until
+    /// `timeout` passes with none of them finishing.
     ///
     /// Every green thread that has not finished is cancelled: one blocked
     /// in a runtime call (a socket, a channel, a `greenrt::sync` lock, a
@@ -301,11 +301,21 @@ impl Runtime {
     /// of a cancelled green thread returns `Err` with a `Cancelled`
     /// payload.
     ///
-    /// A green thread that reaches no blocking call within `timeout` (it
-    /// computes, or is blocked in a system call outside the runtime) is
-    /// detached: it keeps running on its own OS thread without a worker
-    /// slot, like a plain thread, and unwinds at its next blocking call.
-    /// The function reports how many were detached on stderr.
+    /// Parked green threads all unwind, however many: the wait goes on
+    /// while green threads keep finishing, and `timeout`
+    /// (`Duration::MAX`: no limit) bounds only the wait for those that
+    /// reach no blocking call (they compute, or are blocked in a system
+    /// call outside the runtime). Those are then detached: each keeps
+    /// running on its own OS thread without a worker slot, like a plain
+    /// thread, and unwinds at its next blocking call. If they held every
+    /// worker for the whole `timeout` (preemption off, or under
+    /// [`preempt::disable`](crate::preempt::disable)), cancelled green
+    /// threads queued behind them never unwind: their destructors do not
+    /// run and their stacks are leaked. The function reports how many
+    /// were detached, and how many so abandoned, on stderr.
+    ///
+    /// Cancellation unwinds: under `panic = "abort"`, shutting down a
+    /// runtime with parked green threads aborts the process.
     ///
     /// On one of the runtime's own green threads (which then held its
     /// last handle, or called this), it returns at once: a thread of its
@@ -343,12 +353,21 @@ impl Runtime {
         if let Some(mut t) = self.schedtrace.take() {
             t.stop();
         }
-        let detached = self.shared.shutdown(timeout);
-        if detached > 0 {
+        let unfinished = self.shared.shutdown(timeout);
+        if unfinished.detached > 0 {
             eprintln!(
-                "greenrt: {detached} green thread(s) did not reach a blocking call within \
+                "greenrt: {} green thread(s) did not reach a blocking call within \
                  {timeout:?} of shutdown and were detached: they run on without the runtime \
-                 and unwind at their next blocking call"
+                 and unwind at their next blocking call",
+                unfinished.detached
+            );
+        }
+        if unfinished.abandoned > 0 {
+            eprintln!(
+                "greenrt: {} cancelled green thread(s) got no turn to unwind within \
+                 {timeout:?} of shutdown (no worker was free): their destructors did not run \
+                 and their stacks are leaked",
+                unfinished.abandoned
             );
         }
         self.shared

@@ -92,6 +92,9 @@ pub(crate) struct Shared {
     /// Shutdown has begun: Gs are being cancelled (new ones are born
     /// cancelled). `shutdown` is set only once they are gone.
     pub(crate) cancelling: AtomicBool,
+    /// Started Gs that shutdown gave up in a run queue (they never got a
+    /// turn to unwind): their stacks are leaked (see `abandon_queued`).
+    pub(crate) abandoned_started: AtomicUsize,
     /// Scheduler tracing: whether this runtime records, and its buffers.
     pub(crate) trace: crate::trace::RtTrace,
     /// sysmon's errands that may allocate or lock (see `chores`).
@@ -165,6 +168,7 @@ impl Shared {
             threads: Mutex::new(Vec::new()),
             registry: Registry::new(workers),
             cancelling: AtomicBool::new(false),
+            abandoned_started: AtomicUsize::new(0),
             trace: Default::default(),
             chores: Chores::default(),
             metrics: Counters::new(workers),

@@ -12,7 +12,10 @@
 //!    the wake-up token (both SeqCst), so a G that sees the token sees
 //!    the mark.
 //! 2. **Wait** until the registry is empty (every G exited) or the
-//!    timeout passes.
+//!    timeout passes with no G exiting: unwinding parked Gs is like
+//!    dropping tokio's futures, always done however many there are (it
+//!    only takes turns on the Ps); the timeout is for Gs that reach no
+//!    blocking call.
 //! 3. **Stop.** `shutdown` is set: Ms leave their scheduling loops and
 //!    exit; an M still running a G (it did not reach a blocking call in
 //!    time) is detached: its thread runs the G on without a P, like a
@@ -32,24 +35,46 @@ use std::time::{Duration, Instant};
 use super::g::{GRef, DEAD};
 use super::shared::Shared;
 
+/// Green threads a shutdown did not see finish.
+pub(crate) struct Unfinished {
+    /// Running (they reached no blocking call): they run on, detached.
+    pub(crate) detached: usize,
+    /// Cancelled but queued when the runtime stopped, never to run
+    /// again: their stacks are leaked, their destructors never run.
+    pub(crate) abandoned: usize,
+}
+
 /// Longest nap while waiting for cancelled green threads to finish.
 const MAX_NAP: Duration = Duration::from_millis(1);
 
 impl Shared {
-    /// Stops the runtime (see the module docs); waits at most `timeout`
-    /// for its green threads to unwind. Returns how many were detached.
-    pub(crate) fn shutdown(self: &Arc<Self>, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
+    /// Stops the runtime (see the module docs); waits for its green
+    /// threads to unwind until `timeout` passes with none finishing.
+    pub(crate) fn shutdown(self: &Arc<Self>, timeout: Duration) -> Unfinished {
         self.cancel_all();
         let mut nap = Duration::from_micros(20);
-        while self.registry.live() > 0 && Instant::now() < deadline {
+        let mut live = self.registry.live();
+        // None: no limit (`Duration::MAX`).
+        let mut deadline = Instant::now().checked_add(timeout);
+        while live > 0 {
+            // Progress is looked at before the deadline, after each nap.
             std::thread::sleep(nap);
             nap = (nap * 2).min(MAX_NAP);
+            let now_live = self.registry.live();
+            if now_live < live {
+                deadline = Instant::now().checked_add(timeout);
+            }
+            live = now_live;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
         }
-        let unfinished = self.registry.live();
-        self.stop_ms();
+        let detached = self.stop_ms();
         self.drain_queued();
-        unfinished
+        Unfinished {
+            detached,
+            abandoned: self.abandoned_started.load(Ordering::Acquire),
+        }
     }
 
     /// Step 1: marks every live G cancelled and wakes it.
@@ -74,8 +99,9 @@ impl Shared {
     }
 
     /// Step 3: stops the Ms; joins those not running a green thread and
-    /// detaches the rest.
-    fn stop_ms(&self) {
+    /// detaches the rest. Returns how many were detached.
+    fn stop_ms(&self) -> usize {
+        let mut detached = 0;
         self.shutdown.store(true, Ordering::SeqCst);
         // Preempted Gs run on, detached, on their own Ms (one queued from
         // now on is released by its own preemption path).
@@ -98,12 +124,13 @@ impl Shared {
                     // Detached: dropping the JoinHandle lets the thread
                     // clean up after itself when its green thread ends.
                     drop(pending.swap_remove(i));
+                    detached += 1;
                 } else {
                     i += 1;
                 }
             }
             if pending.is_empty() {
-                break;
+                return detached;
             }
             std::thread::sleep(MAX_NAP);
         }
@@ -176,6 +203,9 @@ impl Shared {
         // SAFETY: the G was queued, so it is not running, and after
         // shutdown nothing resumes it.
         let stack = unsafe { g.take_stack() };
+        if started {
+            self.abandoned_started.fetch_add(1, Ordering::AcqRel);
+        }
         if started || g.stack_pinned() {
             // Its frames may be referenced from elsewhere (see above), or
             // (inside a `greenrt::scope`) scoped green threads may borrow
