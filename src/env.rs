@@ -36,12 +36,13 @@ pub(crate) fn parse_bool(name: &str, value: &str) -> io::Result<bool> {
     }
 }
 
-/// A worker count: a positive integer.
+/// A worker count: an integer from 1 to `MAX_WORKERS`.
 pub(crate) fn parse_workers(value: &str) -> io::Result<usize> {
     match value.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
+        Ok(n) if (1..=crate::MAX_WORKERS).contains(&n) => Ok(n),
         _ => Err(invalid(format!(
-            "greenrt: {WORKERS} must be a positive integer, got {value:?}"
+            "greenrt: {WORKERS} must be an integer from 1 to {}, got {value:?}",
+            crate::MAX_WORKERS
         ))),
     }
 }

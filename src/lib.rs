@@ -361,7 +361,7 @@ pub mod trace;
 
 pub use greenrt_macros::{main, test};
 pub use runtime_metrics::{metrics, RuntimeMetrics};
-pub use scheduler::{run, Builder, Runtime, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use scheduler::{run, Builder, Runtime, DEFAULT_SHUTDOWN_TIMEOUT, MAX_WORKERS};
 pub use stack::DEFAULT_STACK_SIZE;
 pub use task::{scope, spawn, yield_now, Cancelled, JoinHandle, Scope, ScopedJoinHandle};
 pub use time::{sleep, sleep_until};

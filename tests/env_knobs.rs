@@ -66,6 +66,14 @@ fn greenrt_env_knobs_are_strict_and_case_insensitive() {
         .build()
         .expect_err("GREENRT_WORKERS=0");
     assert!(err.to_string().contains("GREENRT_WORKERS"), "{err}");
+    // More workers than the runtime takes: an error, not a capacity
+    // overflow panic or an allocation failure's abort.
+    set("GREENRT_WORKERS", Some("18446744073709551615"));
+    let err = greenrt::Builder::new()
+        .build()
+        .expect_err("GREENRT_WORKERS=usize::MAX");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("GREENRT_WORKERS"), "{err}");
     set("GREENRT_WORKERS", None);
 
     set("GREENRT_IO_URING", Some("disabled"));

@@ -357,6 +357,15 @@ fn builder_rejects_zero_workers() {
         .build()
         .expect_err("workers(0) must fail");
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    // Nor too many: an error, where it was a capacity overflow panic
+    // (usize::MAX) or an allocation failure's abort (2^40).
+    for n in [usize::MAX, 1 << 40, greenrt::MAX_WORKERS + 1] {
+        let err = greenrt::Builder::new()
+            .workers(n)
+            .build()
+            .expect_err("too many workers must fail");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{n}: {err}");
+    }
     // And a valid count works.
     let rt = greenrt::Builder::new()
         .workers(1)

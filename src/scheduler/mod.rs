@@ -43,7 +43,7 @@ pub(crate) use handoff::RETAKE;
 pub(crate) use m::Request;
 pub(crate) use metrics::snapshot as metrics_snapshot;
 pub(crate) use preempt_path::{preempt_park, signal_target};
-pub use runtime::{run, Builder, Runtime, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use runtime::{run, Builder, Runtime, DEFAULT_SHUTDOWN_TIMEOUT, MAX_WORKERS};
 pub(crate) use shared::Shared;
 pub(crate) use timers::add_timer;
 

@@ -135,6 +135,12 @@ impl Builder {
                 "greenrt: workers must be at least 1",
             ));
         }
+        if let Some(n) = fixed.filter(|&n| n > MAX_WORKERS) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("greenrt: workers must be at most {MAX_WORKERS}, got {n}"),
+            ));
+        }
         if self.quantum < preempt::MIN_QUANTUM {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -186,6 +192,12 @@ impl Builder {
         Ok(rt)
     }
 }
+
+/// The most workers a runtime takes (`Builder::workers`,
+/// `GREENRT_WORKERS`; a larger count is `InvalidInput`). Each worker is
+/// a P with its run queue and, while it runs green threads, an OS
+/// thread; Go's `GOMAXPROCS` has no use beyond the CPU count either.
+pub const MAX_WORKERS: usize = 4096;
 
 /// How long dropping a [`Runtime`] waits for its cancelled green threads
 /// to unwind (see [`Runtime::shutdown_timeout`]).
