@@ -322,7 +322,10 @@
 //!   thread until it runs again: many CPU-bound green threads mean as many
 //!   OS threads, mostly parked.
 //! - A green thread blocked in a system call or a std lock holds its OS
-//!   thread (its worker is handed on); prefer [`sync`] and [`sleep`].
+//!   thread (its worker is handed on after a grace period; not with
+//!   preemption off, and not before it returns from one long call the
+//!   kernel does not interrupt, such as a big std file read); prefer
+//!   [`sync`], [`sleep`] and [`fs`].
 //! - With a locking global allocator in the executable, wrap it in
 //!   [`preempt::NoPreempt`].
 //! - [`io::copy`] and [`io::copy_bidirectional`] recognise greenrt's

@@ -336,7 +336,9 @@ impl Runtime {
     ///
     /// Afterwards every thread, fd and stack mapping the runtime made has
     /// been returned, except those of detached green threads (returned
-    /// when they end) and the process-wide netpoller's epoll and eventfd,
+    /// when they end), the process-wide netpoller's epoll and eventfd,
+    /// and the process-wide io_uring rings of [`crate::fs`] (one per
+    /// worker index that made a file operation, each with an eventfd),
     /// which the next runtime reuses.
     ///
     /// ```
