@@ -72,6 +72,20 @@ pub(crate) fn check_signature(kind: Kind, f: &ItemFn) -> syn::Result<()> {
             format!("{}: the function cannot be generic", kind.name()),
         ));
     }
+    if let ReturnType::Type(_, ty) = &sig.output {
+        if let syn::Type::ImplTrait(t) = &**ty {
+            // The body becomes a closure, whose return type cannot be
+            // `impl Trait`: say so here rather than in rustc's words.
+            return Err(syn::Error::new(
+                t.span(),
+                format!(
+                    "{}: the return type must be a concrete type, not `impl Trait` \
+                     (e.g. `()`, `Result<(), E>` or `std::process::ExitCode`)",
+                    kind.name()
+                ),
+            ));
+        }
+    }
     if let Some(v) = &sig.variadic {
         return Err(syn::Error::new(
             v.span(),
@@ -163,6 +177,20 @@ mod tests {
             ),
         );
         assert_eq!(e, "#[greenrt::test]: the function cannot be generic");
+    }
+
+    #[test]
+    fn rejects_impl_trait_returns_naming_the_attribute() {
+        let e = sig_err(
+            Kind::Main,
+            quote!(
+                fn main() -> impl std::process::Termination {}
+            ),
+        );
+        assert!(
+            e.starts_with("#[greenrt::main]: the return type must be a concrete type"),
+            "{e}"
+        );
     }
 
     #[test]
