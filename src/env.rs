@@ -131,10 +131,11 @@ mod tests {
     fn workers_must_be_positive() {
         assert_eq!(parse_workers("3").unwrap(), 3);
         assert_eq!(parse_workers(" 12 ").unwrap(), 12);
-        for v in ["0", "-1", "two", "", "1.5"] {
+        assert_eq!(parse_workers("4096").unwrap(), crate::MAX_WORKERS);
+        for v in ["0", "-1", "two", "", "1.5", "4097", "18446744073709551616"] {
             let msg = parse_workers(v).unwrap_err().to_string();
             assert!(
-                msg.contains("GREENRT_WORKERS must be a positive integer"),
+                msg.contains("GREENRT_WORKERS must be an integer from 1 to 4096"),
                 "{msg}"
             );
         }

@@ -305,7 +305,7 @@
 //!
 //! | variable | values | effect |
 //! |---|---|---|
-//! | `GREENRT_WORKERS` | a positive integer | number of workers (Ps) when `Builder::workers` is not called, fixed; default: container-aware, min(affinity CPUs, max(2, ⌈cgroup CPU quota⌉)), re-read every second (see "Container-aware workers") |
+//! | `GREENRT_WORKERS` | an integer from 1 to 4096 (`greenrt::MAX_WORKERS`) | number of workers (Ps) when `Builder::workers` is not called, fixed; default: container-aware, min(affinity CPUs, max(2, ⌈cgroup CPU quota⌉)), re-read every second (see "Container-aware workers") |
 //! | `GREENRT_PREEMPT` | boolean | preemption on (default) or off, when `Builder::preemption` is not called |
 //! | `GREENRT_IO_URING` | boolean | off: file operations never use io_uring (each is a blocking syscall, the worker handed to another thread meanwhile); on (default): io_uring where the kernel allows |
 //! | `GREENRT_GUARD` | `mprotect` or `auto` | how stack guard pages are made: `auto` (default) uses guard regions (`MADV_GUARD_INSTALL`) where the kernel has them, `mprotect` forces one extra mapping per stack |

@@ -345,13 +345,19 @@ fn a_shutdown_timeout_of_duration_max_waits_without_a_limit() {
 /// stacks leaked.
 #[test]
 fn every_parked_green_thread_unwinds_however_many_and_however_short_the_timeout() {
-    const N: usize = 50_000;
+    // Unwinding them all takes about 0.5 s of CPU (each destructor
+    // computes for 50 µs), five times the timeout; a gap of the timeout
+    // with no green thread finishing would take both workers descheduled
+    // for that long.
+    const N: usize = 20_000;
+    const TIMEOUT: Duration = Duration::from_millis(100);
     common::guarded(|| {
         let rt = greenrt::Builder::new().workers(2).build().unwrap();
         let dropped = Arc::new(AtomicUsize::new(0));
         struct Count(Arc<AtomicUsize>);
         impl Drop for Count {
             fn drop(&mut self) {
+                common::spin_for(Duration::from_micros(50));
                 self.0.fetch_add(1, SeqCst);
             }
         }
@@ -367,7 +373,7 @@ fn every_parked_green_thread_unwinds_however_many_and_however_short_the_timeout(
         while started.load(SeqCst) < N {
             std::thread::sleep(Duration::from_millis(1));
         }
-        rt.shutdown_timeout(Duration::from_millis(1));
+        rt.shutdown_timeout(TIMEOUT);
         assert_eq!(
             dropped.load(SeqCst),
             N,
