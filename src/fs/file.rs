@@ -5,6 +5,7 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use super::align::{self, Alignment};
@@ -43,6 +44,9 @@ pub struct File {
     /// write(2) in turn too.
     position_lock: Arc<Mutex<()>>,
     positioned: bool,
+    /// Reads try the page cache first with RWF_NOWAIT (buffered files,
+    /// until the file system says it has none; see `ops::read`).
+    nowait: AtomicBool,
 }
 
 impl File {
@@ -66,6 +70,7 @@ impl File {
             // keep a writer on the same file out (as the kernel's own
             // lock is for regular files only).
             positioned: !stat_ok || st.st_mode & libc::S_IFMT == libc::S_IFREG,
+            nowait: AtomicBool::new(direct.is_none() && !dontcache),
         }
     }
 
@@ -216,13 +221,12 @@ impl File {
             return Ok(0);
         }
         self.check(buf.as_ptr() as usize, buf.len(), pos)?;
-        let may_nowait = self.direct.is_none() && !self.dontcache;
         let n = self.explain(ops::read(
             self.fd.as_raw_fd(),
             buf,
             pos,
             self.rw_flags(),
-            may_nowait,
+            Some(&self.nowait),
         ))?;
         self.advance(asked, pos, n, false)?;
         Ok(n)
@@ -348,6 +352,7 @@ impl File {
             append: self.append,
             position_lock: self.position_lock.clone(),
             positioned: self.positioned,
+            nowait: AtomicBool::new(self.nowait.load(std::sync::atomic::Ordering::Relaxed)),
         })
     }
 

@@ -50,9 +50,6 @@ pub(super) fn blocking<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T>
     r
 }
 
-/// The kernel has no RWF_NOWAIT for this kind of file (learned once).
-static NO_NOWAIT: AtomicBool = AtomicBool::new(false);
-
 /// Runs `op` on the ring from a green thread, else (an OS thread, no
 /// ring, no room on it) `syscall` in a blocking section.
 ///
@@ -75,13 +72,16 @@ unsafe fn on_ring_or_blocking(
 }
 
 /// Reads into `buf`; `flags` are RWF_* flags (RWF_DONTCACHE).
-/// `may_nowait`: try the page cache first (buffered files).
+/// `nowait`: the file's own "try the page cache first" flag (buffered
+/// files), cleared here when its file system has no RWF_NOWAIT (procfs
+/// and sysfs say EOPNOTSUPP). Per file: another file system's files
+/// keep their fast path.
 pub(super) fn read(
     fd: RawFd,
     buf: &mut [u8],
     pos: Pos,
     flags: i32,
-    may_nowait: bool,
+    nowait: Option<&AtomicBool>,
 ) -> io::Result<usize> {
     let (ptr, len) = (buf.as_mut_ptr(), buf.len());
     if len == 0 {
@@ -89,11 +89,11 @@ pub(super) fn read(
     }
     // Page-cache hits need no ring round trip: RWF_NOWAIT reads what is
     // cached without blocking, and says EAGAIN otherwise.
-    if may_nowait && blocks_green() && !NO_NOWAIT.load(Ordering::Relaxed) {
+    if let Some(nowait) = nowait.filter(|n| n.load(Ordering::Relaxed) && blocks_green()) {
         match preadv2(fd, ptr, len, pos, flags | libc::RWF_NOWAIT) {
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) && flags == 0 => {
-                NO_NOWAIT.store(true, Ordering::Relaxed);
+                nowait.store(false, Ordering::Relaxed);
             }
             r => return r,
         }

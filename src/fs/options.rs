@@ -207,7 +207,7 @@ impl OpenOptions {
 /// clearly.
 fn probe_direct_read(fd: &OwnedFd, a: align::Alignment, path: &Path) -> io::Result<()> {
     let mut buf = AlignedBuf::new(a.offset, a.memory);
-    match ops::read(fd.as_raw_fd(), &mut buf, Pos::At(0), 0, false) {
+    match ops::read(fd.as_raw_fd(), &mut buf, Pos::At(0), 0, None) {
         Ok(_) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(align::no_direct_io(
             path,
