@@ -285,14 +285,20 @@ fn read_at_and_write_at_past_i64_max_are_invalid_input_and_leave_the_position() 
                 std::io::ErrorKind::InvalidInput,
                 "read_at {offset}"
             );
+            // EINVAL, as std reports it from the kernel.
+            assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "read_at {offset}");
             let e = f.write_at(b"XY", offset).unwrap_err();
             assert_eq!(
                 e.kind(),
                 std::io::ErrorKind::InvalidInput,
                 "write_at {offset}"
             );
+            assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "write_at {offset}");
             assert_eq!(f.stream_position().unwrap(), 2);
         }
+        let e = f.seek(SeekFrom::Start(u64::MAX)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "seek");
+        assert_eq!(f.stream_position().unwrap(), 2);
     });
     assert_eq!(std::fs::read(&path).unwrap(), b"0123456789");
     std::fs::remove_file(&path).unwrap();

@@ -1,4 +1,4 @@
-//! greenrt's misuse panics (`spawn`, `sleep`, `yield_now` outside a green
+//! greenrt's misuse panics (`spawn`, `sleep`, `sleep_until`, `yield_now` outside a green
 //! thread; `run`, `block_on` inside one) point at the caller's line, not
 //! at greenrt's (`#[track_caller]`). A panic hook records each panic's
 //! location; hooks are process-wide, hence this binary of its own with a
@@ -48,6 +48,12 @@ fn misuse_panics_point_at_the_callers_line() {
         (
             "sleep",
             location_of("sleep", || greenrt::sleep(std::time::Duration::ZERO)),
+        ),
+        (
+            "sleep_until",
+            location_of("sleep_until", || {
+                greenrt::sleep_until(std::time::Instant::now())
+            }),
         ),
         (
             "yield_now",

@@ -192,12 +192,11 @@ impl File {
         op: impl FnOnce() -> io::Result<T>,
     ) -> io::Result<T> {
         match asked {
-            // pread(2) and pwrite(2) say EINVAL; as -1 the kernel would
-            // take it for "at the file position".
-            Pos::At(o) if i64::try_from(o).is_err() => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("file offset {o} is past the largest a file can have (i64::MAX)"),
-            )),
+            // pread(2) and pwrite(2) say EINVAL, as std reports it; as -1
+            // the kernel would take it for "at the file position".
+            Pos::At(o) if i64::try_from(o).is_err() => {
+                Err(io::Error::from_raw_os_error(libc::EINVAL))
+            }
             Pos::At(_) => op(),
             Pos::Current if !self.positioned => op(),
             Pos::Current => {

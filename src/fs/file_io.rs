@@ -44,9 +44,8 @@ impl Seek for &File {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         let (off, whence) = match pos {
             SeekFrom::Start(o) => (
-                i64::try_from(o).map_err(|_| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "seek offset too large")
-                })?,
+                // lseek(2) says EINVAL, as std reports it.
+                i64::try_from(o).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
                 libc::SEEK_SET,
             ),
             SeekFrom::End(o) => (o, libc::SEEK_END),

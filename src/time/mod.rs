@@ -79,6 +79,7 @@ pub fn sleep(dur: Duration) {
 ///
 /// # Panics
 /// When called outside a green thread, as [`sleep`] does.
+#[track_caller]
 pub fn sleep_until(deadline: Instant) {
     let Some(g) = scheduler::current_g() else {
         panic!(
