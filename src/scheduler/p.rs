@@ -12,6 +12,7 @@ use crossbeam_deque::{Injector, Worker};
 
 use super::g::GRef;
 use super::metrics::Batch;
+use super::next_slot::NextSlot;
 use crate::stack::StackCache;
 
 /// After this many consecutive Gs taken from the LIFO "next" slot, the
@@ -53,7 +54,9 @@ const STACK_CACHE_PER_P: usize = 64;
 pub(crate) struct P {
     pub(crate) id: usize,
     pub(crate) runq: Worker<GRef>,
-    runnext: Cell<Option<GRef>>,
+    /// The next-to-run slot, in `Shared::nexts` (where thieves find it;
+    /// see `next_slot`), which outlives the P.
+    runnext: *const NextSlot,
     lifo_streak: Cell<u32>,
     /// The current streak's clock: when it reached its first check, and
     /// the last clock reading with the time-stamp counter then (monotonic
@@ -78,11 +81,13 @@ pub(crate) struct P {
 }
 
 impl P {
-    pub(crate) fn new(id: usize, runq: Worker<GRef>) -> P {
+    /// # Safety
+    /// `runnext` outlives the P (both belong to one `Shared`).
+    pub(crate) unsafe fn new(id: usize, runq: Worker<GRef>, runnext: *const NextSlot) -> P {
         P {
             id,
             runq,
-            runnext: Cell::new(None),
+            runnext,
             lifo_streak: Cell::new(0),
             streak_clock: Cell::new((0, 0, 0)),
             stacks: RefCell::new(StackCache::new(STACK_CACHE_PER_P)),
@@ -108,9 +113,16 @@ impl P {
     /// with one long round-robin over all of them. Tail latency pays for
     /// it; no G starves, since the global queue is served every 61 ticks
     /// and by idle Ms.
+    /// The next-to-run slot.
+    #[inline(always)]
+    fn next_slot(&self) -> &NextSlot {
+        // SAFETY: the slot outlives the P (`new`'s contract).
+        unsafe { &*self.runnext }
+    }
+
     pub(crate) fn put(&self, g: GRef, next: bool, global: &Injector<GRef>) {
         let g = if next {
-            match self.runnext.replace(Some(g)) {
+            match self.next_slot().replace(g) {
                 Some(old) => old,
                 None => return,
             }
@@ -137,16 +149,13 @@ impl P {
 
     /// No G queued here.
     pub(crate) fn is_empty(&self) -> bool {
-        let next = self.runnext.take();
-        let empty = next.is_none() && self.runq.is_empty();
-        self.runnext.set(next);
-        empty
+        self.next_slot().is_empty() && self.runq.is_empty()
     }
 
     /// Next G from this P: the LIFO slot first (bounded streak), then the
     /// queue head.
     pub(crate) fn pop(&self) -> Option<GRef> {
-        if let Some(g) = self.runnext.take() {
+        if let Some(g) = self.next_slot().take() {
             let streak = self.lifo_streak.get();
             if streak < MAX_LIFO_STREAK && self.streak_is_quick(streak) {
                 self.lifo_streak.set(streak + 1);
@@ -192,7 +201,7 @@ impl P {
 
     /// Drains every queued G (used at shutdown).
     pub(crate) fn drain(&self) -> Vec<GRef> {
-        let mut out: Vec<GRef> = self.runnext.take().into_iter().collect();
+        let mut out: Vec<GRef> = self.next_slot().take().into_iter().collect();
         while let Some(g) = self.runq.pop() {
             out.push(g);
         }
