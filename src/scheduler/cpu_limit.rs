@@ -208,9 +208,8 @@ fn id(p: PPtr) -> usize {
 }
 
 fn idle_p_is_empty(p: PPtr) -> bool {
-    // SAFETY: as in `id`; thieves reach its queue and `runnext` only
-    // through `Shared` (a `Stealer`, an atomic slot), which is_empty
-    // reads atomically too.
+    // SAFETY: as in `id`: nobody else touches a listed P's `runnext`
+    // (thieves only steal from its queue, through its `Stealer`).
     unsafe { p.get() }.is_empty()
 }
 
