@@ -320,11 +320,7 @@ impl M {
         nothing_elsewhere(
             self.rt.npidle.load(Ordering::SeqCst),
             self.rt.cpu_limit.active(),
-            self.rt
-                .stealers
-                .iter()
-                .zip(self.rt.nexts.iter())
-                .map(|(s, next)| s.is_empty() && next.is_empty()),
+            self.rt.stealers.iter().map(|s| s.is_empty()),
         )
     }
 
@@ -377,11 +373,10 @@ impl M {
         }
     }
 
-    /// Steals about half of a random victim's queue; in the last round,
-    /// also a victim's next G (see `next_slot`).
+    /// Steals about half of a random victim's queue.
     fn steal(&self, p: &P) -> Option<GRef> {
         let n = self.rt.stealers.len();
-        for round in 0..STEAL_ROUNDS {
+        for _ in 0..STEAL_ROUNDS {
             let start = p.random() as usize % n;
             for i in 0..n {
                 let victim = (start + i) % n;
@@ -398,12 +393,6 @@ impl M {
                         }
                         Steal::Empty => break,
                         Steal::Retry => continue,
-                    }
-                }
-                if round == STEAL_ROUNDS - 1 {
-                    if let Some(g) = self.steal_next(victim) {
-                        p.batch.stole(1);
-                        return Some(g);
                     }
                 }
             }

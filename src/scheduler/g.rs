@@ -68,21 +68,6 @@ impl GRef {
         GRef(g)
     }
 
-    /// Gives up this reference as a raw pointer (for an atomic slot; see
-    /// `next_slot`); `from_raw` takes it back.
-    pub(crate) fn into_raw(self) -> *mut G {
-        std::mem::ManuallyDrop::new(self).0.as_ptr()
-    }
-
-    /// Takes back a reference given up by `into_raw`.
-    ///
-    /// # Safety
-    /// `g` came from `into_raw`, and this takes its reference once.
-    pub(crate) unsafe fn from_raw(g: *mut G) -> GRef {
-        // SAFETY: `into_raw` made it from a NonNull (the caller's contract).
-        GRef(unsafe { NonNull::new_unchecked(g) })
-    }
-
     /// The header's address (also the allocation's).
     pub(crate) fn as_ptr(&self) -> *const G {
         self.0.as_ptr()

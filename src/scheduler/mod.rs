@@ -16,7 +16,6 @@ mod loom_park_tests;
 mod loom_tests;
 mod m;
 mod metrics;
-mod next_slot;
 mod p;
 mod panic_hook;
 pub(crate) mod park;

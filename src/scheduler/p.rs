@@ -12,7 +12,6 @@ use crossbeam_deque::{Injector, Worker};
 
 use super::g::GRef;
 use super::metrics::Batch;
-use super::next_slot::NextSlot;
 use crate::stack::StackCache;
 
 /// After this many consecutive Gs taken from the LIFO "next" slot, the
@@ -54,9 +53,7 @@ const STACK_CACHE_PER_P: usize = 64;
 pub(crate) struct P {
     pub(crate) id: usize,
     pub(crate) runq: Worker<GRef>,
-    /// The next-to-run slot, in `Shared::nexts` (where thieves find it;
-    /// see `next_slot`), which outlives the P.
-    runnext: *const NextSlot,
+    runnext: Cell<Option<GRef>>,
     lifo_streak: Cell<u32>,
     /// The current streak's clock: when it reached its first check, and
     /// the last clock reading with the time-stamp counter then (monotonic
@@ -81,13 +78,11 @@ pub(crate) struct P {
 }
 
 impl P {
-    /// # Safety
-    /// `runnext` outlives the P (both belong to one `Shared`).
-    pub(crate) unsafe fn new(id: usize, runq: Worker<GRef>, runnext: *const NextSlot) -> P {
+    pub(crate) fn new(id: usize, runq: Worker<GRef>) -> P {
         P {
             id,
             runq,
-            runnext,
+            runnext: Cell::new(None),
             lifo_streak: Cell::new(0),
             streak_clock: Cell::new((0, 0, 0)),
             stacks: RefCell::new(StackCache::new(STACK_CACHE_PER_P)),
@@ -113,16 +108,9 @@ impl P {
     /// with one long round-robin over all of them. Tail latency pays for
     /// it; no G starves, since the global queue is served every 61 ticks
     /// and by idle Ms.
-    /// The next-to-run slot.
-    #[inline(always)]
-    fn next_slot(&self) -> &NextSlot {
-        // SAFETY: the slot outlives the P (`new`'s contract).
-        unsafe { &*self.runnext }
-    }
-
     pub(crate) fn put(&self, g: GRef, next: bool, global: &Injector<GRef>) {
         let g = if next {
-            match self.next_slot().replace(g) {
+            match self.runnext.replace(Some(g)) {
                 Some(old) => old,
                 None => return,
             }
@@ -149,13 +137,16 @@ impl P {
 
     /// No G queued here.
     pub(crate) fn is_empty(&self) -> bool {
-        self.next_slot().is_empty() && self.runq.is_empty()
+        let next = self.runnext.take();
+        let empty = next.is_none() && self.runq.is_empty();
+        self.runnext.set(next);
+        empty
     }
 
     /// Next G from this P: the LIFO slot first (bounded streak), then the
     /// queue head.
     pub(crate) fn pop(&self) -> Option<GRef> {
-        if let Some(g) = self.next_slot().take() {
+        if let Some(g) = self.runnext.take() {
             let streak = self.lifo_streak.get();
             if streak < MAX_LIFO_STREAK && self.streak_is_quick(streak) {
                 self.lifo_streak.set(streak + 1);
@@ -201,7 +192,7 @@ impl P {
 
     /// Drains every queued G (used at shutdown).
     pub(crate) fn drain(&self) -> Vec<GRef> {
-        let mut out: Vec<GRef> = self.next_slot().take().into_iter().collect();
+        let mut out: Vec<GRef> = self.runnext.take().into_iter().collect();
         while let Some(g) = self.runq.pop() {
             out.push(g);
         }

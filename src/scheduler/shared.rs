@@ -14,7 +14,6 @@ use super::cpu_limit::{CpuLimit, QuotaSource};
 use super::g::GRef;
 use super::idle::SchedState;
 use super::metrics::Counters;
-use super::next_slot::NextSlot;
 use super::p::{PPtr, P};
 use super::preempted::PreemptedQueue;
 use super::registry::Registry;
@@ -54,8 +53,6 @@ pub(crate) struct Shared {
     pub(crate) injector: Injector<GRef>,
     /// One per P, indexed by P id.
     pub(crate) stealers: Box<[Stealer<GRef>]>,
-    /// Each P's next-to-run slot, indexed by P id (see `next_slot`).
-    pub(crate) nexts: Box<[NextSlot]>,
     /// Timers, one queue per P, indexed by P id.
     pub(crate) timers: Box<[Padded<TimerQueue>]>,
     /// Taken on the preemption path (`resume_preempted_on_idle_p`), so
@@ -120,14 +117,10 @@ impl Shared {
     pub(crate) fn new(cfg: Config) -> Arc<Shared> {
         let mut stealers = Vec::with_capacity(cfg.workers);
         let mut ps = Vec::with_capacity(cfg.workers);
-        // Their heap block does not move when the box moves into Shared.
-        let nexts: Box<[NextSlot]> = (0..cfg.workers).map(|_| NextSlot::new()).collect();
         for id in 0..cfg.workers {
             let w = Worker::new_fifo();
             stealers.push(w.stealer());
-            // SAFETY: the slot lives in `nexts`, owned by the Shared that
-            // owns the P too, and freed after it (see Drop).
-            let p = Box::new(unsafe { P::new(id, w, &nexts[id]) });
+            let p = Box::new(P::new(id, w));
             ps.push(PPtr(std::ptr::NonNull::from(Box::leak(p))));
         }
         let timers = (0..cfg.workers)
@@ -140,7 +133,6 @@ impl Shared {
             cfg,
             injector: Injector::new(),
             stealers: stealers.into_boxed_slice(),
-            nexts,
             timers,
             sched: FutexLock::new(SchedState {
                 // P 0 is taken first; Ps over the limit start parked.
