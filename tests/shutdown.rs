@@ -381,3 +381,65 @@ fn every_parked_green_thread_unwinds_however_many_and_however_short_the_timeout(
         );
     });
 }
+
+/// Green threads born during the cancellation (spawned by a thread that
+/// never blocks, or from the destructor of an unwinding or unrun one)
+/// finish at once, cancelled; they must not keep the wait going. With
+/// "any green thread finished" as progress, both shapes below kept
+/// `shutdown_timeout(100 ms)` waiting for good; progress is now a new low
+/// of the live count.
+#[test]
+fn green_threads_born_during_shutdown_do_not_keep_it_waiting() {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+    const TIMEOUT: Duration = Duration::from_millis(100);
+
+    // A spinner spawning a short-lived green thread every 50 µs.
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let took = common::with_timeout(Duration::from_secs(30), || {
+        let rt = greenrt::Builder::new().workers(2).build().unwrap();
+        rt.spawn(|| {
+            while !STOP.load(SeqCst) {
+                drop(greenrt::spawn(|| std::hint::black_box(1)));
+                common::spin_for(Duration::from_micros(50));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let t = Instant::now();
+        rt.shutdown_timeout(TIMEOUT);
+        let took = t.elapsed();
+        STOP.store(true, SeqCst); // the detached spinner ends
+        took
+    });
+    assert!(took < Duration::from_secs(10), "spinner: {took:?}");
+
+    // A value whose destructor spawns a green thread holding another one:
+    // each born-cancelled thread's closure is dropped unrun, which spawns
+    // the next.
+    struct Respawn;
+    impl Drop for Respawn {
+        fn drop(&mut self) {
+            if greenrt::task::current_id().is_none() {
+                return; // off a green thread: the chain ends
+            }
+            let next = Respawn;
+            let _ = greenrt::task::Builder::new().spawn(move || {
+                let _next = next;
+                greenrt::sleep(Duration::from_secs(3600));
+            });
+        }
+    }
+    let took = common::with_timeout(Duration::from_secs(30), || {
+        let rt = greenrt::Builder::new().workers(2).build().unwrap();
+        let first = Respawn;
+        rt.spawn(move || {
+            let _first = first;
+            greenrt::sleep(Duration::from_secs(3600));
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let t = Instant::now();
+        rt.shutdown_timeout(TIMEOUT);
+        t.elapsed()
+    });
+    assert!(took < Duration::from_secs(10), "respawn: {took:?}");
+}

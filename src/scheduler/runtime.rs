@@ -299,7 +299,7 @@ impl Runtime {
 
 impl Runtime {
     /// Shuts the runtime down, letting its green threads unwind until
-    /// `timeout` passes with none of them finishing.
+    /// `timeout` passes without fewer of them left than before.
     ///
     /// Every green thread that has not finished is cancelled: one blocked
     /// in a runtime call (a socket, a channel, a `greenrt::sync` lock, a
@@ -314,7 +314,8 @@ impl Runtime {
     /// payload.
     ///
     /// Parked green threads all unwind, however many: the wait goes on
-    /// while green threads keep finishing, and `timeout`
+    /// while fewer and fewer green threads are left (threads born during
+    /// the shutdown do not count), and `timeout`
     /// (`Duration::MAX`: no limit) bounds only the wait for those that
     /// reach no blocking call (they compute, or are blocked in a system
     /// call outside the runtime). Those are then detached: each keeps

@@ -12,7 +12,7 @@
 //!    the wake-up token (both SeqCst), so a G that sees the token sees
 //!    the mark.
 //! 2. **Wait** until the registry is empty (every G exited) or the
-//!    timeout passes with no G exiting: unwinding parked Gs is like
+//!    timeout passes with no new low of the live count: unwinding parked Gs is like
 //!    dropping tokio's futures, always done however many there are (it
 //!    only takes turns on the Ps); the timeout is for Gs that reach no
 //!    blocking call.
@@ -49,22 +49,29 @@ const MAX_NAP: Duration = Duration::from_millis(1);
 
 impl Shared {
     /// Stops the runtime (see the module docs); waits for its green
-    /// threads to unwind until `timeout` passes with none finishing.
+    /// threads to unwind until `timeout` passes with no new low of the
+    /// live count.
     pub(crate) fn shutdown(self: &Arc<Self>, timeout: Duration) -> Unfinished {
         self.cancel_all();
         let mut nap = Duration::from_micros(20);
         let mut live = self.registry.live();
+        let mut low = live;
         // None: no limit (`Duration::MAX`).
         let mut deadline = Instant::now().checked_add(timeout);
         while live > 0 {
             // Progress is looked at before the deadline, after each nap.
             std::thread::sleep(nap);
             nap = (nap * 2).min(MAX_NAP);
-            let now_live = self.registry.live();
-            if now_live < live {
+            // Progress is a new low of the live count: Gs born during the
+            // cancellation (spawned by a G that never blocks, or by the
+            // destructor of an unwinding one) finish at once but cannot
+            // keep the deadline moving, so the wait is bounded by (Gs
+            // live at the cancel + 1) timeouts.
+            live = self.registry.live();
+            if live < low {
+                low = live;
                 deadline = Instant::now().checked_add(timeout);
             }
-            live = now_live;
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
