@@ -270,7 +270,8 @@ fn the_longest_abstract_names_can_be_connected_and_sent_to() {
         n.resize(107, b'x');
         SocketAddr::from_abstract_name(&n).unwrap()
     };
-    greenrt::run(move || {
+    // On a runtime, fd-checked and alone, as every test here.
+    on_runtime(1, move || {
         let addr = name("stream");
         let listener = greenrt::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
         let mut c = greenrt::os::unix::net::UnixStream::connect_addr(&addr).unwrap();

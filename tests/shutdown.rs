@@ -314,7 +314,7 @@ fn a_green_thread_dropping_its_own_runtime_returns_at_once_and_is_cancelled() {
 /// threads and green threads running for good.
 #[test]
 fn a_shutdown_timeout_of_duration_max_waits_without_a_limit() {
-    common::guarded(|| {
+    exclusive(|| {
         let rt = greenrt::Builder::new().workers(1).build().unwrap();
         let unwound = Arc::new(AtomicBool::new(false));
         struct Mark(Arc<AtomicBool>);
@@ -351,7 +351,7 @@ fn every_parked_green_thread_unwinds_however_many_and_however_short_the_timeout(
     // for that long.
     const N: usize = 20_000;
     const TIMEOUT: Duration = Duration::from_millis(100);
-    common::guarded(|| {
+    exclusive(|| {
         let rt = greenrt::Builder::new().workers(2).build().unwrap();
         let dropped = Arc::new(AtomicUsize::new(0));
         struct Count(Arc<AtomicUsize>);
@@ -393,6 +393,8 @@ fn green_threads_born_during_shutdown_do_not_keep_it_waiting() {
     use std::sync::atomic::AtomicBool;
     use std::time::Instant;
     const TIMEOUT: Duration = Duration::from_millis(100);
+    // Alone, as every test here (they compare fd and thread counts).
+    let _serial = common::serial();
 
     // A spinner spawning a short-lived green thread every 50 µs.
     static STOP: AtomicBool = AtomicBool::new(false);
